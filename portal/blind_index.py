@@ -1,0 +1,73 @@
+"""Email normalisation and the keyed argon2id blind index; pure functions, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+from dataclasses import dataclass
+
+from argon2.low_level import Type, hash_secret_raw
+from email_validator import EmailNotValidError, validate_email
+
+MAX_LOCAL_OCTETS = 64
+MAX_ADDRESS_OCTETS = 254
+# Scripts that look alike: a domain label mixing two of them imitates another domain.
+CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
+
+
+class InvalidEmail(ValueError):
+    """An address the portal refuses; the message is safe to show (it never echoes input)."""
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """argon2id parameters; stored with each incident so lookups hash as the import did."""
+
+    time_cost: int = 1
+    memory_cost: int = 8192  # KiB: 8 MiB
+    parallelism: int = 1
+
+
+def normalise(address: str) -> str:
+    """Trim, NFC, lower-case, domain to IDNA ASCII; raises InvalidEmail with the reason."""
+    address = unicodedata.normalize("NFC", address.strip())
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in address):
+        raise InvalidEmail("The address contains control characters.")
+    if len(address.encode()) > MAX_ADDRESS_OCTETS:
+        raise InvalidEmail("The address is longer than 254 characters.")
+    local, _, domain = address.rpartition("@")
+    if len(local.encode()) > MAX_LOCAL_OCTETS:
+        raise InvalidEmail("The part before the @ is longer than 64 characters.")
+    for label in domain.split("."):
+        if _mixes_scripts(label):
+            raise InvalidEmail("The domain mixes alphabets, as look-alike domains do.")
+    try:
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        raise InvalidEmail("This is not a valid email address.") from None
+    return f"{valid.local_part.lower()}@{valid.ascii_domain.lower()}"
+
+
+def _mixes_scripts(label: str) -> bool:
+    scripts = {
+        unicodedata.name(ch, "UNKNOWN").split(" ")[0] for ch in label if ch.isalpha()
+    }
+    return len(scripts & CONFUSABLE_SCRIPTS) > 1
+
+
+def blind_index(normalised: str, *, pepper: bytes, salt: bytes, params: KdfParams) -> bytes:
+    """argon2id(HMAC-SHA256(pepper, address), salt): 32 bytes, compared by equality.
+
+    CPU-bound (argon2-cffi releases the GIL): call it from a thread, never the event loop.
+    """
+    keyed = hmac.new(pepper, normalised.encode(), hashlib.sha256).digest()
+    return hash_secret_raw(
+        secret=keyed,
+        salt=salt,
+        time_cost=params.time_cost,
+        memory_cost=params.memory_cost,
+        parallelism=params.parallelism,
+        hash_len=32,
+        type=Type.ID,
+    )

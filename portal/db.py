@@ -1,0 +1,115 @@
+"""Engine and connection helpers for SQLite and PostgreSQL, and the Alembic migrations."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from portal import tables
+from portal.errors import PortalError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the URL; SQLite gets WAL, a busy timeout and secure_delete."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise PortalError(f"PORTAL_DATABASE_URL is not a database URL: {url}") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # An erased value (an outbox recipient, say) must not be readable from the file.
+    cursor.execute("PRAGMA secure_delete=ON")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Creates or upgrades the schema to the newest migration, and the deployment salt."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise PortalError(f"cannot open the database: {exc.orig}") from None
+    with engine.begin() as conn:
+        ensure_salt(conn)
+
+
+def is_migrated(engine: Engine) -> bool:
+    try:
+        return inspect(engine).has_table("alembic_version")
+    except OperationalError:
+        return False
+
+
+def ensure_salt(conn: Connection) -> bytes:
+    """The per-deployment blind-index salt, created once and kept with the data."""
+    value = conn.scalar(select(tables.meta.c.value).where(tables.meta.c.key == "bidx_salt"))
+    if value is None:
+        value = secrets.token_hex(16)
+        conn.execute(tables.meta.insert().values(key="bidx_salt", value=value))
+    return bytes.fromhex(value)
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    keys: list[str],
+    update: Mapping[str, Any],
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, for SQLite and PostgreSQL alike.
+
+    `update` maps column names to expressions built with `excluded(table)` and the table.
+    """
+    rows = list(rows)
+    if not rows:
+        return
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    values = {name: expr(stmt.excluded) if callable(expr) else expr for name, expr in update.items()}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=values), rows)
+
+
+def insert_ignore(
+    conn: Connection, table: Table, values: Mapping[str, Any], *, keys: list[str]
+) -> bool:
+    """Inserts unless the keys exist; tells whether a row was inserted."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return conn.execute(stmt).rowcount == 1
+
+
+def checkpoint(engine: Engine) -> None:
+    """Truncates SQLite's write-ahead log, so that erased values leave no copy in it."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

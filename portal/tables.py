@@ -1,0 +1,182 @@
+"""The database schema: SQLAlchemy Core tables with a naming convention."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Deployment-wide values that live with the data, such as the blind-index salt.
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("languages", Text, nullable=False),  # JSON list, first is the default
+    Column("title", Text, nullable=False),  # JSON {lang: text}
+    Column("notice", Text, nullable=False),  # JSON {lang: markdown}
+    Column("faq", Text, nullable=False),  # JSON [{question: {...}, answer: {...}}]
+    Column("discovered", Date, nullable=True),
+    Column("contact_email", String(254), nullable=False),
+    Column("regulator_notified", Boolean, nullable=False, default=False),
+    # The argon2id parameters of the blind index: a lookup hashes as the import did.
+    Column("kdf_time_cost", Integer, nullable=False),
+    Column("kdf_memory_cost", Integer, nullable=False),
+    Column("kdf_parallelism", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("slug", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("contact_email", String(254), nullable=False),
+    Column("webhook_url", Text, nullable=True),
+    Column("webhook_secret", Text, nullable=True),
+    UniqueConstraint("incident_id", "slug", name="uq_partners_incident_slug"),
+)
+
+# One row per leaked email (as its blind index) per partner; `fields` is a bit set (fields.py).
+exposures = Table(
+    "exposures",
+    metadata,
+    Column("partner_id", ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True),
+    Column("bidx", LargeBinary(32), primary_key=True),
+    Column("fields", BigInteger, nullable=False),
+    Index("ix_exposures_bidx", "bidx"),
+)
+
+# An emailed link; only the SHA-256 of its secret is kept, the address only sealed by it.
+links = Table(
+    "links",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("purpose", String(32), nullable=False),
+    Column("incident_id", ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("bidx", LargeBinary(32), nullable=False),
+    Column("sealed_email", LargeBinary, nullable=True),
+    Column("lang", String(8), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used_at", DateTime, nullable=True),
+)
+
+# A verified visit, started by confirming a link; the cookie holds the secret, we its hash.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("incident_id", ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("bidx", LargeBinary(32), nullable=False),
+    Column("sealed_email", LargeBinary, nullable=True),
+    Column("lang", String(8), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("verified_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+deletion_requests = Table(
+    "deletion_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("reference", String(16), nullable=False, unique=True),
+    Column("incident_id", ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("partner_id", ForeignKey("partners.id", ondelete="CASCADE"), nullable=False),
+    Column("bidx", LargeBinary(32), nullable=False),
+    # The person asked for deletion and the partner needs the address (design §4.6).
+    Column("email", String(320), nullable=True),
+    Column("fields", BigInteger, nullable=False),
+    Column("lang", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("verified_at", DateTime, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("due_on", Date, nullable=False),
+    Column("extended_due_on", Date, nullable=True),
+    Column("extension_reason", Text, nullable=True),
+    Column("closed_at", DateTime, nullable=True),
+    Column("ground", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("partner_reference", String(200), nullable=True),
+    UniqueConstraint("partner_id", "bidx", name="uq_deletion_requests_partner_bidx"),
+    Index("ix_deletion_requests_bidx", "bidx"),
+)
+
+deletion_events = Table(
+    "deletion_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "request_id", ForeignKey("deletion_requests.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=False),
+    Column("note", Text, nullable=True),
+)
+
+# The durable mail (and webhook) queue. Recipient and bodies are erased on delivery.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("channel", String(16), nullable=False, default="email"),
+    Column("recipient", Text, nullable=True),
+    Column("subject", Text, nullable=True),
+    Column("body_text", Text, nullable=True),
+    Column("body_html", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", DateTime, nullable=False),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("lease_until", DateTime, nullable=True),
+    Column("sent_at", DateTime, nullable=True),
+    Column("message_id", Text, nullable=True),
+    Column("payload_sha256", String(64), nullable=True),
+    Column("response_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column(
+        "deletion_request_id",
+        ForeignKey("deletion_requests.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
