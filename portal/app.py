@@ -1,0 +1,118 @@
+"""create_app(settings): the Starlette application with its routes, middleware and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from traceback import extract_tb
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from portal import db, deletions, logs, mail
+from portal.config import Settings
+from portal.i18n import MESSAGES
+from portal.ratelimit import RateLimiter
+from portal.web import ops, public
+from portal.web.middleware import AccessLog, BodyLimit, SecurityHeaders, loggable_path
+from portal.web.pages import language, markdown, render
+
+log = logging.getLogger("portal.app")
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = ROOT / "templates"
+STATIC_DIR = ROOT / "static"
+ERROR_TEMPLATES = {400, 403, 404, 405, 413, 415, 429, 500, 503}
+
+
+def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
+    """The portal as an ASGI app; `deliver_mail` runs the outbox worker in-process."""
+    engine = db.make_engine(settings.database_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = None
+        if app.state.mail_worker is not None:
+            task = asyncio.create_task(app.state.mail_worker.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            engine.dispose()
+
+    app = Starlette(
+        routes=[
+            *ops.routes,
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            *public.routes,
+        ],
+        middleware=[
+            Middleware(AccessLog),
+            Middleware(SecurityHeaders, https=settings.https),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.templates_dir = TEMPLATES_DIR
+    app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    app.state.templates.env.globals.update(messages=MESSAGES, markdown=markdown)
+    app.state.limiter = RateLimiter(settings)
+    app.state.mail_worker = (
+        mail.MailWorker(
+            engine,
+            settings,
+            on_sent=deletions.mark_forwarded,
+            on_failed=deletions.mark_forward_failed,
+            resolve_webhook_secret=deletions.webhook_secret,
+        )
+        if deliver_mail
+        else None
+    )
+    return app
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code if exc.status_code in ERROR_TEMPLATES else 400
+    response = render(
+        request, "error.html", lang=language(request, None), status=status, code=status
+    )
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # The message of an exception can hold a query's parameters: log only its type and place.
+    where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in extract_tb(exc.__traceback__)]
+    log.error(
+        "unhandled %s on %s %s at %s",
+        type(exc).__name__,
+        request.method,
+        loggable_path(request.url.path),
+        " < ".join(reversed(where[-6:])),
+    )
+    return render(request, "error.html", lang=language(request, None), status=500, code=500)
+
+
+def from_env() -> Starlette:
+    """The app as `portal serve` runs it under uvicorn (one per worker process)."""
+    logs.configure()
+    settings = Settings.from_env()
+    return create_app(settings, deliver_mail=os.environ.get("PORTAL_IN_PROCESS_MAIL", "1") == "1")

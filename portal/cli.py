@@ -1,0 +1,313 @@
+"""The `portal` command: parses arguments, calls the feature modules, prints the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from portal import db, logs
+from portal.config import Settings
+from portal.errors import PortalError
+
+app = typer.Typer(
+    help="breach-portal: the 'am I affected?' portal for one data breach.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+incident_app = typer.Typer(help="Describe incidents and their partners.", no_args_is_help=True)
+app.add_typer(incident_app, name="incident")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operator_errors(fn: F) -> F:
+    """Turns a PortalError into one line on stderr and exit status 1, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PortalError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    logs.configure()
+    return Settings.from_env()
+
+
+def _ready_engine(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = db.make_engine(settings.database_url)
+    db.migrate(engine)
+    return engine
+
+
+@app.command()
+@operator_errors
+def init() -> None:
+    """Create or migrate the database and create instance secrets if missing.
+
+    Example: portal init
+    """
+    settings = _settings()
+    _ready_engine(settings).dispose()
+    out.print(f"database ready: {_safe_url(settings.database_url)}")
+
+
+@incident_app.command("load")
+@operator_errors
+def incident_load(
+    file: Annotated[Path, typer.Argument(help="The incident file (TOML).")],
+) -> None:
+    """Create or update an incident and its partners from an incident file.
+
+    Everything is validated first; nothing is written when anything is wrong.
+
+    Example: portal incident load incident.toml
+    """
+    from portal.incidents import load_incident_file
+
+    settings = _settings()
+    engine = _ready_engine(settings)
+    try:
+        result = load_incident_file(engine, file)
+    finally:
+        engine.dispose()
+    verb = "created" if result.created else "updated"
+    out.print(
+        f"incident {result.incident.slug} {verb}: {result.partners_created} partner(s) added, "
+        f"{result.partners_updated} updated"
+    )
+
+
+@app.command("import")
+@operator_errors
+def import_command(
+    incident: Annotated[str, typer.Argument(help="The incident's slug.")],
+    partner: Annotated[str, typer.Argument(help="The partner's slug.")],
+    file: Annotated[Path, typer.Argument(help="The partner's leaked records (CSV).")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="COLUMN=FIELD, or COLUMN=- to ignore a column. Repeatable."),
+    ] = None,
+    email_column: Annotated[
+        str | None, typer.Option("--email-column", help="The column holding the email address.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Hashing threads (default: all cores).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and count everything, write nothing.")
+    ] = False,
+) -> None:
+    """Import one partner's leaked records: only blind indexes and field sets are kept.
+
+    Re-importing the same file changes nothing; more rows for the same address add fields.
+
+    Example: portal import ticketing-2021 park-a park-a.csv --map "Lievelingskleur=-"
+    """
+    settings = _settings()
+    mapping = _parse_map(map_ or [])
+    engine = _ready_engine(settings)
+    try:
+        summary = _import_with_progress(
+            engine, settings, incident, partner, file, mapping, email_column, workers, dry_run
+        )
+    finally:
+        engine.dispose()
+    _print_summary(summary)
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, field = pair.partition("=")
+        if not sep or not column.strip() or not field.strip():
+            raise typer.BadParameter(f"expected COLUMN=FIELD, got {pair!r}", param_hint="--map")
+        mapping[column.strip()] = field.strip()
+    return mapping
+
+
+def _import_with_progress(  # type: ignore[no-untyped-def]
+    engine, settings, incident, partner, file, mapping, email_column, workers, dry_run
+):
+    from portal.importer import import_csv
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task(f"hashing {file.name}", total=None)
+        return import_csv(
+            engine,
+            settings,
+            incident=incident,
+            partner=partner,
+            path=file,
+            mapping=mapping,
+            email_column=email_column,
+            workers=workers,
+            dry_run=dry_run,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+
+
+def _print_summary(summary: Any) -> None:
+    table = Table(title="dry run: nothing written" if summary.dry_run else "import summary")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("rows read", str(summary.rows))
+    table.add_row("rows imported", str(summary.imported))
+    table.add_row("new addresses", str(summary.new_exposures))
+    table.add_row("addresses with new fields", str(summary.updated_exposures))
+    table.add_row("unchanged", str(summary.unchanged))
+    table.add_row("rows without a valid email", str(len(summary.invalid_lines)))
+    for key, count in sorted(summary.fields.items()):
+        table.add_row(f"  exposes {key}", str(count))
+    out.print(table)
+    if summary.invalid_lines:
+        shown = ", ".join(str(n) for n in summary.invalid_lines[:20])
+        more = " …" if len(summary.invalid_lines) > 20 else ""
+        err.print(f"skipped lines without a valid email: {shown}{more}", highlight=False)
+
+
+@app.command()
+@operator_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Web worker processes.")] = 1,
+    no_mail_worker: Annotated[
+        bool, typer.Option("--no-mail-worker", help="Leave mail to `portal mail-worker`.")
+    ] = False,
+) -> None:
+    """Run the portal with uvicorn; queued mail is delivered in-process unless told not to.
+
+    Example: PORTAL_BASE_URL=https://lek.example.org portal serve --host 0.0.0.0 --workers 4
+    """
+    settings = _settings()
+    settings.refuse_unsafe_production()
+    _ready_engine(settings).dispose()
+    _serve(settings, host=host, port=port, workers=workers, mail=not no_mail_worker)
+
+
+def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool) -> None:
+    import uvicorn
+
+    os.environ["PORTAL_IN_PROCESS_MAIL"] = "1" if mail else "0"
+    out.print(f"serving on http://{host}:{port}  (base URL {settings.base_url})")
+    uvicorn.run(
+        "portal.app:from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command("mail-worker")
+@operator_errors
+def mail_worker() -> None:
+    """Deliver queued mail until stopped (for deployments that run it apart from the web).
+
+    Example: portal mail-worker
+    """
+    from portal import deletions, mail
+
+    settings = _settings()
+    engine = _ready_engine(settings)
+    worker = mail.MailWorker(
+        engine,
+        settings,
+        on_sent=deletions.mark_forwarded,
+        on_failed=deletions.mark_forward_failed,
+        resolve_webhook_secret=deletions.webhook_secret,
+    )
+    out.print("delivering mail; stop with Ctrl+C")
+    try:
+        asyncio.run(worker.run(asyncio.Event()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
+
+
+@app.command()
+@operator_errors
+def demo(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    records: Annotated[int, typer.Option(min=10, help="Synthetic people to make.")] = 2400,
+) -> None:
+    """Load a synthetic incident with three partners and serve it on http://127.0.0.1:PORT.
+
+    Mail goes to the instance outbox; its links are printed here.
+
+    Example: portal demo --port 8000
+    """
+    from portal import demo as demo_data
+    from portal.incidents import load_incident_file
+
+    settings = _settings()
+    if settings.base_url == "http://127.0.0.1:8000" and port != 8000:
+        settings = _with_base_url(settings, f"http://127.0.0.1:{port}")
+    engine = _ready_engine(settings)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            files = demo_data.write_demo_files(Path(folder), records=records)
+            load_incident_file(engine, files[0])
+            if demo_data.is_loaded(engine):
+                out.print("demo records already imported")
+            for path in files[1:] if not demo_data.is_loaded(engine) else []:
+                summary = _import_with_progress(
+                    engine, settings, demo_data.DEMO_SLUG, path.stem, path, {}, None, None, False
+                )
+                out.print(f"{path.stem}: {summary.imported} records")
+    finally:
+        engine.dispose()
+    out.print("\n[bold]Try these addresses[/] (mail is written to the outbox and its link printed):")
+    for address, what in demo_data.DEMO_ADDRESSES.items():
+        out.print(f"  {address:30} {what}", highlight=False)
+    _serve(settings, host="127.0.0.1", port=port, workers=1, mail=True)
+
+
+def _with_base_url(settings: Settings, base_url: str) -> Settings:
+    os.environ["PORTAL_BASE_URL"] = base_url
+    return Settings.from_env()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    """Entry point of the `portal` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,257 @@
+"""From a submitted address to a queued link; from a confirmed link to a session and results."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, select, update
+from starlette.concurrency import run_in_threadpool
+
+from portal import db, incidents, mail, metrics, tables
+from portal.blind_index import blind_index
+from portal.clock import utcnow
+from portal.config import Settings
+from portal.fields import Field, from_bits
+from portal.incidents import Incident, Partner
+from portal.ratelimit import RateLimiter
+from portal.tokens import TokenExpired, TokenInvalid, TokenService, seal, token_hash, unseal
+
+log = logging.getLogger("portal.lookups")
+
+LINK_PURPOSE = "results"
+
+
+class LinkUsed(TokenInvalid):
+    """The link was genuine but has been used already."""
+
+
+@dataclass(frozen=True)
+class LookupRequest:
+    """A valid, normalised address someone typed into an incident's form."""
+
+    incident: str
+    address: str
+    client: str
+    lang: str
+
+
+@dataclass(frozen=True)
+class VerifiedSession:
+    """A visit that proved control of an address by following the emailed link."""
+
+    id: int
+    incident_id: int
+    incident_slug: str
+    bidx: bytes
+    lang: str
+    verified_at: object
+    secret: bytes
+    sealed_email: bytes | None
+
+    def email(self) -> str:
+        """The verified address; read only when the person asks for deletion."""
+        if self.sealed_email is None:
+            raise TokenInvalid
+        return unseal(self.secret, self.sealed_email)
+
+
+@dataclass(frozen=True)
+class PartnerResult:
+    partner: Partner
+    fields: list[Field]
+
+
+@dataclass(frozen=True)
+class Results:
+    incident: Incident
+    partners: list[PartnerResult]
+
+    @property
+    def advice(self) -> list[Field]:
+        """The union of advice over every exposed field, most serious first."""
+        seen: dict[str, Field] = {}
+        for result in self.partners:
+            for field in result.fields:
+                seen[field.key] = field
+        return sorted(seen.values(), key=lambda f: -f.severity)
+
+
+def link_tokens(settings: Settings) -> TokenService:
+    return TokenService(settings.secret_key, purpose="link", max_age=settings.link_ttl)
+
+
+def session_tokens(settings: Settings) -> TokenService:
+    return TokenService(settings.secret_key, purpose="session", max_age=settings.session_ttl)
+
+
+async def request_link(
+    engine: Engine,
+    settings: Settings,
+    limiter: RateLimiter,
+    lookup: LookupRequest,
+    *,
+    templates_dir: Path,
+) -> bool:
+    """Hashes the address and queues a link email, unless a limit is reached.
+
+    Runs after the response has gone out, so that every lookup answers alike.
+    Tells whether a mail was queued.
+    """
+    metrics.lookups_total.inc()
+    if not await limiter.hit("client", lookup.client):
+        metrics.rate_limited_total.labels(limit="client").inc()
+        return False
+    incident, salt = await run_in_threadpool(_incident_and_salt, engine, lookup.incident)
+    if incident is None:
+        return False
+    bidx = await run_in_threadpool(
+        blind_index, lookup.address, pepper=settings.pepper, salt=salt, params=incident.kdf
+    )
+    if not await limiter.hit("address", bidx.hex()):
+        metrics.rate_limited_total.labels(limit="address").inc()
+        return False
+    await run_in_threadpool(
+        _queue_link, engine, settings, incident, bidx, lookup, templates_dir
+    )
+    return True
+
+
+def _incident_and_salt(engine: Engine, slug: str) -> tuple[Incident | None, bytes]:
+    with engine.begin() as conn:
+        return incidents.get_incident(conn, slug), db.ensure_salt(conn)
+
+
+def _queue_link(
+    engine: Engine,
+    settings: Settings,
+    incident: Incident,
+    bidx: bytes,
+    lookup: LookupRequest,
+    templates_dir: Path,
+) -> None:
+    token, secret = link_tokens(settings).issue()
+    now = utcnow()
+    message = mail.render(
+        templates_dir,
+        "link",
+        lookup.lang,
+        incident_title=incident.text(incident.title, lookup.lang),
+        link=f"{settings.base_url}/v/{token}",
+        minutes=settings.link_ttl // 60,
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            tables.links.insert().values(
+                token_hash=token_hash(secret),
+                purpose=LINK_PURPOSE,
+                incident_id=incident.id,
+                bidx=bidx,
+                sealed_email=seal(secret, lookup.address),
+                lang=lookup.lang,
+                created_at=now,
+                expires_at=now + timedelta(seconds=settings.link_ttl),
+            )
+        )
+        mail.enqueue_email(conn, kind="link", to=lookup.address, message=message)
+
+
+def peek_link(conn: Connection, settings: Settings, token: str) -> str:
+    """Checks a link without using it (mail scanners open links); returns its incident slug."""
+    secret = link_tokens(settings).read(token)
+    row = _link_row(conn, secret)
+    if row.used_at is not None:
+        raise LinkUsed
+    return str(row.slug)
+
+
+def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str, VerifiedSession]:
+    """Uses a link once and starts a new session; returns (session token, session)."""
+    secret = link_tokens(settings).read(token)
+    row = _link_row(conn, secret)
+    now = utcnow()
+    used = conn.execute(
+        update(tables.links)
+        .where(tables.links.c.id == row.id, tables.links.c.used_at.is_(None))
+        .values(used_at=now, sealed_email=None)
+    )
+    if used.rowcount != 1:
+        raise LinkUsed
+    email = unseal(secret, row.sealed_email)
+    session_token, session_secret = session_tokens(settings).issue()
+    sealed = seal(session_secret, email)
+    session_id = conn.execute(
+        tables.sessions.insert().values(
+            token_hash=token_hash(session_secret),
+            incident_id=row.incident_id,
+            bidx=row.bidx,
+            sealed_email=sealed,
+            lang=row.lang,
+            created_at=now,
+            verified_at=now,
+            expires_at=now + timedelta(seconds=settings.session_ttl),
+        )
+    ).inserted_primary_key[0]
+    session = VerifiedSession(
+        session_id, row.incident_id, row.slug, row.bidx, row.lang, now, session_secret, sealed
+    )
+    return session_token, session
+
+
+def _link_row(conn: Connection, secret: bytes):  # type: ignore[no-untyped-def]
+    row = conn.execute(
+        select(tables.links, tables.incidents.c.slug)
+        .join(tables.incidents)
+        .where(
+            tables.links.c.token_hash == token_hash(secret),
+            tables.links.c.purpose == LINK_PURPOSE,
+        )
+    ).first()
+    if row is None:
+        raise TokenInvalid
+    if row.expires_at <= utcnow():
+        raise TokenExpired
+    return row
+
+
+def load_session(conn: Connection, settings: Settings, token: str | None) -> VerifiedSession | None:
+    """The live session behind a cookie value, or None (expiry is enforced here too)."""
+    if not token:
+        return None
+    try:
+        secret = session_tokens(settings).read(token)
+    except TokenInvalid:
+        return None
+    row = conn.execute(
+        select(tables.sessions, tables.incidents.c.slug)
+        .join(tables.incidents)
+        .where(tables.sessions.c.token_hash == token_hash(secret))
+    ).first()
+    if row is None or row.expires_at <= utcnow():
+        return None
+    return VerifiedSession(
+        row.id, row.incident_id, row.slug, row.bidx, row.lang, row.verified_at, secret,
+        row.sealed_email,
+    )
+
+
+def end_session(conn: Connection, session: VerifiedSession) -> None:
+    conn.execute(tables.sessions.delete().where(tables.sessions.c.id == session.id))
+
+
+def results_for(conn: Connection, session: VerifiedSession) -> Results:
+    """Per partner where the session's address occurs, the exposed fields."""
+    incident = incidents.get_incident(conn, session.incident_slug)
+    assert incident is not None
+    by_id = {p.id: p for p in incidents.get_partners(conn, incident.id)}
+    rows = conn.execute(
+        select(tables.exposures.c.partner_id, tables.exposures.c.fields).where(
+            tables.exposures.c.bidx == session.bidx,
+            tables.exposures.c.partner_id.in_(by_id),
+        )
+    ).all()
+    found = [PartnerResult(by_id[r.partner_id], from_bits(r.fields)) for r in rows]
+    found.sort(key=lambda r: r.partner.name.lower())
+    return Results(incident, found)

@@ -1,0 +1,78 @@
+"""Signed, expiring tokens (one salt and max age per purpose) and sealing with their secret."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+SECRET_BYTES = 32
+
+
+class TokenInvalid(Exception):
+    """The token is malformed, tampered with, or for another purpose."""
+
+
+class TokenExpired(TokenInvalid):
+    """The token was genuine but is older than its max age."""
+
+
+class TokenService:
+    """Issues and reads tokens for one purpose; a token carries only a random secret."""
+
+    def __init__(self, secret_key: str, *, purpose: str, max_age: int) -> None:
+        self.serializer = URLSafeTimedSerializer(secret_key, salt=f"portal.{purpose}")
+        self.max_age = max_age
+
+    def issue(self) -> tuple[str, bytes]:
+        """A new (token, secret) pair; keep only `token_hash(secret)` server-side."""
+        secret = secrets.token_bytes(SECRET_BYTES)
+        return self.serializer.dumps(_b64(secret)), secret
+
+    def read(self, token: str) -> bytes:
+        """The secret inside a token; raises TokenExpired or TokenInvalid."""
+        try:
+            value = self.serializer.loads(token, max_age=self.max_age)
+        except SignatureExpired:
+            raise TokenExpired from None
+        except BadSignature:
+            raise TokenInvalid from None
+        try:
+            secret = base64.urlsafe_b64decode(value.encode())
+        except (AttributeError, ValueError):
+            raise TokenInvalid from None
+        if len(secret) != SECRET_BYTES:
+            raise TokenInvalid
+        return secret
+
+
+def token_hash(secret: bytes) -> bytes:
+    """What the database keeps of a token: its secret's SHA-256."""
+    return hashlib.sha256(secret).digest()
+
+
+def seal(secret: bytes, plaintext: str) -> bytes:
+    """Encrypts with a key derived from a token's secret: the database alone cannot read it."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(_seal_key(secret)).encrypt(nonce, plaintext.encode(), None)
+
+
+def unseal(secret: bytes, sealed: bytes) -> str:
+    try:
+        return AESGCM(_seal_key(secret)).decrypt(sealed[:12], sealed[12:], None).decode()
+    except (InvalidTag, ValueError):
+        raise TokenInvalid from None
+
+
+def _seal_key(secret: bytes) -> bytes:
+    return hmac.new(secret, b"portal.seal", hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()

@@ -1,0 +1,96 @@
+"""Rendering pages: templates with the visitor's language, CSRF token and sanitised Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import nh3
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from portal.i18n import choose_language, translate
+from portal.incidents import Incident
+from portal.web.csrf import csrf_token, set_csrf_cookie
+
+LANG_COOKIE = "portal_lang"
+T = TypeVar("T")
+
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False})
+
+
+def markdown(text: str) -> Markup:
+    """Markdown to HTML, raw HTML off and the result sanitised (links get rel=noopener)."""
+    return Markup(nh3.clean(_markdown.render(text), link_rel="noopener noreferrer"))  # noqa: S704
+
+
+def language(request: Request, incident: Incident | None) -> str:
+    available = incident.languages if incident else ["nl", "en"]
+    return choose_language(
+        available,
+        query=request.query_params.get("lang"),
+        cookie=request.cookies.get(LANG_COOKIE),
+        accept=request.headers.get("accept-language"),
+    )
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    lang: str,
+    status: int = 200,
+    **context: Any,
+) -> Response:
+    templates = request.app.state.templates
+    context.update(
+        lang=lang,
+        t=partial(translate, lang=lang),
+        csrf_token=partial(csrf_token, request),
+        text=lambda mapping: _pick(mapping, lang),
+    )
+    response: Response = templates.TemplateResponse(
+        request, template, context, status_code=status
+    )
+    set_csrf_cookie(request, response)
+    chosen = request.query_params.get("lang")
+    if chosen == lang:
+        response.set_cookie(
+            LANG_COOKIE, lang, httponly=True, samesite="lax",
+            secure=request.app.state.settings.https, max_age=365 * 24 * 3600,
+        )
+    return response
+
+
+def _pick(mapping: dict[str, str], lang: str) -> str:
+    return mapping.get(lang) or next(iter(mapping.values()), "")
+
+
+async def with_db(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Runs `fn(conn, *args)` in one transaction, off the event loop."""
+    engine = request.app.state.engine
+
+    def call() -> T:
+        with engine.begin() as conn:
+            return fn(conn, *args, **kwargs)
+
+    return await run_in_threadpool(call)
+
+
+def client_address(request: Request) -> str:
+    """The client's address; X-Forwarded-For is believed only from a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = request.app.state.settings.trusted_proxies
+    if peer not in trusted:
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop
+    return peer
+
+

@@ -1,0 +1,198 @@
+"""The person's pages: incident, lookup, sent, link confirmation, results, deletion."""
+
+from __future__ import annotations
+
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from portal import deletions, incidents, lookups
+from portal.blind_index import InvalidEmail, normalise
+from portal.tokens import TokenExpired, TokenInvalid
+from portal.web.csrf import checked_form
+from portal.web.pages import client_address, language, render, with_db
+
+SESSION_COOKIE = "portal_session"
+
+
+async def home(request: Request) -> Response:
+    found = await with_db(request, incidents.list_incidents)
+    if len(found) == 1:
+        return await _incident_page(request, found[0])
+    return render(request, "incidents.html", lang=language(request, None), incidents=found)
+
+
+async def incident_page(request: Request) -> Response:
+    return await _incident_page(request, await _incident(request))
+
+
+async def _incident_page(
+    request: Request, incident: incidents.Incident, *, error: str | None = None
+) -> Response:
+    return render(
+        request,
+        "incident.html",
+        lang=language(request, incident),
+        status=400 if error else 200,
+        incident=incident,
+        error=error,
+    )
+
+
+async def lookup(request: Request) -> Response:
+    incident = await _incident(request)
+    form = await checked_form(request)
+    address = form.get("email")
+    try:
+        if not isinstance(address, str):
+            raise InvalidEmail("Enter an email address.")
+        normalised = normalise(address)
+    except InvalidEmail as exc:
+        return await _incident_page(request, incident, error=str(exc))
+    request_ = lookups.LookupRequest(
+        incident.slug, normalised, client_address(request), language(request, incident)
+    )
+    state = request.app.state
+    task = BackgroundTask(_request_link, state, request_)
+    return RedirectResponse(f"/{incident.slug}/sent", status_code=303, background=task)
+
+
+async def _request_link(state, lookup: lookups.LookupRequest) -> None:  # type: ignore[no-untyped-def]
+    queued = await lookups.request_link(
+        state.engine, state.settings, state.limiter, lookup, templates_dir=state.templates_dir
+    )
+    if queued and state.mail_worker is not None:
+        state.mail_worker.wake()
+
+
+async def sent(request: Request) -> Response:
+    incident = await _incident(request)
+    minutes = request.app.state.settings.link_ttl // 60
+    return render(
+        request, "sent.html", lang=language(request, incident), incident=incident, minutes=minutes
+    )
+
+
+async def confirm_page(request: Request) -> Response:
+    token = request.path_params["token"]
+    settings = request.app.state.settings
+    try:
+        slug = await with_db(request, lookups.peek_link, settings, token)
+    except TokenInvalid as exc:
+        return await _bad_link(request, exc)
+    incident = await with_db(request, incidents.get_incident, slug)
+    return render(request, "confirm.html", lang=language(request, incident), incident=incident)
+
+
+async def confirm(request: Request) -> Response:
+    await checked_form(request)
+    state = request.app.state
+    if not await state.limiter.hit("confirm", client_address(request)):
+        raise HTTPException(429)
+    try:
+        cookie, session = await with_db(
+            request, lookups.confirm_link, state.settings, request.path_params["token"]
+        )
+    except TokenInvalid as exc:
+        return await _bad_link(request, exc)
+    response = RedirectResponse(f"/{session.incident_slug}/results", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=state.settings.session_ttl,
+        httponly=True,
+        samesite="lax",
+        secure=state.settings.https,
+        path="/",
+    )
+    return response
+
+
+async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
+    if isinstance(exc, lookups.LinkUsed):
+        reason, status = "link_used", 410
+    elif isinstance(exc, TokenExpired):
+        reason, status = "link_expired", 410
+    else:
+        reason, status = "link_invalid", 400
+    return render(
+        request, "link_invalid.html", lang=language(request, None), status=status, reason=reason
+    )
+
+
+async def results(request: Request) -> Response:
+    incident = await _incident(request)
+    session = await _session(request, incident)
+    if session is None:
+        return RedirectResponse(f"/{incident.slug}/", status_code=303)
+    found = await with_db(request, lookups.results_for, session)
+    requested = await with_db(
+        request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
+    )
+    return render(
+        request,
+        "results.html",
+        lang=language(request, incident),
+        incident=incident,
+        results=found,
+        requests=requested,
+        minutes=request.app.state.settings.session_ttl // 60,
+    )
+
+
+async def deletion(request: Request) -> Response:
+    incident = await _incident(request)
+    form = await checked_form(request)
+    session = await _session(request, incident)
+    if session is None:
+        return RedirectResponse(f"/{incident.slug}/", status_code=303)
+    partner = form.get("partner")
+    if not isinstance(partner, str) or not partner:
+        raise HTTPException(400)
+    state = request.app.state
+    try:
+        await with_db(
+            request,
+            deletions.request_deletion,
+            state.settings,
+            session,
+            partner=partner,
+            templates_dir=state.templates_dir,
+        )
+    except deletions.PartnerNotFound:
+        raise HTTPException(404) from None
+    if state.mail_worker is not None:
+        state.mail_worker.wake()
+    return RedirectResponse(f"/{incident.slug}/results", status_code=303)
+
+
+async def _incident(request: Request) -> incidents.Incident:
+    incident = await with_db(request, incidents.get_incident, request.path_params["incident"])
+    if incident is None:
+        raise HTTPException(404)
+    return incident
+
+
+async def _session(
+    request: Request, incident: incidents.Incident
+) -> lookups.VerifiedSession | None:
+    settings = request.app.state.settings
+    cookie = request.cookies.get(SESSION_COOKIE)
+    session = await with_db(request, lookups.load_session, settings, cookie)
+    if session is None or session.incident_id != incident.id:
+        return None
+    return session
+
+
+routes = [
+    Route("/", home, methods=["GET"]),
+    Route("/v/{token}", confirm_page, methods=["GET"]),
+    Route("/v/{token}", confirm, methods=["POST"]),
+    Route("/{incident}/", incident_page, methods=["GET"]),
+    Route("/{incident}/lookup", lookup, methods=["POST"]),
+    Route("/{incident}/sent", sent, methods=["GET"]),
+    Route("/{incident}/results", results, methods=["GET"]),
+    Route("/{incident}/deletion", deletion, methods=["POST"]),
+]

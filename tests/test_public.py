@@ -1,0 +1,147 @@
+"""The person's path in-process: lookup, link, confirmation, results, deletion."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from starlette.testclient import TestClient
+
+from portal import tables
+from portal.app import create_app
+from portal.config import Settings
+from tests.factories import ALICE, BOB, CAROL, load_personas
+
+SLUG = "ticketing-2021"
+
+
+@pytest.fixture
+def client(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
+    load_personas(engine, settings, tmp_path)
+    app = create_app(settings, deliver_mail=False)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        yield client
+
+
+def csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no csrf_token in the page"
+    return match.group(1)
+
+
+def outbox_links(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        bodies = conn.scalars(
+            select(tables.outbox.c.body_text).where(tables.outbox.c.kind == "link")
+        ).all()
+    return [re.search(r"http://\S+/v/\S+", b).group(0) for b in bodies if b]
+
+
+def lookup(client: TestClient, address: str) -> None:
+    page = client.get(f"/{SLUG}/")
+    response = client.post(
+        f"/{SLUG}/lookup",
+        data={"email": address, "csrf_token": csrf(page.text)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/{SLUG}/sent"
+
+
+def sign_in(client: TestClient, engine: Engine, address: str) -> str:
+    lookup(client, address)
+    link = outbox_links(engine)[-1].removeprefix("http://127.0.0.1:8000")
+    page = client.get(link)
+    assert page.status_code == 200
+    response = client.post(link, data={"csrf_token": csrf(page.text)}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/{SLUG}/results"
+    return client.get(f"/{SLUG}/results").text
+
+
+def test_it_shows_the_incident_page_with_form(client: TestClient) -> None:
+    page = client.get(f"/{SLUG}/?lang=en")
+    assert page.status_code == 200
+    assert f'<form method="post" action="/{SLUG}/lookup"' in page.text
+    assert 'name="email"' in page.text
+    assert "<strong>leak</strong>" in page.text
+    assert "<script>" not in page.text
+
+
+def test_it_serves_the_single_incident_at_root(client: TestClient) -> None:
+    assert f'action="/{SLUG}/lookup"' in client.get("/").text
+
+
+def test_it_refuses_an_invalid_address_with_400(client: TestClient) -> None:
+    page = client.get(f"/{SLUG}/")
+    response = client.post(
+        f"/{SLUG}/lookup", data={"email": "not an address", "csrf_token": csrf(page.text)}
+    )
+    assert response.status_code == 400
+    assert 'data-error="email"' in response.text
+
+
+def test_it_shows_alice_her_fields_per_partner(client: TestClient, engine: Engine) -> None:
+    page = sign_in(client, engine, "  Alice@Example.ORG ")
+    park = page.split('data-partner="park-a"')[1].split("</section>")[0]
+    theater = page.split('data-partner="theater-b"')[1].split("</section>")[0]
+    assert {"email", "name", "phone", "address"} == set(re.findall(r'data-field="(\w+)"', park))
+    assert {"email", "name", "iban"} == set(re.findall(r'data-field="(\w+)"', theater))
+    assert 'data-partner="omroep-c"' not in page
+
+
+def test_it_leaves_out_fields_with_empty_values(client: TestClient, engine: Engine) -> None:
+    page = sign_in(client, engine, BOB)
+    assert 'data-field="phone"' not in page
+    assert 'data-field="address"' in page
+
+
+def test_it_tells_carol_she_is_not_affected(client: TestClient, engine: Engine) -> None:
+    page = sign_in(client, engine, CAROL)
+    assert 'data-result="not-affected"' in page
+    assert "data-partner=" not in page
+
+
+def test_it_uses_a_link_only_once(client: TestClient, engine: Engine) -> None:
+    sign_in(client, engine, ALICE)
+    link = outbox_links(engine)[-1].removeprefix("http://127.0.0.1:8000")
+    page = client.get(link)
+    assert page.status_code == 410
+
+
+def test_it_sends_results_without_session_back(client: TestClient) -> None:
+    response = client.get(f"/{SLUG}/results", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/{SLUG}/"
+
+
+def test_it_records_a_deletion_request(client: TestClient, engine: Engine) -> None:
+    page = sign_in(client, engine, ALICE)
+    response = client.post(
+        f"/{SLUG}/deletion",
+        data={"partner": "park-a", "csrf_token": csrf(page)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    page = client.get(f"/{SLUG}/results").text
+    park = page.split('data-partner="park-a"')[1].split("</section>")[0]
+    reference = re.search(r'data-deletion-ref="(DR-[0-9A-Z]{4}-[0-9A-Z]{4})"', park)
+    assert reference
+    assert 'data-deletion-status="received"' in park
+    again = client.post(f"/{SLUG}/deletion", data={"partner": "park-a", "csrf_token": csrf(page)})
+    assert reference.group(1) in again.text
+    with engine.connect() as conn:
+        assert conn.scalar(select(tables.deletion_requests.c.email)) == ALICE
+
+
+def test_it_refuses_deletion_at_a_partner_without_the_address(
+    client: TestClient, engine: Engine
+) -> None:
+    page = sign_in(client, engine, BOB)
+    response = client.post(
+        f"/{SLUG}/deletion", data={"partner": "theater-b", "csrf_token": csrf(page)}
+    )
+    assert response.status_code == 404
