@@ -16,6 +16,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[0] is not None:
             # The type only: an exception's text can carry a query's parameters.
             entry["exception"] = record.exc_info[0].__name__

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -137,14 +136,18 @@ class AccessLog:
             metrics.requests_total.labels(scope["method"], route, str(status)).inc()
             metrics.request_seconds.labels(route).observe(elapsed)
             access_log.info(
-                json.dumps(
-                    {
+                "%s %s %s",
+                scope["method"],
+                loggable_path(scope["path"]),
+                status,
+                extra={
+                    "fields": {
                         "method": scope["method"],
                         "path": loggable_path(scope["path"]),
                         "status": status,
                         "ms": round(elapsed * 1000, 1),
                     }
-                )
+                },
             )
 
 

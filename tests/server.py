@@ -1,0 +1,87 @@
+"""A real portal process for end-to-end tests: `portal serve` under uvicorn on a free port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.fixtures_mail import free_port
+
+
+@dataclass
+class Portal:
+    """A running portal: its base URL, instance folder, environment and captured log."""
+
+    url: str
+    instance: Path
+    env: dict[str, str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Runs `portal ARGS` against this portal's database and instance folder."""
+        return subprocess.run(
+            [sys.executable, "-m", "portal", *args],
+            env=self.env, capture_output=True, text=True, check=check, timeout=300,
+        )
+
+
+def portal_env(instance: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    env.update(
+        PORTAL_INSTANCE_DIR=str(instance),
+        PORTAL_SECRET_KEY="e2e-secret-key",
+        PORTAL_PEPPER="e2e-pepper",
+        COLUMNS="200",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_portal(instance: Path, *args: str, **extra: str) -> Iterator[Portal]:
+    """Starts `portal serve` (extra: PORTAL_* variables) and waits until /healthz answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = portal_env(instance, PORTAL_BASE_URL=url, **extra)
+    log_path = instance / "server.log"
+    instance.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "portal", "serve", "--port", str(port), *args],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_until_healthy(url, process)
+            yield Portal(url, instance, env, log_path)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"portal exited with {process.returncode} before answering")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("portal did not answer /healthz within 60 s")
