@@ -113,6 +113,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 def from_env() -> Starlette:
     """The app as `portal serve` runs it under uvicorn (one per worker process)."""
-    logs.configure()
+    if not logging.getLogger().handlers:  # a worker process that uvicorn spawned
+        logs.configure()
     settings = Settings.from_env()
     return create_app(settings, deliver_mail=os.environ.get("PORTAL_IN_PROCESS_MAIL", "1") == "1")

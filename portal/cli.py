@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -48,8 +49,11 @@ def operator_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings() -> Settings:
-    logs.configure()
+def _settings(*, server: bool = False) -> Settings:
+    if server:
+        logs.configure()
+    else:
+        logs.configure(logging.WARNING, structured=False)
     return Settings.from_env()
 
 
@@ -156,7 +160,7 @@ def _import_with_progress(  # type: ignore[no-untyped-def]
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as progress:
+    with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(f"hashing {file.name}", total=None)
         return import_csv(
             engine,
@@ -205,7 +209,7 @@ def serve(
 
     Example: PORTAL_BASE_URL=https://lek.example.org portal serve --host 0.0.0.0 --workers 4
     """
-    settings = _settings()
+    settings = _settings(server=True)
     settings.refuse_unsafe_production()
     _ready_engine(settings).dispose()
     _serve(settings, host=host, port=port, workers=workers, mail=not no_mail_worker)
@@ -238,7 +242,7 @@ def mail_worker() -> None:
     """
     from portal import deletions, mail
 
-    settings = _settings()
+    settings = _settings(server=True)
     engine = _ready_engine(settings)
     worker = mail.MailWorker(
         engine,
@@ -258,6 +262,68 @@ def mail_worker() -> None:
 
 @app.command()
 @operator_errors
+def purge() -> None:
+    """Apply the retention rules: expired links and sessions, delivered mail, and the
+    address of deletion requests closed longer ago than PORTAL_DELETION_RETENTION_DAYS.
+
+    Example: portal purge   (run it daily, e.g. from cron)
+    """
+    from portal.retention import purge as apply_retention
+
+    settings = _settings()
+    engine = _ready_engine(settings)
+    try:
+        report = apply_retention(engine, settings)
+    finally:
+        engine.dispose()
+    out.print(
+        f"purged {report.links} link(s), {report.sessions} session(s), {report.outbox} "
+        f"delivered message(s), {report.deletion_addresses} closed request address(es)"
+    )
+
+
+@app.command()
+@operator_errors
+def stats(
+    incident: Annotated[str | None, typer.Argument(help="An incident's slug (default: all).")] = None,
+) -> None:
+    """Print per-partner figures: records and deletion requests by status.
+
+    Example: portal stats ticketing-2021
+    """
+    from portal.stats import incident_figures, partner_figures
+
+    settings = _settings()
+    engine = _ready_engine(settings)
+    try:
+        with engine.connect() as conn:
+            partners = partner_figures(conn, incident=incident)
+            incidents = incident_figures(conn)
+    finally:
+        engine.dispose()
+    statuses = ("received", "forwarded", "forward_failed", "completed", "rejected")
+    table = Table(title="per partner: records, and deletion requests by status")
+    for column in ("incident", "partner", "records", *statuses):
+        justify = "left" if column in ("incident", "partner") else "right"
+        table.add_column(column.replace("_", " "), justify=justify, overflow="fold")
+    for row in partners:
+        table.add_row(
+            row.incident, row.partner, str(row.records),
+            *(str(row.requests.get(s, 0)) for s in statuses),
+        )
+    out.print(table, width=max(out.width, 120))
+    for figures in incidents:
+        if incident in (None, figures.incident):
+            mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
+            out.print(
+                f"{figures.incident}: {figures.links_issued} link(s) on record, "
+                f"{figures.verified_visits} verified visit(s) on record; mail: {mail}",
+                highlight=False,
+            )
+
+
+@app.command()
+@operator_errors
 def demo(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     records: Annotated[int, typer.Option(min=10, help="Synthetic people to make.")] = 2400,
@@ -271,7 +337,8 @@ def demo(
     from portal import demo as demo_data
     from portal.incidents import load_incident_file
 
-    settings = _settings()
+    logs.configure(logging.INFO, structured=False)
+    settings = Settings.from_env()
     if settings.base_url == "http://127.0.0.1:8000" and port != 8000:
         settings = _with_base_url(settings, f"http://127.0.0.1:{port}")
     engine = _ready_engine(settings)

@@ -39,6 +39,7 @@ class Settings:
     limit_login: str = "10/hour"
     trusted_proxies: frozenset[str] = frozenset()
     max_body_bytes: int = 16 * 1024
+    deletion_retention_days: int = 90
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -87,6 +88,10 @@ class Settings:
                 p.strip()
                 for p in config("PORTAL_TRUSTED_PROXIES", default="").split(",")
                 if p.strip()
+            ),
+            deletion_retention_days=_positive_int(
+                config("PORTAL_DELETION_RETENTION_DAYS", default="90"),
+                "PORTAL_DELETION_RETENTION_DAYS",
             ),
             generated_secrets=frozenset(generated),
         )

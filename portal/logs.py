@@ -23,15 +23,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Routes the portal's and uvicorn's loggers through the JSON formatter."""
+def configure(level: int = logging.INFO, *, structured: bool = True) -> None:
+    """Routes the portal's and uvicorn's loggers to stderr: JSON for servers, plain for the CLI."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(
+        JsonFormatter() if structured else logging.Formatter("%(levelname)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # uvicorn's own access log writes full paths (tokens included); ours leaves them out.
     logging.getLogger("uvicorn.access").disabled = True
