@@ -1,0 +1,450 @@
+"""The incident file: parse and validate it completely, store it, read incidents back."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Connection, Engine, select
+
+from portal import tables
+from portal.blind_index import KdfParams
+from portal.clock import utcnow
+from portal.errors import PortalError
+
+LANGUAGES = ("nl", "en")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+INCIDENT_KEYS = frozenset(
+    {
+        "slug",
+        "languages",
+        "discovered",
+        "contact_email",
+        "regulator_notified",
+        "title",
+        "notice",
+        "faq",
+        "partners",
+    }
+)
+PARTNER_KEYS = frozenset({"slug", "name", "contact_email", "webhook_url", "webhook_secret"})
+FAQ_KEYS = frozenset({"question", "answer"})
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: int
+    slug: str
+    name: str
+    contact_email: str
+    webhook_url: str | None
+    webhook_secret: str | None
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    slug: str
+    languages: list[str]
+    title: dict[str, str]
+    notice: dict[str, str]
+    faq: list[dict[str, Any]]
+    discovered: date | None
+    contact_email: str
+    regulator_notified: bool
+    kdf: KdfParams
+
+    def text(self, mapping: dict[str, str], lang: str) -> str:
+        """The text in `lang`, falling back to the incident's default language."""
+        return mapping.get(lang) or mapping.get(self.languages[0], "")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    incident: Incident
+    created: bool
+    partners_created: int
+    partners_updated: int
+
+
+# -- reading and validating ------------------------------------------------------------
+
+
+def parse_incident_file(path: Path) -> dict[str, Any]:
+    """Reads and validates the file; raises PortalError listing every problem with its line."""
+    text = _read(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
+        message = getattr(exc, "msg", None) or str(exc)
+        raise PortalError(f"{path}:{line}: {message}") from None
+    checker = _Checker(_KeyLines(text))
+    clean = checker.incident(data)
+    if checker.problems:
+        raise PortalError("\n".join(f"{path}:{line}: {msg}" for line, msg in checker.sorted()))
+    return clean
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PortalError(f"cannot read {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise PortalError(f"cannot read {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise PortalError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _line_from_message(message: str) -> int:
+    found = re.search(r"line (\d+)", message)
+    return int(found[1]) if found else 1
+
+
+class _KeyLines:
+    """Best-effort map from a key path such as ("partners", 1, "slug") to its line."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[str | int, ...], int] = {}
+        table: tuple[str | int, ...] = ()
+        counts: dict[str, int] = {}
+        in_string = False
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            starts_in_string = in_string
+            in_string ^= (line.count('"""') + line.count("'''")) % 2 == 1
+            if starts_in_string:
+                continue
+            if found := re.match(r"\[\[\s*([\w-]+)\s*\]\]", line):
+                index = counts.get(found[1], 0)
+                counts[found[1]] = index + 1
+                table = (found[1], index)
+                self._remember((found[1],), number)
+                self._remember(table, number)
+            elif found := re.match(r"\[\s*([\w.-]+)\s*\]", line):
+                table = tuple(found[1].split("."))
+                self._remember(table, number)
+            elif found := re.match(r'([\w.-]+|"[^"]*")\s*=', line):
+                self._remember((*table, *found[1].strip('"').split(".")), number)
+
+    def _remember(self, path: tuple[str | int, ...], number: int) -> None:
+        self.lines.setdefault(path, number)
+
+    def line(self, *path: str | int) -> int:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return 1
+
+
+class _Checker:
+    """Validates the parsed TOML, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, lines: _KeyLines) -> None:
+        self.key_lines = lines
+        self.problems: list[tuple[int, str]] = []
+        self.languages: list[str] = list(LANGUAGES[:1])
+
+    def problem(self, path: tuple[str | int, ...], message: str) -> None:
+        self.problems.append((self.key_lines.line(*path), message))
+
+    def sorted(self) -> list[tuple[int, str]]:
+        return sorted(self.problems, key=lambda p: p[0])
+
+    def incident(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.unknown_keys(data, INCIDENT_KEYS, (), "")
+        self.languages = self.language_list(data.get("languages"))
+        return {
+            "slug": self.slug(data.get("slug"), ("slug",), "slug"),
+            "languages": self.languages,
+            "title": self.texts(data.get("title"), ("title",), "title"),
+            "notice": self.texts(data.get("notice"), ("notice",), "notice"),
+            "faq": self.faq(data.get("faq", [])),
+            "discovered": self.discovered(data.get("discovered")),
+            "contact_email": self.email(data.get("contact_email"), ("contact_email",), ""),
+            "regulator_notified": self.flag(data.get("regulator_notified")),
+            "partners": self.partners(data.get("partners")),
+        }
+
+    def unknown_keys(
+        self, table: dict[str, Any], known: frozenset[str], path: tuple[str | int, ...], where: str
+    ) -> None:
+        for key in table:
+            if key not in known:
+                expected = ", ".join(sorted(known))
+                self.problem((*path, key), f"{where}unknown key {key!r} (expected: {expected})")
+
+    def language_list(self, value: Any) -> list[str]:
+        supported = ", ".join(LANGUAGES)
+        if not isinstance(value, list) or not value:
+            self.problem(("languages",), f"languages must be a non-empty list of: {supported}")
+            return list(LANGUAGES[:1])
+        wrong = [lang for lang in value if lang not in LANGUAGES]
+        if wrong:
+            shown = ", ".join(repr(lang) for lang in wrong)
+            self.problem(("languages",), f"unsupported language {shown} (supported: {supported})")
+        if len(set(map(str, value))) != len(value):
+            self.problem(("languages",), "languages lists a language twice")
+        return [lang for lang in value if lang in LANGUAGES] or list(LANGUAGES[:1])
+
+    def slug(self, value: Any, path: tuple[str | int, ...], what: str) -> str:
+        if not isinstance(value, str) or not SLUG.fullmatch(value):
+            self.problem(
+                path,
+                f"{what} must be 1-64 lowercase letters, digits or hyphens, "
+                "starting with a letter or digit",
+            )
+            return ""
+        return value
+
+    def texts(self, value: Any, path: tuple[str | int, ...], what: str) -> dict[str, str]:
+        if not isinstance(value, dict):
+            self.problem(path, f"{what} must be a table with a text per language")
+            return {}
+        for lang in self.languages:
+            text = value.get(lang)
+            if not isinstance(text, str) or not text.strip():
+                self.problem((*path, lang), f"{what} needs a non-empty text for {lang!r}")
+        for lang in value:
+            if lang not in self.languages:
+                self.problem((*path, lang), f"{what} has a text for unlisted language {lang!r}")
+        return {lang: str(value.get(lang, "")) for lang in self.languages}
+
+    def faq(self, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            self.problem(("faq",), "faq must be a list of [[faq]] tables")
+            return []
+        entries = []
+        for index, entry in enumerate(value):
+            path: tuple[str | int, ...] = ("faq", index)
+            if not isinstance(entry, dict):
+                self.problem(path, f"faq entry {index + 1} must be a table")
+                continue
+            self.unknown_keys(entry, FAQ_KEYS, path, f"faq entry {index + 1}: ")
+            entries.append(
+                {
+                    key: self.texts(entry.get(key), (*path, key), f"faq entry {index + 1} {key}")
+                    for key in ("question", "answer")
+                }
+            )
+        return entries
+
+    def discovered(self, value: Any) -> date | None:
+        if value is None:
+            return None
+        if not isinstance(value, date) or hasattr(value, "hour"):
+            self.problem(("discovered",), "discovered must be a date such as 2021-02-22")
+            return None
+        return value
+
+    def email(self, value: Any, path: tuple[str | int, ...], where: str) -> str:
+        if not isinstance(value, str):
+            self.problem((*path,), f"{where}contact_email is required (an email address)")
+            return ""
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            self.problem(path, f"{where}contact_email is not a valid email address: {exc}")
+            return ""
+
+    def flag(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.problem(("regulator_notified",), "regulator_notified must be true or false")
+            return False
+        return value
+
+    def partners(self, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list) or not value:
+            self.problem(("partners",), "at least one [[partners]] table is required")
+            return []
+        found: list[dict[str, Any]] = []
+        for index, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                self.problem(("partners", index), f"partner {index + 1} must be a table")
+                continue
+            partner = self.partner(entry, index)
+            if partner["slug"] and partner["slug"] in {p["slug"] for p in found}:
+                self.problem(
+                    ("partners", index, "slug"), f"partner slug {partner['slug']!r} is used twice"
+                )
+            found.append(partner)
+        return found
+
+    def partner(self, entry: dict[str, Any], index: int) -> dict[str, Any]:
+        path: tuple[str | int, ...] = ("partners", index)
+        where = f"partner {index + 1}: "
+        self.unknown_keys(entry, PARTNER_KEYS, path, where)
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            self.problem((*path, "name"), f"{where}name is required (1-{MAX_NAME} characters)")
+        return {
+            "slug": self.slug(entry.get("slug"), (*path, "slug"), f"{where}slug"),
+            "name": name.strip() if isinstance(name, str) else "",
+            "contact_email": self.email(
+                entry.get("contact_email"), (*path, "contact_email"), where
+            ),
+            **self.webhook(entry, path, where),
+        }
+
+    def webhook(
+        self, entry: dict[str, Any], path: tuple[str | int, ...], where: str
+    ) -> dict[str, str | None]:
+        url, secret = entry.get("webhook_url"), entry.get("webhook_secret")
+        if url is not None and not _is_http_url(url):
+            self.problem((*path, "webhook_url"), f"{where}webhook_url must be an http(s) URL")
+        if url is not None and (not isinstance(secret, str) or not secret):
+            self.problem(
+                (*path, "webhook_url"), f"{where}webhook_url needs a webhook_secret to sign with"
+            )
+        if secret is not None and not isinstance(secret, str):
+            self.problem((*path, "webhook_secret"), f"{where}webhook_secret must be a string")
+        return {
+            "webhook_url": url if isinstance(url, str) else None,
+            "webhook_secret": secret if isinstance(secret, str) else None,
+        }
+
+
+def _is_http_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+# -- storing ---------------------------------------------------------------------------
+
+
+def load_incident_file(engine: Engine, path: Path) -> LoadResult:
+    """Creates or updates the incident and upserts its partners, in one transaction.
+
+    Partners missing from the file are kept: removing one would delete its exposures.
+    """
+    data = parse_incident_file(path)
+    with engine.begin() as conn:
+        incident_id, created = _store_incident(conn, data)
+        partner_counts = [_store_partner(conn, incident_id, p) for p in data["partners"]]
+        incident = get_incident(conn, data["slug"])
+    assert incident is not None
+    return LoadResult(
+        incident=incident,
+        created=created,
+        partners_created=partner_counts.count(True),
+        partners_updated=partner_counts.count(False),
+    )
+
+
+def _store_incident(conn: Connection, data: dict[str, Any]) -> tuple[int, bool]:
+    now = utcnow()
+    values = {
+        "languages": _json(data["languages"]),
+        "title": _json(data["title"]),
+        "notice": _json(data["notice"]),
+        "faq": _json(data["faq"]),
+        "discovered": data["discovered"],
+        "contact_email": data["contact_email"],
+        "regulator_notified": data["regulator_notified"],
+        "updated_at": now,
+    }
+    t = tables.incidents
+    existing = conn.scalar(select(t.c.id).where(t.c.slug == data["slug"]))
+    if existing is not None:
+        # The kdf parameters stay as stored: lookups must hash as the import did.
+        conn.execute(t.update().where(t.c.id == existing).values(**values))
+        return existing, False
+    kdf = KdfParams()
+    result = conn.execute(
+        t.insert()
+        .values(
+            slug=data["slug"],
+            kdf_time_cost=kdf.time_cost,
+            kdf_memory_cost=kdf.memory_cost,
+            kdf_parallelism=kdf.parallelism,
+            created_at=now,
+            **values,
+        )
+        .returning(t.c.id)
+    )
+    return int(result.scalar_one()), True
+
+
+def _store_partner(conn: Connection, incident_id: int, data: dict[str, Any]) -> bool:
+    """Inserts or updates one partner by slug; tells whether it was created."""
+    t = tables.partners
+    values = {k: data[k] for k in ("name", "contact_email", "webhook_url", "webhook_secret")}
+    existing = conn.scalar(
+        select(t.c.id).where(t.c.incident_id == incident_id, t.c.slug == data["slug"])
+    )
+    if existing is not None:
+        conn.execute(t.update().where(t.c.id == existing).values(**values))
+        return False
+    conn.execute(t.insert().values(incident_id=incident_id, slug=data["slug"], **values))
+    return True
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# -- reading back ----------------------------------------------------------------------
+
+
+def get_incident(conn: Connection, slug: str) -> Incident | None:
+    row = conn.execute(select(tables.incidents).where(tables.incidents.c.slug == slug)).first()
+    return _incident(row._mapping) if row else None
+
+
+def list_incidents(conn: Connection) -> list[Incident]:
+    rows = conn.execute(select(tables.incidents).order_by(tables.incidents.c.id))
+    return [_incident(row._mapping) for row in rows]
+
+
+def get_partners(conn: Connection, incident_id: int) -> list[Partner]:
+    t = tables.partners
+    rows = conn.execute(select(t).where(t.c.incident_id == incident_id).order_by(t.c.id))
+    return [_partner(row._mapping) for row in rows]
+
+
+def get_partner(conn: Connection, incident_id: int, slug: str) -> Partner | None:
+    t = tables.partners
+    row = conn.execute(select(t).where(t.c.incident_id == incident_id, t.c.slug == slug)).first()
+    return _partner(row._mapping) if row else None
+
+
+def _incident(row: Any) -> Incident:
+    return Incident(
+        id=row["id"],
+        slug=row["slug"],
+        languages=json.loads(row["languages"]),
+        title=json.loads(row["title"]),
+        notice=json.loads(row["notice"]),
+        faq=json.loads(row["faq"]),
+        discovered=row["discovered"],
+        contact_email=row["contact_email"],
+        regulator_notified=row["regulator_notified"],
+        kdf=KdfParams(
+            time_cost=row["kdf_time_cost"],
+            memory_cost=row["kdf_memory_cost"],
+            parallelism=row["kdf_parallelism"],
+        ),
+    )
+
+
+def _partner(row: Any) -> Partner:
+    return Partner(
+        id=row["id"],
+        slug=row["slug"],
+        name=row["name"],
+        contact_email=row["contact_email"],
+        webhook_url=row["webhook_url"],
+        webhook_secret=row["webhook_secret"],
+    )

@@ -1,0 +1,30 @@
+"""Shared fixtures: settings for a fresh instance folder and a migrated SQLite engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from portal import db
+from portal.config import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        instance_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path}/portal.db",
+        secret_key="test-secret",
+        pepper=b"test-pepper",
+    )
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = db.make_engine(settings.database_url)
+    db.migrate(engine)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,266 @@
+"""Tests for the incident file: loading, reloading, validation with line numbers."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, Table, func, select, update
+
+from portal import tables
+from portal.blind_index import KdfParams
+from portal.errors import PortalError
+from portal.incidents import (
+    get_incident,
+    get_partner,
+    get_partners,
+    list_incidents,
+    load_incident_file,
+    parse_incident_file,
+)
+
+DATA = Path(__file__).parent / "data"
+
+VALID = """\
+slug = "ticketing-2021"
+languages = ["nl", "en"]
+discovered = 2021-02-22
+contact_email = "privacy@example.org"
+regulator_notified = true
+
+[title]
+nl = "Datalek bij Tickets"
+en = "Data breach at Tickets"
+
+[notice]
+nl = \"\"\"
+Wat er gebeurde: één bestand lekte.
+\"\"\"
+en = \"\"\"
+What happened: one file leaked.
+\"\"\"
+
+[[faq]]
+question = { nl = "Wat nu?", en = "What now?" }
+answer = { nl = "Let op.", en = "Be careful." }
+
+[[partners]]
+slug = "park-a"
+name = "Attractiepark A"
+contact_email = "privacy@park-a.example"
+webhook_url = "https://park-a.example/hooks/erasure"
+webhook_secret = "secret"
+"""
+
+# Every line of this file has something wrong with it, or with what it leaves out.
+BROKEN = """\
+slug = "Ticketing 2021"
+languages = ["nl", "en", "de"]
+discovered = "yesterday"
+contact_email = "not an address"
+regulator_notified = "yes"
+titel = "typo"
+
+[title]
+nl = ""
+
+[notice]
+nl = "Er lekte iets."
+
+[[faq]]
+question = { nl = "Wat nu?" }
+answer = { nl = "Let op." }
+
+[[partners]]
+slug = "park-a"
+name = "Park A"
+contact_email = "privacy@park-a.example"
+webhook_url = "ftp://park-a.example/"
+
+[[partners]]
+slug = "park-a"
+name = ""
+contact_email = "nobody"
+webhook_url = "https://park-b.example/hook"
+colour = "blue"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "incident.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def count(engine: Engine, table: Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def test_it_creates_an_incident_and_its_partners(engine: Engine, tmp_path: Path) -> None:
+    result = load_incident_file(engine, write(tmp_path, VALID))
+
+    assert result.created
+    assert (result.partners_created, result.partners_updated) == (1, 0)
+    with engine.connect() as conn:
+        incident = get_incident(conn, "ticketing-2021")
+        assert incident is not None
+        partners = get_partners(conn, incident.id)
+    assert incident == result.incident
+    assert incident.languages == ["nl", "en"]
+    assert incident.title["en"] == "Data breach at Tickets"
+    assert "één bestand" in incident.notice["nl"]
+    assert incident.faq == [
+        {
+            "question": {"nl": "Wat nu?", "en": "What now?"},
+            "answer": {"nl": "Let op.", "en": "Be careful."},
+        }
+    ]
+    assert incident.discovered == date(2021, 2, 22)
+    assert incident.contact_email == "privacy@example.org"
+    assert incident.regulator_notified is True
+    assert incident.kdf == KdfParams()
+    assert [(p.slug, p.name, p.webhook_url, p.webhook_secret) for p in partners] == [
+        ("park-a", "Attractiepark A", "https://park-a.example/hooks/erasure", "secret")
+    ]
+
+
+def test_it_stores_text_as_readable_json(engine: Engine, tmp_path: Path) -> None:
+    load_incident_file(engine, write(tmp_path, VALID))
+
+    with engine.connect() as conn:
+        notice = conn.scalar(select(tables.incidents.c.notice))
+    assert notice is not None and "één" in notice
+
+
+def test_it_updates_the_incident_and_partners_on_reload(engine: Engine, tmp_path: Path) -> None:
+    load_incident_file(engine, write(tmp_path, VALID))
+    changed = VALID.replace('name = "Attractiepark A"', 'name = "Park A (renamed)"').replace(
+        "regulator_notified = true", "regulator_notified = false"
+    )
+    changed += (
+        '\n[[partners]]\nslug = "zoo-b"\nname = "Dierentuin B"\n'
+        'contact_email = "dpo@zoo-b.example"\n'
+    )
+
+    result = load_incident_file(engine, write(tmp_path, changed))
+
+    assert not result.created
+    assert (result.partners_created, result.partners_updated) == (1, 1)
+    assert result.incident.regulator_notified is False
+    with engine.connect() as conn:
+        partners = get_partners(conn, result.incident.id)
+        zoo = get_partner(conn, result.incident.id, "zoo-b")
+    assert [(p.slug, p.name) for p in partners] == [
+        ("park-a", "Park A (renamed)"),
+        ("zoo-b", "Dierentuin B"),
+    ]
+    assert zoo is not None and zoo.webhook_url is None
+    assert count(engine, tables.incidents) == 1
+
+
+def test_it_keeps_the_stored_kdf_params_on_reload(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    load_incident_file(engine, path)
+    with engine.begin() as conn:
+        conn.execute(update(tables.incidents).values(kdf_time_cost=3, kdf_memory_cost=16384))
+
+    result = load_incident_file(engine, path)
+
+    assert result.incident.kdf == KdfParams(time_cost=3, memory_cost=16384, parallelism=1)
+
+
+def test_it_reports_every_problem_with_its_line_and_writes_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = write(tmp_path, BROKEN)
+
+    with pytest.raises(PortalError) as caught:
+        load_incident_file(engine, path)
+
+    lines = str(caught.value).splitlines()
+    expected = [
+        (1, "slug must be"),
+        (2, "unsupported language 'de'"),
+        (3, "discovered must be a date"),
+        (4, "contact_email is not a valid email address"),
+        (5, "regulator_notified must be true or false"),
+        (6, "unknown key 'titel'"),
+        (8, "title needs a non-empty text for 'en'"),
+        (9, "title needs a non-empty text for 'nl'"),
+        (11, "notice needs a non-empty text for 'en'"),
+        (15, "faq entry 1 question needs a non-empty text for 'en'"),
+        (16, "faq entry 1 answer needs a non-empty text for 'en'"),
+        (22, "partner 1: webhook_url must be an http(s) URL"),
+        (25, "partner slug 'park-a' is used twice"),
+        (26, "partner 2: name is required"),
+        (27, "partner 2: contact_email is not a valid"),
+        (28, "partner 2: webhook_url needs a webhook_secret"),
+        (29, "partner 2: unknown key 'colour'"),
+    ]
+    for line, message in expected:
+        assert any(text.startswith(f"{path}:{line}: ") and message in text for text in lines), (
+            f"line {line}: {message!r} not in {lines}"
+        )
+    assert count(engine, tables.incidents) == 0
+    assert count(engine, tables.partners) == 0
+
+
+def test_it_reports_missing_tables_at_the_top(tmp_path: Path) -> None:
+    path = write(tmp_path, 'slug = "x"\nlanguages = ["en"]\n')
+
+    with pytest.raises(PortalError) as caught:
+        parse_incident_file(path)
+
+    message = str(caught.value)
+    for missing in ("title", "notice", "contact_email", "regulator_notified", "[[partners]]"):
+        assert missing in message
+    assert all(line.startswith(f"{path}:") for line in message.splitlines())
+
+
+def test_it_reports_a_toml_syntax_error_with_its_line(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace('name = "Attractiepark A"', 'name = "Attractiepark A'))
+
+    with pytest.raises(PortalError) as caught:
+        load_incident_file(engine, path)
+
+    assert str(caught.value).startswith(f"{path}:25: ")
+    assert count(engine, tables.incidents) == 0
+
+
+def test_it_reports_a_missing_file(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+
+    with pytest.raises(PortalError, match="no such file") as caught:
+        load_incident_file(engine, path)
+
+    assert str(caught.value) == f"cannot read {path}: no such file"
+
+
+def test_it_lists_incidents(engine: Engine, tmp_path: Path) -> None:
+    load_incident_file(engine, write(tmp_path, VALID))
+    load_incident_file(engine, DATA / "incident.toml")
+
+    with engine.connect() as conn:
+        slugs = [i.slug for i in list_incidents(conn)]
+        missing = get_incident(conn, "nope")
+    assert slugs == ["ticketing-2021", "webshop-2024"]
+    assert missing is None
+
+
+def test_it_falls_back_to_the_default_language(engine: Engine, tmp_path: Path) -> None:
+    incident = load_incident_file(engine, write(tmp_path, VALID)).incident
+
+    assert incident.text(incident.title, "en") == "Data breach at Tickets"
+    assert incident.text(incident.title, "fr") == "Datalek bij Tickets"
+
+
+def test_it_accepts_an_incident_without_faq_or_date(tmp_path: Path) -> None:
+    text = VALID.replace("discovered = 2021-02-22\n", "")
+    text = text[: text.index("[[faq]]")] + text[text.index("[[partners]]") :]
+
+    data = parse_incident_file(write(tmp_path, text))
+
+    assert data["faq"] == []
+    assert data["discovered"] is None
