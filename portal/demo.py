@@ -146,6 +146,7 @@ def is_loaded(engine: Engine) -> bool:
     with engine.connect() as conn:
         loaded = conn.scalar(
             select(func.count(func.distinct(tables.exposures.c.partner_id)))
+            .select_from(tables.exposures)
             .join(tables.partners)
             .join(tables.incidents)
             .where(tables.incidents.c.slug == DEMO_SLUG)

@@ -11,6 +11,8 @@ from sqlalchemy import Engine
 from portal import db
 from portal.config import Settings
 
+pytest_plugins = ["tests.fixtures_mail"]
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

@@ -32,7 +32,11 @@ class Portal:
         """Runs `portal ARGS` against this portal's database and instance folder."""
         return subprocess.run(
             [sys.executable, "-m", "portal", *args],
-            env=self.env, capture_output=True, text=True, check=check, timeout=300,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=300,
         )
 
 
@@ -59,7 +63,9 @@ def running_portal(instance: Path, *args: str, **extra: str) -> Iterator[Portal]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "portal", "serve", "--port", str(port), *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_until_healthy(url, process)

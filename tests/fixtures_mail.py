@@ -1,0 +1,197 @@
+"""Mail test fixtures: a real SMTP server (aiosmtpd), a webhook receiver, and wait_for."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+from urllib.parse import quote
+
+import anyio
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the SMTP server got it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return cast(EmailMessage, message_from_bytes(self.content, policy=policy.default))
+
+
+class MailHandler:
+    """Collects envelopes; can answer 451 to the next N messages and insist on AUTH."""
+
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.received: list[Received] = []
+        self.credentials = credentials
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def fail_next(self, count: int) -> None:
+        with self._lock:
+            self._failures = count
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.credentials and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._lock:
+            if self._failures:
+                self._failures -= 1
+                return "451 4.3.0 try again"
+            content = envelope.original_content or b""
+            self.received.append(
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+            )
+        return "250 OK"
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        given = (
+            (data.login.decode(), data.password.decode())
+            if isinstance(data, LoginPassword)
+            else None
+        )
+        return AuthResult(success=given is not None and given == self.credentials, handled=False)
+
+
+@dataclass
+class SmtpServer:
+    """A running aiosmtpd server on 127.0.0.1."""
+
+    handler: MailHandler
+    host: str
+    port: int
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    def fail_next(self, count: int) -> None:
+        """The next `count` messages are answered "451 try again"."""
+        self.handler.fail_next(count)
+
+    def url(self, user: str | None = None, password: str | None = None) -> str:
+        userinfo = f"{quote(user, safe='')}:{quote(password or '', safe='')}@" if user else ""
+        return f"smtp://{userinfo}{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_smtp_server(credentials: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
+    """An SMTP server on a free port; with credentials it refuses mail before AUTH."""
+    handler = MailHandler(credentials)
+    port = free_port()
+    auth: dict[str, Any] = {"authenticator": handler.authenticate} if credentials else {}
+    # AUTH is offered without TLS on this loopback test server only.
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, auth_require_tls=False, **auth
+    )
+    controller.start()
+    try:
+        yield SmtpServer(handler, "127.0.0.1", port)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    with running_smtp_server() as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One request the webhook receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    """A real HTTP server in a thread that records POSTs and answers `status`."""
+
+    def __init__(self, status: int = 202) -> None:
+        self.status = status
+        self.requests: list[Hook] = []
+        self.url = ""
+
+
+@contextmanager
+def running_webhook_receiver(status: int = 202) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(status)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            receiver.requests.append(Hook(self.path, dict(self.headers.items()), body))
+            self.send_response(receiver.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/erasure"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    with running_webhook_receiver() as receiver:
+        yield receiver
+
+
+async def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Polls `condition` until it is true; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await anyio.sleep(0.01)
+
+
+def wait_for_sync(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """wait_for outside an event loop (e2e tests against real processes)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.01)
