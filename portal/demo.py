@@ -110,9 +110,7 @@ def write_demo_files(folder: Path, *, records: int = 2400, seed: int = 2021) -> 
 def _person(fake: Faker, index: int, email: str | None = None) -> dict[str, str]:
     first, last = fake.first_name(), fake.last_name()
     return {
-        "email": email or f"{first}.{last}.{index}@{fake.safe_domain_name()}".lower().replace(
-            " ", ""
-        ),
+        "email": email or f"{_local(first)}.{_local(last)}.{index}@{fake.safe_domain_name()}",
         "first": first,
         "last": last,
         "phone": fake.phone_number(),
@@ -124,6 +122,11 @@ def _person(fake: Faker, index: int, email: str | None = None) -> dict[str, str]
         "gender": fake.random_element(["M", "V", "X"]),
         "number": str(fake.random_int(100000, 999999)),
     }
+
+
+def _local(name: str) -> str:
+    """A name as it would appear before the @: letters and digits only."""
+    return "".join(ch for ch in name.lower() if ch.isascii() and ch.isalnum())
 
 
 def _write_csv(path: Path, columns: list[str], people: list[dict[str, str]]) -> Path:
