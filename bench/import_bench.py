@@ -17,8 +17,9 @@ from portal import db
 from portal.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.factories import INCIDENT  # noqa: E402
+from tests.factories import INCIDENT
 
 
 def main(rows: int) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from traceback import extract_tb

@@ -10,16 +10,18 @@ import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
 from portal import db, logs
 from portal.config import Settings
 from portal.errors import PortalError
+from portal.importer import ImportSummary, import_csv
 
 app = typer.Typer(
     help="breach-portal: the 'am I affected?' portal for one data breach.",
@@ -57,7 +59,7 @@ def _settings(*, server: bool = False) -> Settings:
     return Settings.from_env()
 
 
-def _ready_engine(settings: Settings):  # type: ignore[no-untyped-def]
+def _ready_engine(settings: Settings) -> Engine:
     engine = db.make_engine(settings.database_url)
     db.migrate(engine)
     return engine
@@ -149,11 +151,17 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _import_with_progress(  # type: ignore[no-untyped-def]
-    engine, settings, incident, partner, file, mapping, email_column, workers, dry_run
-):
-    from portal.importer import import_csv
-
+def _import_with_progress(
+    engine: Engine,
+    settings: Settings,
+    incident: str,
+    partner: str,
+    file: Path,
+    mapping: dict[str, str],
+    email_column: str | None,
+    workers: int | None,
+    dry_run: bool,
+) -> ImportSummary:
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -176,7 +184,7 @@ def _import_with_progress(  # type: ignore[no-untyped-def]
         )
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: ImportSummary) -> None:
     table = Table(title="dry run: nothing written" if summary.dry_run else "import summary")
     table.add_column("")
     table.add_column("count", justify="right")
@@ -285,7 +293,9 @@ def purge() -> None:
 @app.command()
 @operator_errors
 def stats(
-    incident: Annotated[str | None, typer.Argument(help="An incident's slug (default: all).")] = None,
+    incident: Annotated[
+        str | None, typer.Argument(help="An incident's slug (default: all).")
+    ] = None,
 ) -> None:
     """Print per-partner figures: records and deletion requests by status.
 
@@ -304,11 +314,13 @@ def stats(
     statuses = ("received", "forwarded", "forward_failed", "completed", "rejected")
     table = Table(title="per partner: records, and deletion requests by status")
     for column in ("incident", "partner", "records", *statuses):
-        justify = "left" if column in ("incident", "partner") else "right"
+        justify: Literal["left", "right"] = "left" if column in ("incident", "partner") else "right"
         table.add_column(column.replace("_", " "), justify=justify, overflow="fold")
     for row in partners:
         table.add_row(
-            row.incident, row.partner, str(row.records),
+            row.incident,
+            row.partner,
+            str(row.records),
             *(str(row.requests.get(s, 0)) for s in statuses),
         )
     out.print(table, width=max(out.width, 120))
@@ -355,7 +367,9 @@ def demo(
                 out.print(f"{path.stem}: {summary.imported} records")
     finally:
         engine.dispose()
-    out.print("\n[bold]Try these addresses[/] (mail is written to the outbox and its link printed):")
+    out.print(
+        "\n[bold]Try these addresses[/] (mail is written to the outbox and its link printed):"
+    )
     for address, what in demo_data.DEMO_ADDRESSES.items():
         out.print(f"  {address:30} {what}", highlight=False)
     _serve(settings, host="127.0.0.1", port=port, workers=1, mail=True)

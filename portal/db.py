@@ -95,7 +95,9 @@ def upsert(
         return
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table)
-    values = {name: expr(stmt.excluded) if callable(expr) else expr for name, expr in update.items()}
+    values = {
+        name: expr(stmt.excluded) if callable(expr) else expr for name, expr in update.items()
+    }
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=values), rows)
 
 

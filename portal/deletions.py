@@ -165,7 +165,10 @@ def _forward(  # type: ignore[no-untyped-def]
     }
     message = mail.render(templates_dir, "partner_request", lang, **context)
     mail.enqueue_email(
-        conn, kind="partner_request", to=partner.contact_email, message=message,
+        conn,
+        kind="partner_request",
+        to=partner.contact_email,
+        message=message,
         deletion_request_id=row.id,
     )
     if partner.webhook_url and partner.webhook_secret:
@@ -203,19 +206,31 @@ def _send_receipt(  # type: ignore[no-untyped-def]
         "deletion_receipt",
         session.lang,
         incident_title=incident.text(incident.title, session.lang),
-        requests=[{"reference": r.reference, "partner": names[r.partner_id], "due_on": r.due_on}
-                  for r in created],
+        requests=[
+            {"reference": r.reference, "partner": names[r.partner_id], "due_on": r.due_on}
+            for r in created
+        ],
         contact_email=incident.contact_email,
     )
     mail.enqueue_email(conn, kind="deletion_receipt", to=session.email(), message=message)
 
 
 def record_change(
-    conn: Connection, *, request_id: int, actor: str, old: str | None, new: str, note: str | None = None
+    conn: Connection,
+    *,
+    request_id: int,
+    actor: str,
+    old: str | None,
+    new: str,
+    note: str | None = None,
 ) -> None:
     conn.execute(
         tables.deletion_events.insert().values(
-            request_id=request_id, at=utcnow(), actor=actor, from_status=old, to_status=new,
+            request_id=request_id,
+            at=utcnow(),
+            actor=actor,
+            from_status=old,
+            to_status=new,
             note=note,
         )
     )
@@ -259,6 +274,13 @@ def webhook_secret(conn: Connection, request_id: int | None) -> str | None:
 
 def _request(row) -> DeletionRequest:  # type: ignore[no-untyped-def]
     return DeletionRequest(
-        row.id, row.reference, row.partner_id, row.status, row.received_at, row.due_on,
-        row.extended_due_on, row.closed_at, row.reason,
+        row.id,
+        row.reference,
+        row.partner_id,
+        row.status,
+        row.received_at,
+        row.due_on,
+        row.extended_due_on,
+        row.closed_at,
+        row.reason,
     )

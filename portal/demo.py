@@ -131,10 +131,21 @@ def _local(name: str) -> str:
 
 def _write_csv(path: Path, columns: list[str], people: list[dict[str, str]]) -> Path:
     keys = {
-        "E-mailadres": "email", "email": "email", "E-mail": "email", "Voornaam": "first",
-        "Achternaam": "last", "Telefoon": "phone", "Postcode": "postcode", "Woonplaats": "city",
-        "naam": "last", "Naam": "last", "geboortedatum": "birth", "IBAN": "iban",
-        "bestellingen": "orders", "Geslacht": "gender", "Relatienummer": "number",
+        "E-mailadres": "email",
+        "email": "email",
+        "E-mail": "email",
+        "Voornaam": "first",
+        "Achternaam": "last",
+        "Telefoon": "phone",
+        "Postcode": "postcode",
+        "Woonplaats": "city",
+        "naam": "last",
+        "Naam": "last",
+        "geboortedatum": "birth",
+        "IBAN": "iban",
+        "bestellingen": "orders",
+        "Geslacht": "gender",
+        "Relatienummer": "number",
     }
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter=";")

@@ -22,7 +22,9 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field(
-        "email", 0, MEDIUM,
+        "email",
+        0,
+        MEDIUM,
         {"nl": "E-mailadres", "en": "Email address"},
         {
             "nl": "Verwacht phishing: mails die dringend om een betaling, inlog of bevestiging "
@@ -33,7 +35,9 @@ FIELDS: tuple[Field, ...] = (
         ("email", "e-mail", "emailadres", "e-mailadres", "mailadres", "email address", "mail"),
     ),
     Field(
-        "name", 1, LOW,
+        "name",
+        1,
+        LOW,
         {"nl": "Naam", "en": "Name"},
         {
             "nl": "Oplichters kunnen u met uw naam aanspreken om betrouwbaar over te komen. "
@@ -41,11 +45,22 @@ FIELDS: tuple[Field, ...] = (
             "en": "Fraudsters may address you by name to seem trustworthy. A message that "
             "knows your name is not genuine because of that.",
         },
-        ("naam", "voornaam", "achternaam", "tussenvoegsel", "voorletters", "name",
-         "first name", "last name", "full name"),
+        (
+            "naam",
+            "voornaam",
+            "achternaam",
+            "tussenvoegsel",
+            "voorletters",
+            "name",
+            "first name",
+            "last name",
+            "full name",
+        ),
     ),
     Field(
-        "gender", 2, LOW,
+        "gender",
+        2,
+        LOW,
         {"nl": "Geslacht of aanhef", "en": "Gender or salutation"},
         {
             "nl": "Op zichzelf weinig risico; samen met andere gegevens maakt het phishing "
@@ -56,7 +71,9 @@ FIELDS: tuple[Field, ...] = (
         ("geslacht", "aanhef", "gender", "sex", "salutation"),
     ),
     Field(
-        "birth_date", 3, MEDIUM,
+        "birth_date",
+        3,
+        MEDIUM,
         {"nl": "Geboortedatum", "en": "Date of birth"},
         {
             "nl": "Gebruik uw geboortedatum nergens als wachtwoord of controlevraag. "
@@ -67,7 +84,9 @@ FIELDS: tuple[Field, ...] = (
         ("geboortedatum", "date of birth", "birthdate", "dob"),
     ),
     Field(
-        "phone", 4, MEDIUM,
+        "phone",
+        4,
+        MEDIUM,
         {"nl": "Telefoonnummer", "en": "Phone number"},
         {
             "nl": "Verwacht nepsms'jes en nepbellers (ook 'uw bank' of 'een familielid met een "
@@ -75,11 +94,21 @@ FIELDS: tuple[Field, ...] = (
             "en": "Expect fake texts and callers (also 'your bank' or 'a relative with a new "
             "number'). Never transfer money on the strength of a message or call alone.",
         },
-        ("telefoon", "telefoonnummer", "mobiel", "mobiel nummer", "phone", "telephone",
-         "mobile", "phone number"),
+        (
+            "telefoon",
+            "telefoonnummer",
+            "mobiel",
+            "mobiel nummer",
+            "phone",
+            "telephone",
+            "mobile",
+            "phone number",
+        ),
     ),
     Field(
-        "address", 5, MEDIUM,
+        "address",
+        5,
+        MEDIUM,
         {"nl": "Adres", "en": "Postal address"},
         {
             "nl": "Wees alert op brieven en mensen aan de deur die zich voordoen als bank, "
@@ -88,12 +117,29 @@ FIELDS: tuple[Field, ...] = (
             "en": "Beware of letters and doorstep callers posing as your bank, utility or a "
             "government office. Check any sender through a number you look up yourself.",
         },
-        ("adres", "straat", "straatnaam", "huisnummer", "toevoeging", "postcode",
-         "woonplaats", "plaats", "land", "address", "street", "house number", "zip",
-         "postal code", "city", "country"),
+        (
+            "adres",
+            "straat",
+            "straatnaam",
+            "huisnummer",
+            "toevoeging",
+            "postcode",
+            "woonplaats",
+            "plaats",
+            "land",
+            "address",
+            "street",
+            "house number",
+            "zip",
+            "postal code",
+            "city",
+            "country",
+        ),
     ),
     Field(
-        "iban", 6, HIGH,
+        "iban",
+        6,
+        HIGH,
         {"nl": "Bankrekeningnummer (IBAN)", "en": "Bank account number (IBAN)"},
         {
             "nl": "Pas op voor bellers die zich voordoen als uw bank: een bank vraagt nooit om "
@@ -106,7 +152,9 @@ FIELDS: tuple[Field, ...] = (
         ("iban", "rekeningnummer", "bankrekeningnummer", "bank account"),
     ),
     Field(
-        "password_hash", 7, HIGH,
+        "password_hash",
+        7,
+        HIGH,
         {"nl": "Wachtwoord (versleuteld)", "en": "Password (hashed)"},
         {
             "nl": "Wijzig dit wachtwoord nu, en overal waar u hetzelfde wachtwoord gebruikte. "
@@ -117,7 +165,9 @@ FIELDS: tuple[Field, ...] = (
         ("wachtwoord", "password", "password hash"),
     ),
     Field(
-        "order_history", 8, LOW,
+        "order_history",
+        8,
+        LOW,
         {"nl": "Bestelgeschiedenis", "en": "Order history"},
         {
             "nl": "Oplichters kunnen naar echte bestellingen verwijzen. Betaal niet na een "
@@ -128,17 +178,27 @@ FIELDS: tuple[Field, ...] = (
         ("bestellingen", "orders", "order history"),
     ),
     Field(
-        "customer_number", 9, LOW,
+        "customer_number",
+        9,
+        LOW,
         {"nl": "Klant- of lidnummer", "en": "Customer or member number"},
         {
             "nl": "Een bericht dat uw klantnummer noemt, is daardoor nog niet echt.",
             "en": "A message that quotes your customer number is not genuine because of that.",
         },
-        ("klantnummer", "relatienummer", "lidnummer", "abonnementsnummer", "customer number",
-         "member number"),
+        (
+            "klantnummer",
+            "relatienummer",
+            "lidnummer",
+            "abonnementsnummer",
+            "customer number",
+            "member number",
+        ),
     ),
     Field(
-        "ip_address", 10, LOW,
+        "ip_address",
+        10,
+        LOW,
         {"nl": "IP-adres", "en": "IP address"},
         {
             "nl": "Hieruit is uw globale locatie of provider af te leiden. Meestal hoeft u "
@@ -149,7 +209,9 @@ FIELDS: tuple[Field, ...] = (
         ("ip", "ip-adres", "ip address"),
     ),
     Field(
-        "username", 11, MEDIUM,
+        "username",
+        11,
+        MEDIUM,
         {"nl": "Gebruikersnaam", "en": "Username"},
         {
             "nl": "Gebruikt u deze gebruikersnaam elders, wijzig daar dan ook uw wachtwoord en "
@@ -160,7 +222,9 @@ FIELDS: tuple[Field, ...] = (
         ("gebruikersnaam", "username", "login"),
     ),
     Field(
-        "security_questions", 12, HIGH,
+        "security_questions",
+        12,
+        HIGH,
         {"nl": "Beveiligingsvragen", "en": "Security questions"},
         {
             "nl": "Verander uw beveiligingsvragen en -antwoorden overal waar u dezelfde "
@@ -171,7 +235,9 @@ FIELDS: tuple[Field, ...] = (
         ("beveiligingsvragen", "security questions", "security question"),
     ),
     Field(
-        "credit_card", 13, HIGH,
+        "credit_card",
+        13,
+        HIGH,
         {"nl": "Creditcardgegevens", "en": "Credit card details"},
         {
             "nl": "Laat uw kaart blokkeren en vervangen via het nummer op de achterkant, en "
@@ -182,7 +248,9 @@ FIELDS: tuple[Field, ...] = (
         ("creditcard", "creditcardnummer", "credit card", "card number"),
     ),
     Field(
-        "national_id", 14, HIGH,
+        "national_id",
+        14,
+        HIGH,
         {"nl": "Burgerservicenummer (BSN)", "en": "National ID number (BSN)"},
         {
             "nl": "Wees alert op identiteitsfraude. Neem bij misbruik contact op met het "
@@ -193,7 +261,9 @@ FIELDS: tuple[Field, ...] = (
         ("bsn", "burgerservicenummer", "national id", "social security number"),
     ),
     Field(
-        "health_data", 15, HIGH,
+        "health_data",
+        15,
+        HIGH,
         {"nl": "Gezondheidsgegevens", "en": "Health data"},
         {
             "nl": "Dit zijn bijzondere persoonsgegevens. Wees alert op chantage of berichten "
@@ -204,7 +274,9 @@ FIELDS: tuple[Field, ...] = (
         ("gezondheid", "medisch", "health", "health data", "medical"),
     ),
     Field(
-        "photo", 16, MEDIUM,
+        "photo",
+        16,
+        MEDIUM,
         {"nl": "Foto", "en": "Photo"},
         {
             "nl": "Een foto kan worden misbruikt voor nepprofielen. Zoek af en toe op uw naam "
@@ -224,9 +296,7 @@ def squash(column: str) -> str:
     return re.sub(r"[\s\-_.]+", "", column.strip().lower())
 
 
-COLUMN_INDEX: dict[str, str] = {
-    squash(name): f.key for f in FIELDS for name in (*f.columns, f.key)
-}
+COLUMN_INDEX: dict[str, str] = {squash(name): f.key for f in FIELDS for name in (*f.columns, f.key)}
 
 
 def field_for_column(column: str) -> str | None:

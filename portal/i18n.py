@@ -93,10 +93,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "You can ask {name} to delete your data (GDPR Article 17). We forward your "
         "request; {name} must answer within one month.",
     },
-    "delete_button": {"nl": "Vraag {name} mijn gegevens te verwijderen",
-                      "en": "Ask {name} to delete my data"},
-    "delete_all_button": {"nl": "Vraag alle organisaties mijn gegevens te verwijderen",
-                          "en": "Ask every organisation to delete my data"},
+    "delete_button": {
+        "nl": "Vraag {name} mijn gegevens te verwijderen",
+        "en": "Ask {name} to delete my data",
+    },
+    "delete_all_button": {
+        "nl": "Vraag alle organisaties mijn gegevens te verwijderen",
+        "en": "Ask every organisation to delete my data",
+    },
     "deletion_requested": {
         "nl": "Verwijderverzoek {reference}: {status}. Uiterlijk antwoord op {due}.",
         "en": "Deletion request {reference}: {status}. Answer due by {due}.",
@@ -120,14 +124,18 @@ MESSAGES: dict[str, dict[str, str]] = {
     "error_404": {"nl": "Deze pagina bestaat niet.", "en": "This page does not exist."},
     "error_405": {"nl": "Dat kan op deze pagina niet.", "en": "That is not possible on this page."},
     "error_413": {"nl": "Het verzoek is te groot.", "en": "The request is too large."},
-    "error_415": {"nl": "Dit soort gegevens nemen wij niet aan.",
-                  "en": "We do not accept this kind of content."},
+    "error_415": {
+        "nl": "Dit soort gegevens nemen wij niet aan.",
+        "en": "We do not accept this kind of content.",
+    },
     "error_500": {
         "nl": "Er ging bij ons iets mis. Probeer het later opnieuw.",
         "en": "Something went wrong on our side. Please try again later.",
     },
-    "error_503": {"nl": "De dienst is even niet beschikbaar.",
-                  "en": "The service is unavailable for a moment."},
+    "error_503": {
+        "nl": "De dienst is even niet beschikbaar.",
+        "en": "The service is unavailable for a moment.",
+    },
 }
 
 

@@ -113,9 +113,7 @@ async def request_link(
     if not await limiter.hit("address", bidx.hex()):
         metrics.rate_limited_total.labels(limit="address").inc()
         return False
-    await run_in_threadpool(
-        _queue_link, engine, settings, incident, bidx, lookup, templates_dir
-    )
+    await run_in_threadpool(_queue_link, engine, settings, incident, bidx, lookup, templates_dir)
     return True
 
 
@@ -193,9 +191,10 @@ def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str,
             verified_at=now,
             expires_at=now + timedelta(seconds=settings.session_ttl),
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key
+    assert session_id is not None
     session = VerifiedSession(
-        session_id, row.incident_id, row.slug, row.bidx, row.lang, now, session_secret, sealed
+        session_id[0], row.incident_id, row.slug, row.bidx, row.lang, now, session_secret, sealed
     )
     return session_token, session
 
@@ -232,7 +231,13 @@ def load_session(conn: Connection, settings: Settings, token: str | None) -> Ver
     if row is None or row.expires_at <= utcnow():
         return None
     return VerifiedSession(
-        row.id, row.incident_id, row.slug, row.bidx, row.lang, row.verified_at, secret,
+        row.id,
+        row.incident_id,
+        row.slug,
+        row.bidx,
+        row.lang,
+        row.verified_at,
+        secret,
         row.sealed_email,
     )
 

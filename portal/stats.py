@@ -29,7 +29,9 @@ class IncidentFigures:
 def partner_figures(conn: Connection, *, incident: str | None = None) -> list[PartnerFigures]:
     """One row per partner (of one incident, or all), with its record count."""
     p, i = tables.partners, tables.incidents
-    query = select(p.c.id, p.c.slug, i.c.slug.label("incident")).join(i).order_by(i.c.slug, p.c.slug)
+    query = (
+        select(p.c.id, p.c.slug, i.c.slug.label("incident")).join(i).order_by(i.c.slug, p.c.slug)
+    )
     if incident is not None:
         if conn.scalar(select(i.c.id).where(i.c.slug == incident)) is None:
             raise PortalError(f"unknown incident {incident!r}")
@@ -37,7 +39,9 @@ def partner_figures(conn: Connection, *, incident: str | None = None) -> list[Pa
     rows = {r.id: PartnerFigures(r.incident, r.slug) for r in conn.execute(query)}
     e = tables.exposures
     for partner_id, count in conn.execute(
-        select(e.c.partner_id, func.count()).where(e.c.partner_id.in_(rows)).group_by(e.c.partner_id)
+        select(e.c.partner_id, func.count())
+        .where(e.c.partner_id.in_(rows))
+        .group_by(e.c.partner_id)
     ):
         rows[partner_id].records = count
     d = tables.deletion_requests
@@ -53,7 +57,8 @@ def partner_figures(conn: Connection, *, incident: str | None = None) -> list[Pa
 def incident_figures(conn: Connection) -> list[IncidentFigures]:
     """Per incident: links issued and verified visits still on record; mail by status."""
     i, links, sessions, outbox = tables.incidents, tables.links, tables.sessions, tables.outbox
-    mail = dict(conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all())
+    counts = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status))
+    mail: dict[str, int] = {status: count for status, count in counts}
     result = []
     for incident_id, slug in conn.execute(select(i.c.id, i.c.slug).order_by(i.c.slug)):
         issued = conn.scalar(select(func.count()).where(links.c.incident_id == incident_id))

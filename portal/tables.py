@@ -142,9 +142,7 @@ deletion_events = Table(
     "deletion_events",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column(
-        "request_id", ForeignKey("deletion_requests.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("request_id", ForeignKey("deletion_requests.id", ondelete="CASCADE"), nullable=False),
     Column("at", DateTime, nullable=False),
     Column("actor", String(64), nullable=False),
     Column("from_status", String(16), nullable=True),
