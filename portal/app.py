@@ -79,7 +79,6 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             settings,
             on_sent=deletions.mark_forwarded,
             on_failed=deletions.mark_forward_failed,
-            resolve_webhook_secret=deletions.webhook_secret,
         )
         if deliver_mail
         else None

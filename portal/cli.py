@@ -257,7 +257,6 @@ def mail_worker() -> None:
         settings,
         on_sent=deletions.mark_forwarded,
         on_failed=deletions.mark_forward_failed,
-        resolve_webhook_secret=deletions.webhook_secret,
     )
     out.print("delivering mail; stop with Ctrl+C")
     try:

@@ -261,17 +261,6 @@ def _move(
         record_change(conn, request_id=request_id, actor="mail", old=old, new=to)
 
 
-def webhook_secret(conn: Connection, request_id: int | None) -> str | None:
-    """The partner's webhook secret for a request: never copied into the outbox."""
-    if request_id is None:
-        return None
-    return conn.scalar(
-        select(tables.partners.c.webhook_secret)
-        .join(tables.deletion_requests)
-        .where(tables.deletion_requests.c.id == request_id)
-    )
-
-
 def _request(row) -> DeletionRequest:  # type: ignore[no-untyped-def]
     return DeletionRequest(
         row.id,
