@@ -33,7 +33,7 @@ incident_app = typer.Typer(help="Describe incidents and their partners.", no_arg
 app.add_typer(incident_app, name="incident")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -168,7 +168,7 @@ def _import_with_progress(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as progress:
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(f"hashing {file.name}", total=None)
         return import_csv(
             engine,
@@ -270,10 +270,13 @@ def mail_worker() -> None:
 @app.command()
 @operator_errors
 def purge() -> None:
-    """Apply the retention rules: expired links and sessions, delivered mail, and the
-    address of deletion requests closed longer ago than PORTAL_DELETION_RETENTION_DAYS.
+    """Apply the retention rules (design §4.6); run it daily.
 
-    Example: portal purge   (run it daily, e.g. from cron)
+    Deletes links a day after expiry, expired sessions and delivered mail that proves no
+    request, and erases the address of deletion requests closed longer ago than
+    PORTAL_DELETION_RETENTION_DAYS.
+
+    Example: portal purge   (e.g. from cron)
     """
     from portal.retention import purge as apply_retention
 
@@ -322,7 +325,7 @@ def stats(
             str(row.records),
             *(str(row.requests.get(s, 0)) for s in statuses),
         )
-    out.print(table, width=max(out.width, 120))
+    Console(width=max(out.width, 120)).print(table)
     for figures in incidents:
         if incident in (None, figures.incident):
             mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"

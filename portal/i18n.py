@@ -153,8 +153,21 @@ def choose_language(
     for wanted in (query, cookie):
         if wanted in available:
             return wanted
-    for part in (accept or "").split(","):
-        code = part.split(";")[0].strip().lower()[:2]
+    for code in _accepted(accept or ""):
         if code in available:
             return code
     return available[0]
+
+
+def _accepted(header: str) -> list[str]:
+    """Accept-Language codes by preference (q), leaving out those with q=0."""
+    ranked = []
+    for position, part in enumerate(header.split(",")):
+        code, _, params = part.strip().partition(";")
+        try:
+            quality = float(params.strip().removeprefix("q=")) if params else 1.0
+        except ValueError:
+            quality = 0.0
+        if quality > 0 and code:
+            ranked.append((-quality, position, code.strip().lower()[:2]))
+    return [code for *_, code in sorted(ranked)]

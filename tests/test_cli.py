@@ -1,0 +1,199 @@
+"""The `portal` command as an operator runs it: a real process, exit codes, stdout, stderr."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from portal.cli import app
+from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
+
+SLUG = "ticketing-2021"
+
+
+def environment(instance: Path, columns: int | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    env.pop("COLUMNS", None)
+    if columns:
+        env["COLUMNS"] = str(columns)
+    env.update(
+        PORTAL_INSTANCE_DIR=str(instance),
+        PORTAL_SECRET_KEY="cli-test-secret-key",
+        PORTAL_PEPPER="cli-test-pepper",
+        PYTHONIOENCODING="utf-8",
+    )
+    return env
+
+
+def portal(
+    folder: Path, *args: str | Path, columns: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m portal ARGS` in `folder`, its output not a terminal (as under cron)."""
+    return subprocess.run(
+        [sys.executable, "-m", "portal", *map(str, args)],
+        cwd=folder,
+        env=environment(folder / "instance", columns),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def count(output: str, label: str) -> int:
+    match = re.search(rf"{label}\W+(\d+)", output)
+    assert match, f"no {label!r} in:\n{output}"
+    return int(match.group(1))
+
+
+def records(stats_output: str, partner: str) -> int:
+    match = re.search(rf"{partner}\W+(\d+)", stats_output)
+    assert match, f"no {partner!r} in:\n{stats_output}"
+    return int(match.group(1))
+
+
+def assert_operator_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stdout
+    assert result.stderr.strip().startswith("error:")
+    for word in words:
+        assert word in result.stderr
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """An instance with the personas' incident and park-a imported: (folder, outputs)."""
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
+    write_csv(folder / "park-a.csv", PARK_A)
+    write_csv(folder / "theater-b.csv", THEATER_B)
+    write_csv(folder / "colours.csv", [["email", "Lievelingskleur"], ["x@example.org", "rood"]])
+    load = portal(folder, "incident", "load", "incident.toml")
+    assert load.returncode == 0, load.stderr
+    imported = portal(folder, "import", SLUG, "park-a", "park-a.csv")
+    assert imported.returncode == 0, imported.stderr
+    return folder, [load.stdout, imported.stdout]
+
+
+def test_it_creates_the_database_on_init(tmp_path: Path) -> None:
+    result = portal(tmp_path, "init")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "instance" / "portal.db").is_file()
+    assert "database ready" in result.stdout
+    assert not (tmp_path / "instance" / "secret_key").exists()
+
+
+def test_it_loads_an_incident_and_imports_with_a_summary(loaded: tuple[Path, list[str]]) -> None:
+    _, (load, imported) = loaded
+    assert f"incident {SLUG} created: 3 partner(s) added" in load
+    assert "import summary" in imported
+    assert count(imported, "rows read") == 2
+    assert count(imported, "rows imported") == 2
+    assert count(imported, "new addresses") == 2
+    assert count(imported, "exposes email") == 2
+    assert count(imported, "exposes phone") == 1
+
+
+def test_it_writes_nothing_on_a_dry_run(loaded: tuple[Path, list[str]]) -> None:
+    folder, _ = loaded
+    dry = portal(folder, "import", SLUG, "theater-b", "theater-b.csv", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: nothing written" in dry.stdout
+    assert count(dry.stdout, "rows imported") == 1
+    stats = portal(folder, "stats", SLUG, columns=200)
+    assert stats.returncode == 0, stats.stderr
+    assert records(stats.stdout, "park-a") == 2
+    assert records(stats.stdout, "theater-b") == 0
+    assert records(stats.stdout, "omroep-c") == 0
+
+
+def test_it_stops_at_an_unknown_column_naming_the_fix(loaded: tuple[Path, list[str]]) -> None:
+    folder, _ = loaded
+    result = portal(folder, "import", SLUG, "omroep-c", "colours.csv")
+    assert_operator_error(result, "Lievelingskleur", "--map")
+    assert "import summary" not in result.stdout
+
+
+def test_it_reports_an_unknown_column_on_one_line(loaded: tuple[Path, list[str]]) -> None:
+    folder, _ = loaded
+    result = portal(folder, "import", SLUG, "omroep-c", "colours.csv")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_it_stops_at_a_missing_file(loaded: tuple[Path, list[str]]) -> None:
+    folder, _ = loaded
+    result = portal(folder, "import", SLUG, "park-a", "no-such-file.csv")
+    assert_operator_error(result, "no-such-file.csv")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_it_stops_at_an_unknown_partner_naming_the_known_ones(
+    loaded: tuple[Path, list[str]],
+) -> None:
+    folder, _ = loaded
+    result = portal(folder, "import", SLUG, "no-such-partner", "park-a.csv")
+    assert_operator_error(result, "no-such-partner", "omroep-c", "park-a", "theater-b")
+
+
+def test_it_prints_stats_with_whole_slugs_when_not_on_a_terminal(
+    loaded: tuple[Path, list[str]],
+) -> None:
+    folder, _ = loaded
+    result = portal(folder, "stats")
+    assert result.returncode == 0, result.stderr
+    for partner in ("omroep-c", "park-a", "theater-b"):
+        assert re.search(rf"{SLUG}\W+{partner}\W+\d+", result.stdout), result.stdout
+
+
+def test_it_refuses_stats_for_an_unknown_incident(loaded: tuple[Path, list[str]]) -> None:
+    folder, _ = loaded
+    assert_operator_error(portal(folder, "stats", "no-such-breach"), "no-such-breach")
+
+
+def test_it_purges(loaded: tuple[Path, list[str]]) -> None:
+    folder, _ = loaded
+    result = portal(folder, "purge")
+    assert result.returncode == 0, result.stderr
+    assert "purged 0 link(s), 0 session(s)" in result.stdout
+
+
+def test_it_shows_usage_without_arguments(tmp_path: Path) -> None:
+    result = portal(tmp_path, *[])
+    assert result.returncode == 2
+    assert "Usage" in result.stdout + result.stderr
+    assert not (tmp_path / "instance").exists()
+
+
+def test_it_shows_an_example_in_a_real_process(tmp_path: Path) -> None:
+    result = portal(tmp_path, "import", "--help")
+    assert result.returncode == 0
+    assert "Example:" in result.stdout
+    assert "--dry-run" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["init"],
+        ["incident", "load"],
+        ["import"],
+        ["serve"],
+        ["mail-worker"],
+        ["purge"],
+        ["stats"],
+        ["demo"],
+    ],
+)
+def test_it_shows_an_example_in_every_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output
+    assert "portal " in result.output.split("Example:")[1]

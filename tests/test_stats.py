@@ -1,0 +1,105 @@
+"""Per-partner figures for `portal stats`: records, and deletion requests by status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, update
+
+from portal import tables
+from portal.app import TEMPLATES_DIR
+from portal.config import Settings
+from portal.deletions import FORWARDED, request_deletion
+from portal.errors import PortalError
+from portal.incidents import load_incident_file
+from portal.stats import incident_figures, partner_figures
+from tests.factories import ALICE, BOB, load_personas
+from tests.test_lookups import sign_in_directly
+
+SLUG = "ticketing-2021"
+
+
+@pytest.fixture
+def personas(engine: Engine, settings: Settings, tmp_path: Path) -> Engine:
+    load_personas(engine, settings, tmp_path)
+    return engine
+
+
+def ask_deletion(engine: Engine, settings: Settings, address: str, partner: str) -> None:
+    session = sign_in_directly(engine, settings, address)
+    with engine.begin() as conn:
+        request_deletion(conn, settings, session, partner=partner, templates_dir=TEMPLATES_DIR)
+
+
+def figures(engine: Engine, incident: str | None = SLUG) -> dict[str, tuple[int, dict[str, int]]]:
+    with engine.connect() as conn:
+        rows = partner_figures(conn, incident=incident)
+    return {f"{r.incident}/{r.partner}": (r.records, r.requests) for r in rows}
+
+
+def test_it_counts_records_per_partner(personas: Engine) -> None:
+    assert figures(personas) == {
+        f"{SLUG}/omroep-c": (0, {}),
+        f"{SLUG}/park-a": (2, {}),
+        f"{SLUG}/theater-b": (1, {}),
+    }
+
+
+def test_it_counts_requests_by_status(personas: Engine, settings: Settings) -> None:
+    ask_deletion(personas, settings, ALICE, "all")
+    ask_deletion(personas, settings, BOB, "park-a")
+    with personas.begin() as conn:
+        conn.execute(
+            update(tables.deletion_requests)
+            .where(tables.deletion_requests.c.email == BOB)
+            .values(status=FORWARDED)
+        )
+    assert figures(personas) == {
+        f"{SLUG}/omroep-c": (0, {}),
+        f"{SLUG}/park-a": (2, {"received": 1, "forwarded": 1}),
+        f"{SLUG}/theater-b": (1, {"received": 1}),
+    }
+
+
+def test_it_covers_every_incident_when_none_is_named(personas: Engine, tmp_path: Path) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text(
+        (tmp_path / "incident.toml")
+        .read_text()
+        .replace('slug = "ticketing-2021"', 'slug = "another-2022"'),
+        encoding="utf-8",
+    )
+    load_incident_file(personas, other)
+    everything = figures(personas, None)
+    assert list(everything) == [
+        "another-2022/omroep-c",
+        "another-2022/park-a",
+        "another-2022/theater-b",
+        f"{SLUG}/omroep-c",
+        f"{SLUG}/park-a",
+        f"{SLUG}/theater-b",
+    ]
+    assert everything["another-2022/park-a"] == (0, {})
+    assert len(figures(personas)) == 3
+
+
+def test_it_refuses_an_unknown_incident(personas: Engine) -> None:
+    with personas.connect() as conn, pytest.raises(PortalError, match="no-such-breach"):
+        partner_figures(conn, incident="no-such-breach")
+
+
+def test_it_gives_nothing_for_an_empty_database(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert partner_figures(conn) == []
+        assert incident_figures(conn) == []
+
+
+def test_it_counts_links_visits_and_mail_per_incident(personas: Engine, settings: Settings) -> None:
+    ask_deletion(personas, settings, BOB, "park-a")
+    with personas.connect() as conn:
+        (incident,) = incident_figures(conn)
+    assert incident.incident == SLUG
+    assert incident.links_issued == 1
+    assert incident.verified_visits == 1
+    assert incident.mail == {"queued": 3}
