@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import Engine
@@ -45,7 +46,7 @@ def operator_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PortalError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -169,7 +170,7 @@ def _import_with_progress(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(f"hashing {file.name}", total=None)
+        task = progress.add_task(f"hashing {escape(file.name)}", total=None)
         return import_csv(
             engine,
             settings,
