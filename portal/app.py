@@ -24,7 +24,13 @@ from portal.config import Settings
 from portal.i18n import MESSAGES
 from portal.ratelimit import RateLimiter
 from portal.web import ops, public
-from portal.web.middleware import AccessLog, BodyLimit, SecurityHeaders, loggable_path
+from portal.web.middleware import (
+    AccessLog,
+    BodyLimit,
+    ErrorPage,
+    SecurityHeaders,
+    loggable_path,
+)
 from portal.web.pages import language, markdown, render
 
 log = logging.getLogger("portal.app")
@@ -62,9 +68,10 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
         middleware=[
             Middleware(AccessLog),
             Middleware(SecurityHeaders, https=settings.https),
+            Middleware(ErrorPage, handler=server_error),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
         ],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -115,4 +122,5 @@ def from_env() -> Starlette:
     if not logging.getLogger().handlers:  # a worker process that uvicorn spawned
         logs.configure()
     settings = Settings.from_env()
+    settings.refuse_unsafe_production()
     return create_app(settings, deliver_mail=os.environ.get("PORTAL_IN_PROCESS_MAIL", "1") == "1")

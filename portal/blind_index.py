@@ -14,6 +14,9 @@ MAX_LOCAL_OCTETS = 64
 MAX_ADDRESS_OCTETS = 254
 # Scripts that look alike: a domain label mixing two of them imitates another domain.
 CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
+# Cyrillic and Greek letters drawn like Latin ones: a label made of nothing else under an
+# ASCII top-level domain ("аррӏе.com") is a whole-script look-alike of a Latin domain.
+LATIN_LOOKALIKES = frozenset("аԁеһіјӏорԛѕԝхусьү" + "αικνορτυ")
 
 
 class InvalidEmail(ValueError):
@@ -39,9 +42,12 @@ def normalise(address: str) -> str:
     local, _, domain = address.rpartition("@")
     if len(local.encode()) > MAX_LOCAL_OCTETS:
         raise InvalidEmail("The part before the @ is longer than 64 characters.")
-    for label in domain.split("."):
+    labels = domain.split(".")
+    for label in labels:
         if _mixes_scripts(label):
             raise InvalidEmail("The domain mixes alphabets, as look-alike domains do.")
+        if labels[-1].isascii() and _imitates_latin(label):
+            raise InvalidEmail("The domain imitates another one with look-alike letters.")
     try:
         valid = validate_email(address, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError:
@@ -50,10 +56,13 @@ def normalise(address: str) -> str:
 
 
 def _mixes_scripts(label: str) -> bool:
-    scripts = {
-        unicodedata.name(ch, "UNKNOWN").split(" ")[0] for ch in label if ch.isalpha()
-    }
+    scripts = {unicodedata.name(ch, "UNKNOWN").split(" ")[0] for ch in label if ch.isalpha()}
     return len(scripts & CONFUSABLE_SCRIPTS) > 1
+
+
+def _imitates_latin(label: str) -> bool:
+    letters = [ch for ch in label.lower() if ch.isalpha()]
+    return bool(letters) and all(ch in LATIN_LOOKALIKES for ch in letters)
 
 
 def blind_index(normalised: str, *, pepper: bytes, salt: bytes, params: KdfParams) -> bytes:

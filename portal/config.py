@@ -17,6 +17,7 @@ from portal.errors import PortalError
 log = logging.getLogger("portal.config")
 
 ENV_FILE = ".env"
+MIN_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Settings:
 
     @property
     def https(self) -> bool:
-        return self.base_url.startswith("https://")
+        return urlsplit(self.base_url).scheme.lower() == "https"
 
     @property
     def outbox_dir(self) -> Path:
@@ -92,6 +93,7 @@ class Settings:
             deletion_retention_days=_positive_int(
                 config("PORTAL_DELETION_RETENTION_DAYS", default="90"),
                 "PORTAL_DELETION_RETENTION_DAYS",
+                unit="days",
             ),
             generated_secrets=frozenset(generated),
         )
@@ -102,7 +104,9 @@ class Settings:
         """Refuses settings that cannot work, with the variable to fix."""
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
-            raise PortalError(f"PORTAL_BASE_URL must start with http:// or https://: {self.base_url}")
+            raise PortalError(
+                f"PORTAL_BASE_URL must start with http:// or https://: {self.base_url}"
+            )
         if self.smtp_url and urlsplit(self.smtp_url).scheme not in (
             "smtp",
             "smtp+starttls",
@@ -120,20 +124,38 @@ class Settings:
             try:
                 parse_many(value)
             except ValueError:
-                raise PortalError(f"{name} is not in limits notation (e.g. 5/hour): {value}") from None
+                raise PortalError(
+                    f"{name} is not in limits notation (e.g. 5/hour): {value}"
+                ) from None
 
     def refuse_unsafe_production(self) -> None:
-        """On https, generated dev secrets are not acceptable: they live beside the data."""
-        if self.https and self.generated_secrets:
+        """On https, generated dev secrets are not acceptable: they live beside the data.
+
+        Nor are short ones: the pepper is all that stands between a leaked database and a
+        dictionary of addresses, and the secret key signs every link, session and form.
+        """
+        if not self.https:
+            return
+        if self.generated_secrets:
             names = ", ".join(sorted(self.generated_secrets))
             raise PortalError(f"refusing to serve https with generated secrets; set {names}")
+        for name, value in (
+            ("PORTAL_SECRET_KEY", self.secret_key.encode()),
+            ("PORTAL_PEPPER", self.pepper),
+        ):
+            if len(value) < MIN_SECRET_BYTES:
+                raise PortalError(
+                    f"refusing to serve https with a {name} shorter than {MIN_SECRET_BYTES} "
+                    "characters; generate one with: python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))'"
+                )
 
 
-def _positive_int(value: str, name: str) -> int:
+def _positive_int(value: str, name: str, *, unit: str = "seconds") -> int:
     try:
         number = int(value)
     except ValueError:
-        raise PortalError(f"{name} must be a whole number of seconds: {value!r}") from None
+        raise PortalError(f"{name} must be a whole number of {unit}: {value!r}") from None
     if number <= 0:
         raise PortalError(f"{name} must be positive: {value!r}")
     return number

@@ -128,6 +128,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "nl": "Dit soort gegevens nemen wij niet aan.",
         "en": "We do not accept this kind of content.",
     },
+    "error_429": {
+        "nl": "Dat waren te veel pogingen. Wacht even en probeer het dan opnieuw.",
+        "en": "Too many attempts. Please wait a while and try again.",
+    },
     "error_500": {
         "nl": "Er ging bij ons iets mis. Probeer het later opnieuw.",
         "en": "Something went wrong on our side. Please try again later.",

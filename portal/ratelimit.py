@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from limits import RateLimitItem, parse
+import hashlib
+import hmac
+
+from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
@@ -22,16 +25,30 @@ class RateLimiter:
         else:
             self.storage = MemoryStorage()
         self.strategy = MovingWindowRateLimiter(self.storage)
-        self.items: dict[str, RateLimitItem] = {
-            "address": parse(settings.limit_per_address),
-            "client": parse(settings.limit_per_client),
-            "confirm": parse(settings.limit_confirm_per_client),
-            "login": parse(settings.limit_login),
+        self.key = hmac.new(settings.secret_key.encode(), b"portal.ratelimit", "sha256").digest()
+        # A setting may hold several limits ("10/hour;50/day"): every one of them applies.
+        self.items: dict[str, list[RateLimitItem]] = {
+            "address": parse_many(settings.limit_per_address),
+            "client": parse_many(settings.limit_per_client),
+            "confirm": parse_many(settings.limit_confirm_per_client),
+            "login": parse_many(settings.limit_login),
         }
 
     async def hit(self, name: str, key: str) -> bool:
-        """Counts one use of `key` under limit `name`; False when over the limit."""
-        return await self.strategy.hit(self.items[name], "portal", name, key)
+        """Counts one use of `key` under limit `name`; False when over the limit.
+
+        The storage sees only a keyed hash: no client address or blind index in Redis.
+        """
+        keys = ("portal", name, self._pseudonym(name, key))
+        items = self.items[name]
+        for item in items:
+            if not await self.strategy.test(item, *keys):
+                return False
+        return all([await self.strategy.hit(item, *keys) for item in items])
+
+    def _pseudonym(self, name: str, key: str) -> str:
+        message = f"{name}\0{key}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:32]
 
     async def reset(self) -> None:
         await self.storage.reset()

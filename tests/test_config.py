@@ -236,11 +236,6 @@ def test_it_refuses_https_with_a_short_given_secret(tmp_path: Path) -> None:
         Settings.from_env(environ).refuse_unsafe_production()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py Settings.https compares the base URL's prefix case-sensitively, while "
-    "validate() accepts any case (urlsplit lowercases the scheme): HTTPS:// counts as http",
-)
 def test_it_treats_an_upper_case_https_base_url_as_https(tmp_path: Path) -> None:
     environ = {
         "PORTAL_INSTANCE_DIR": str(tmp_path / "instance"),
@@ -252,11 +247,6 @@ def test_it_treats_an_upper_case_https_base_url_as_https(tmp_path: Path) -> None
         settings.refuse_unsafe_production()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py _positive_int() always says 'a whole number of seconds', also for "
-    "PORTAL_DELETION_RETENTION_DAYS, which is in days",
-)
 def test_it_names_the_unit_of_a_bad_retention(tmp_path: Path) -> None:
     with pytest.raises(PortalError) as caught:
         Settings.from_env(given(tmp_path, DELETION_RETENTION_DAYS="ninety"))

@@ -262,11 +262,6 @@ def test_it_starts_one_session_per_confirmed_link(personas: Engine, settings: Se
         assert conn.scalar(select(func.count()).select_from(tables.sessions)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py validate() accepts several limits ('10/hour;1/day', via parse_many) but "
-    "ratelimit.py RateLimiter keeps only the first (limits.parse): the daily limit is ignored",
-)
 @pytest.mark.anyio
 async def test_it_enforces_every_limit_it_accepted(personas: Engine, settings: Settings) -> None:
     settings = replace(settings, limit_per_address="10/hour;1/day")

@@ -24,6 +24,12 @@ def csrf_token(request: Request) -> str:
     return _sign(request, value)
 
 
+def rotate_csrf_cookie(request: Request, response: Response) -> None:
+    """A fresh CSRF cookie when a session starts: a value planted before it is worth nothing."""
+    request.state.csrf_cookie = secrets.token_urlsafe(32)
+    set_csrf_cookie(request, response)
+
+
 def set_csrf_cookie(request: Request, response: Response) -> None:
     value = getattr(request.state, "csrf_cookie", None)
     if value:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portal import metrics
 
 access_log = logging.getLogger("portal.access")
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -49,6 +53,37 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ErrorPage:
+    """Turns an unhandled error into the 500 page inside the middleware stack.
+
+    Starlette's own handler sits outside every middleware (the page would miss the security
+    headers) and re-raises, so that the server logs the exception's text, which can hold a
+    query's parameters. Here the error ends: `handler` logs its type and place only.
+    """
+
+    def __init__(self, app: ASGIApp, *, handler: ErrorHandler) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            response = await self.handler(Request(scope, receive), exc)
+            if not started:
+                await response(scope, receive, send)
 
 
 class BodyLimit:

@@ -53,15 +53,17 @@ def render(
         csrf_token=partial(csrf_token, request),
         text=lambda mapping: _pick(mapping, lang),
     )
-    response: Response = templates.TemplateResponse(
-        request, template, context, status_code=status
-    )
+    response: Response = templates.TemplateResponse(request, template, context, status_code=status)
     set_csrf_cookie(request, response)
     chosen = request.query_params.get("lang")
     if chosen == lang:
         response.set_cookie(
-            LANG_COOKIE, lang, httponly=True, samesite="lax",
-            secure=request.app.state.settings.https, max_age=365 * 24 * 3600,
+            LANG_COOKIE,
+            lang,
+            httponly=True,
+            samesite="lax",
+            secure=request.app.state.settings.https,
+            max_age=365 * 24 * 3600,
         )
     return response
 
@@ -92,5 +94,3 @@ def client_address(request: Request) -> str:
         if hop not in trusted:
             return hop
     return peer
-
-

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import deletions, incidents, lookups
+from portal import deletions, incidents, lookups, metrics
 from portal.blind_index import InvalidEmail, normalise
 from portal.tokens import TokenExpired, TokenInvalid
-from portal.web.csrf import checked_form
+from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, with_db
 
 SESSION_COOKIE = "portal_session"
@@ -90,6 +90,7 @@ async def confirm(request: Request) -> Response:
     await checked_form(request)
     state = request.app.state
     if not await state.limiter.hit("confirm", client_address(request)):
+        metrics.rate_limited_total.labels(limit="confirm").inc()
         raise HTTPException(429)
     try:
         cookie, session = await with_db(
@@ -107,6 +108,7 @@ async def confirm(request: Request) -> Response:
         secure=state.settings.https,
         path="/",
     )
+    rotate_csrf_cookie(request, response)
     return response
 
 
