@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.import_bench import _cpu  # noqa: E402
-from tests.factories import INCIDENT  # noqa: E402
-from tests.fixtures_mail import running_smtp_server, wait_for_sync  # noqa: E402
-from tests.server import running_portal  # noqa: E402
+from bench.import_bench import _cpu
+from tests.factories import INCIDENT
+from tests.fixtures_mail import running_smtp_server, wait_for_sync
+from tests.server import running_portal
 
 SLUG = "ticketing-2021"
 
