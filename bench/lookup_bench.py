@@ -67,9 +67,7 @@ def _measure(url: str, lookups: int, smtp) -> tuple[list[float], list[float], fl
         # background work on a kept-alive connection.
         with httpx.Client(base_url=url, cookies=cookies) as client:
             started = time.perf_counter()
-            response = client.post(
-                f"/{SLUG}/lookup", data={"email": address, "csrf_token": token}
-            )
+            response = client.post(f"/{SLUG}/lookup", data={"email": address, "csrf_token": token})
             elapsed = time.perf_counter() - started
         assert response.status_code == 303, response.status_code
         (known if i % 2 == 0 else unknown).append(elapsed * 1000)
@@ -87,4 +85,4 @@ def _report(name: str, times: list[float]) -> None:
 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:]]
-    main(*(args + [200, 2000][len(args):]))
+    main(*(args + [200, 2000][len(args) :]))
