@@ -53,11 +53,17 @@ def portal_env(instance: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_portal(instance: Path, *args: str, **extra: str) -> Iterator[Portal]:
-    """Starts `portal serve` (extra: PORTAL_* variables) and waits until /healthz answers."""
+def running_portal(
+    instance: Path, *args: str, scheme: str = "http", **extra: str
+) -> Iterator[Portal]:
+    """Starts `portal serve` (extra: PORTAL_* variables) and waits until /healthz answers.
+
+    With scheme="https" the base URL says https, as behind a TLS-terminating proxy; the
+    tests still talk plain http to the process.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = portal_env(instance, PORTAL_BASE_URL=url, **extra)
+    env = portal_env(instance, PORTAL_BASE_URL=f"{scheme}://127.0.0.1:{port}", **extra)
     log_path = instance / "server.log"
     instance.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:

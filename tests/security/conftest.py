@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +19,8 @@ from sqlalchemy import Engine, create_engine, func, select
 
 from portal import tables
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
-from tests.fixtures_mail import Received, SmtpServer, free_port, running_smtp_server, wait_for_sync
-from tests.server import Portal, _wait_until_healthy, portal_env, running_portal
+from tests.fixtures_mail import Received, SmtpServer, running_smtp_server, wait_for_sync
+from tests.server import Portal, running_portal
 
 SLUG = "ticketing-2021"
 LIMITS = {
@@ -184,38 +181,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator
 def https_portal(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Portal]:
     """A portal whose base URL is https (TLS ends at a proxy in front of it)."""
     instance = tmp_path_factory.mktemp("https-portal")
-    port = free_port()
-    env = portal_env(
+    with running_portal(
         instance,
-        PORTAL_BASE_URL=f"https://127.0.0.1:{port}",
+        scheme="https",
         PORTAL_SECRET_KEY=LONG_SECRET,
         PORTAL_PEPPER=LONG_SECRET,
         PORTAL_SMTP_URL=smtp.url(),
-    )
-    with serving(instance, env, port) as portal:
+    ) as portal:
         load_personas(portal, instance)
         yield portal
-
-
-@contextmanager
-def serving(instance: Path, env: dict[str, str], port: int) -> Iterator[Portal]:
-    """`portal serve` with a given environment (running_portal fixes the base URL to http)."""
-    log_path = instance / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "portal", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_until_healthy(url, process)
-            yield Portal(url, instance, env, log_path)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
