@@ -19,7 +19,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from portal import db, deletions, logs, mail
+from portal import db, deletions, logs
 from portal.config import Settings
 from portal.i18n import MESSAGES
 from portal.ratelimit import RateLimiter
@@ -80,16 +80,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.templates.env.globals.update(messages=MESSAGES, markdown=markdown)
     app.state.limiter = RateLimiter(settings)
-    app.state.mail_worker = (
-        mail.MailWorker(
-            engine,
-            settings,
-            on_sent=deletions.mark_forwarded,
-            on_failed=deletions.mark_forward_failed,
-        )
-        if deliver_mail
-        else None
-    )
+    app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
     return app
 
 

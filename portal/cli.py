@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -60,10 +62,15 @@ def _settings(*, server: bool = False) -> Settings:
     return Settings.from_env()
 
 
-def _ready_engine(settings: Settings) -> Engine:
+@contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    """The migrated database, disposed of when the command is done."""
     engine = db.make_engine(settings.database_url)
-    db.migrate(engine)
-    return engine
+    try:
+        db.migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -74,7 +81,8 @@ def init() -> None:
     Example: portal init
     """
     settings = _settings()
-    _ready_engine(settings).dispose()
+    with _database(settings):
+        pass
     out.print(f"database ready: {_safe_url(settings.database_url)}")
 
 
@@ -92,11 +100,8 @@ def incident_load(
     from portal.incidents import load_incident_file
 
     settings = _settings()
-    engine = _ready_engine(settings)
-    try:
+    with _database(settings) as engine:
         result = load_incident_file(engine, file)
-    finally:
-        engine.dispose()
     verb = "created" if result.created else "updated"
     out.print(
         f"incident {result.incident.slug} {verb}: {result.partners_created} partner(s) added, "
@@ -132,13 +137,10 @@ def import_command(
     """
     settings = _settings()
     mapping = _parse_map(map_ or [])
-    engine = _ready_engine(settings)
-    try:
+    with _database(settings) as engine:
         summary = _import_with_progress(
             engine, settings, incident, partner, file, mapping, email_column, workers, dry_run
         )
-    finally:
-        engine.dispose()
     _print_summary(summary)
 
 
@@ -220,7 +222,8 @@ def serve(
     """
     settings = _settings(server=True)
     settings.refuse_unsafe_production()
-    _ready_engine(settings).dispose()
+    with _database(settings):
+        pass
     _serve(settings, host=host, port=port, workers=workers, mail=not no_mail_worker)
 
 
@@ -249,23 +252,13 @@ def mail_worker() -> None:
 
     Example: portal mail-worker
     """
-    from portal import deletions, mail
+    from portal.deletions import mail_worker as worker_for
 
     settings = _settings(server=True)
-    engine = _ready_engine(settings)
-    worker = mail.MailWorker(
-        engine,
-        settings,
-        on_sent=deletions.mark_forwarded,
-        on_failed=deletions.mark_forward_failed,
-    )
-    out.print("delivering mail; stop with Ctrl+C")
-    try:
-        asyncio.run(worker.run(asyncio.Event()))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.dispose()
+    with _database(settings) as engine:
+        out.print("delivering mail; stop with Ctrl+C")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(worker_for(engine, settings).run(asyncio.Event()))
 
 
 @app.command()
@@ -282,11 +275,8 @@ def purge() -> None:
     from portal.retention import purge as apply_retention
 
     settings = _settings()
-    engine = _ready_engine(settings)
-    try:
+    with _database(settings) as engine:
         report = apply_retention(engine, settings)
-    finally:
-        engine.dispose()
     out.print(
         f"purged {report.links} link(s), {report.sessions} session(s), {report.outbox} "
         f"delivered message(s), {report.deletion_addresses} closed request address(es)"
@@ -307,13 +297,9 @@ def stats(
     from portal.stats import incident_figures, partner_figures
 
     settings = _settings()
-    engine = _ready_engine(settings)
-    try:
-        with engine.connect() as conn:
-            partners = partner_figures(conn, incident=incident)
-            incidents = incident_figures(conn)
-    finally:
-        engine.dispose()
+    with _database(settings) as engine, engine.connect() as conn:
+        partners = partner_figures(conn, incident=incident)
+        incidents = incident_figures(conn)
     statuses = ("received", "forwarded", "forward_failed", "completed", "rejected")
     table = Table(title="per partner: records, and deletion requests by status")
     for column in ("incident", "partner", "records", *statuses):
@@ -356,20 +342,16 @@ def demo(
     settings = Settings.from_env()
     if settings.base_url == "http://127.0.0.1:8000" and port != 8000:
         settings = _with_base_url(settings, f"http://127.0.0.1:{port}")
-    engine = _ready_engine(settings)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            files = demo_data.write_demo_files(Path(folder), records=records)
-            load_incident_file(engine, files[0])
-            if demo_data.is_loaded(engine):
-                out.print("demo records already imported")
-            for path in files[1:] if not demo_data.is_loaded(engine) else []:
-                summary = _import_with_progress(
-                    engine, settings, demo_data.DEMO_SLUG, path.stem, path, {}, None, None, False
-                )
-                out.print(f"{path.stem}: {summary.imported} records")
-    finally:
-        engine.dispose()
+    with _database(settings) as engine, tempfile.TemporaryDirectory() as folder:
+        files = demo_data.write_demo_files(Path(folder), records=records)
+        load_incident_file(engine, files[0])
+        if demo_data.is_loaded(engine):
+            out.print("demo records already imported")
+        for path in files[1:] if not demo_data.is_loaded(engine) else []:
+            summary = _import_with_progress(
+                engine, settings, demo_data.DEMO_SLUG, path.stem, path, {}, None, None, False
+            )
+            out.print(f"{path.stem}: {summary.imported} records")
     out.print(
         "\n[bold]Try these addresses[/] (mail is written to the outbox and its link printed):"
     )

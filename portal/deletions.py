@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from portal import db, incidents, mail, tables
 from portal.clock import utcnow
@@ -244,6 +244,11 @@ def mark_forwarded(conn: Connection, outbox_id: int, request_id: int | None) -> 
 def mark_forward_failed(conn: Connection, outbox_id: int, request_id: int | None) -> None:
     """Mail worker hook: the partner's copy could not be delivered within a day."""
     _move(conn, outbox_id, request_id, to=FORWARD_FAILED, allowed=(RECEIVED,))
+
+
+def mail_worker(engine: Engine, settings: Settings) -> mail.MailWorker:
+    """The outbox worker, telling requests when their partner's copy went out or failed."""
+    return mail.MailWorker(engine, settings, on_sent=mark_forwarded, on_failed=mark_forward_failed)
 
 
 def _move(
