@@ -162,19 +162,37 @@ def _positive_int(value: str, name: str, *, unit: str = "seconds") -> int:
 
 
 def _instance_secret(instance_dir: Path, name: str) -> str:
-    """Reads a secret from the instance folder, creating it (mode 0600) on first use."""
+    """Reads a secret from the instance folder, creating it (mode 0600) on first use.
+
+    The file appears whole or not at all (written aside, then linked into place), so two
+    processes starting at once agree on one value and a crash leaves no empty secret.
+    """
     path = instance_dir / name
-    if path.exists():
-        return path.read_text().strip()
-    instance_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        _create_secret(path)
+    value = path.read_text().strip()
+    if not value:
+        raise PortalError(f"{path} is empty: delete it or set PORTAL_{name.upper()}")
+    return value
+
+
+def _create_secret(path: Path) -> None:
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+        handle.write(secrets.token_urlsafe(48) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        return  # another process was first: use its value
+    finally:
+        aside.unlink()
     log.warning(
         "generated %s into %s; set PORTAL_%s in production (and keep it safe)",
-        name,
+        path.name,
         path,
-        name.upper(),
+        path.name.upper(),
     )
-    return value

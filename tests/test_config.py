@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,18 @@ def test_it_names_the_unit_of_a_bad_retention(tmp_path: Path) -> None:
         Settings.from_env(given(tmp_path, DELETION_RETENTION_DAYS="ninety"))
     assert "seconds" not in str(caught.value)
     assert "days" in str(caught.value)
+
+
+def test_it_agrees_on_one_secret_when_processes_start_together(tmp_path: Path) -> None:
+    instance = tmp_path / "instance"
+    environ = {"PORTAL_INSTANCE_DIR": str(instance)}
+    with ThreadPoolExecutor(8) as pool:
+        peppers = set(pool.map(lambda _: Settings.from_env(environ).pepper, range(16)))
+    assert len(peppers) == 1
+    assert sorted(p.name for p in instance.iterdir()) == ["pepper", "secret_key"]
+
+
+def test_it_refuses_an_empty_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "pepper").write_text("")
+    with pytest.raises(PortalError, match="pepper is empty"):
+        Settings.from_env({"PORTAL_INSTANCE_DIR": str(tmp_path), "PORTAL_SECRET_KEY": "k"})
