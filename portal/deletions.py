@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import db, incidents, mail, tables
+from portal import db, incidents, mail, metrics, tables
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.fields import from_bits
@@ -224,6 +224,8 @@ def record_change(
     new: str,
     note: str | None = None,
 ) -> None:
+    """Keeps one change in the request's history (and counts it for /metrics)."""
+    metrics.deletion_requests_total.labels(status=new).inc()
     conn.execute(
         tables.deletion_events.insert().values(
             request_id=request_id,

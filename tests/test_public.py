@@ -118,8 +118,17 @@ def test_it_sends_results_without_session_back(client: TestClient) -> None:
     assert response.headers["location"] == f"/{SLUG}/"
 
 
+def metric(client: TestClient, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_it_records_a_deletion_request(client: TestClient, engine: Engine) -> None:
     page = sign_in(client, engine, ALICE)
+    received = 'portal_deletion_requests_total{status="received"}'
+    before = metric(client, received)
     response = client.post(
         f"/{SLUG}/deletion",
         data={"partner": "park-a", "csrf_token": csrf(page)},
@@ -131,6 +140,7 @@ def test_it_records_a_deletion_request(client: TestClient, engine: Engine) -> No
     reference = re.search(r'data-deletion-ref="(DR-[0-9A-Z]{4}-[0-9A-Z]{4})"', park)
     assert reference
     assert 'data-deletion-status="received"' in park
+    assert metric(client, received) == before + 1
     again = client.post(f"/{SLUG}/deletion", data={"partner": "park-a", "csrf_token": csrf(page)})
     assert reference.group(1) in again.text
     with engine.connect() as conn:
