@@ -39,7 +39,7 @@ ticketsysteem. Daarin stonden gegevens van klanten van theaters, attractieparken
 omroepen waarvoor wij kaartjes verkopen. Wij hebben de toegang direct afgesloten, alle
 wachtwoorden vervangen en de Autoriteit Persoonsgegevens ingelicht.
 
-Vul hieronder uw e-mailadres in. U krijgt een e-mail met een link; daarachter ziet u per
+Vul hierboven uw e-mailadres in. U krijgt een e-mail met een link; daarachter ziet u per
 organisatie precies welke gegevens van u zijn gelekt, en wat u kunt doen.
 """
 en = """
@@ -50,7 +50,7 @@ ticketing system. It held data of customers of the theatres, amusement parks and
 broadcasters we sell tickets for. We closed the access at once, replaced all passwords and
 informed the Dutch Data Protection Authority.
 
-Enter your email address below. You will get an email with a link; behind it you see, per
+Enter your email address above. You will get an email with a link; behind it you see, per
 organisation, exactly which of your data leaked, and what you can do.
 """
 
