@@ -32,10 +32,13 @@ INCIDENT_KEYS = frozenset(
         "notice",
         "faq",
         "partners",
+        "blind_index",
     }
 )
 PARTNER_KEYS = frozenset({"slug", "name", "contact_email", "webhook_url", "webhook_secret"})
 FAQ_KEYS = frozenset({"question", "answer"})
+# Optional argon2id parameters of a new incident: (lowest, highest) allowed.
+KDF_LIMITS = {"memory_kib": (8192, 4 * 1024 * 1024), "time_cost": (1, 20), "parallelism": (1, 16)}
 MAX_NAME = 200
 
 
@@ -174,7 +177,30 @@ class _Checker:
             "contact_email": self.email(data.get("contact_email"), ("contact_email",), ""),
             "regulator_notified": self.flag(data.get("regulator_notified")),
             "partners": self.partners(data.get("partners")),
+            "kdf": self.kdf(data["blind_index"]) if "blind_index" in data else None,
         }
+
+    def kdf(self, table: Any) -> KdfParams:
+        """The optional [blind_index] table; the defaults where it is silent."""
+        if not isinstance(table, dict):
+            self.problem(("blind_index",), "blind_index must be a table")
+            return KdfParams()
+        self.unknown_keys(table, frozenset(KDF_LIMITS), ("blind_index",), "blind_index: ")
+        defaults = KdfParams()
+        chosen = {
+            "memory_kib": defaults.memory_cost,
+            "time_cost": defaults.time_cost,
+            "parallelism": defaults.parallelism,
+        }
+        for key, (low, high) in KDF_LIMITS.items():
+            value = table.get(key, chosen[key])
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                self.problem(
+                    ("blind_index", key), f"blind_index.{key} must be a whole number {low}-{high}"
+                )
+                continue
+            chosen[key] = value
+        return KdfParams(chosen["time_cost"], chosen["memory_kib"], chosen["parallelism"])
 
     def unknown_keys(
         self, table: dict[str, Any], known: frozenset[str], path: tuple[str | int, ...], where: str
@@ -356,12 +382,18 @@ def _store_incident(conn: Connection, data: dict[str, Any]) -> tuple[int, bool]:
         "updated_at": now,
     }
     t = tables.incidents
-    existing = conn.scalar(select(t.c.id).where(t.c.slug == data["slug"]))
+    existing = conn.execute(select(t).where(t.c.slug == data["slug"])).first()
+    kdf: KdfParams | None = data["kdf"]
     if existing is not None:
         # The kdf parameters stay as stored: lookups must hash as the import did.
-        conn.execute(t.update().where(t.c.id == existing).values(**values))
-        return existing, False
-    kdf = KdfParams()
+        if kdf is not None and kdf != _kdf(existing):
+            raise PortalError(
+                f"incident {data['slug']!r} keeps its blind_index parameters "
+                f"({_kdf(existing)}): a lookup must hash as its import did"
+            )
+        conn.execute(t.update().where(t.c.id == existing.id).values(**values))
+        return existing.id, False
+    kdf = kdf or KdfParams()
     result = conn.execute(
         t.insert()
         .values(
@@ -375,6 +407,10 @@ def _store_incident(conn: Connection, data: dict[str, Any]) -> tuple[int, bool]:
         .returning(t.c.id)
     )
     return int(result.scalar_one()), True
+
+
+def _kdf(row: Any) -> KdfParams:
+    return KdfParams(row.kdf_time_cost, row.kdf_memory_cost, row.kdf_parallelism)
 
 
 def _store_partner(conn: Connection, incident_id: int, data: dict[str, Any]) -> bool:

@@ -264,3 +264,31 @@ def test_it_accepts_an_incident_without_faq_or_date(tmp_path: Path) -> None:
 
     assert data["faq"] == []
     assert data["discovered"] is None
+
+
+def test_it_takes_stronger_blind_index_parameters_for_a_new_incident(
+    engine: Engine, tmp_path: Path
+) -> None:
+    text = VALID + "\n[blind_index]\nmemory_kib = 65536\ntime_cost = 3\n"
+    result = load_incident_file(engine, write(tmp_path, text))
+    assert result.incident.kdf == KdfParams(time_cost=3, memory_cost=65536, parallelism=1)
+
+
+def test_it_refuses_to_change_the_parameters_of_a_stored_incident(
+    engine: Engine, tmp_path: Path
+) -> None:
+    load_incident_file(engine, write(tmp_path, VALID))
+    stronger = VALID + "\n[blind_index]\ntime_cost = 2\n"
+    with pytest.raises(PortalError, match="keeps its blind_index parameters"):
+        load_incident_file(engine, write(tmp_path, stronger))
+    with engine.connect() as conn:
+        assert conn.scalar(select(tables.incidents.c.kdf_time_cost)) == 1
+
+
+def test_it_reports_bad_blind_index_parameters_with_their_line(tmp_path: Path) -> None:
+    text = VALID + "\n[blind_index]\nmemory_kib = 1024\nsalt = 'x'\n"
+    with pytest.raises(PortalError) as caught:
+        parse_incident_file(write(tmp_path, text))
+    lines = len(VALID.splitlines())
+    assert f"incident.toml:{lines + 3}: blind_index.memory_kib must be" in str(caught.value)
+    assert f"incident.toml:{lines + 4}: blind_index: unknown key 'salt'" in str(caught.value)
