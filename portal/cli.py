@@ -203,7 +203,7 @@ def _print_summary(summary: ImportSummary) -> None:
     if summary.invalid_lines:
         shown = ", ".join(str(n) for n in summary.invalid_lines[:20])
         more = " …" if len(summary.invalid_lines) > 20 else ""
-        err.print(f"skipped lines without a valid email: {shown}{more}", highlight=False)
+        err.print(f"skipped lines without a valid e-mail: {shown}{more}", highlight=False)
 
 
 @app.command()
@@ -355,8 +355,8 @@ def demo(
     out.print(
         "\n[bold]Try these addresses[/] (mail is written to the outbox and its link printed):"
     )
-    for address, what in demo_data.DEMO_ADDRESSES.items():
-        out.print(f"  {address:30} {what}", highlight=False)
+    for synthetic, what in demo_data.DEMO_ADDRESSES.items():
+        out.print(f"  {synthetic:30} {what}", highlight=False)
     _serve(settings, host="127.0.0.1", port=port, workers=1, mail=True)
 
 

@@ -77,7 +77,7 @@ def test_it_reports_skipped_lines_and_succeeds(seed: Seed) -> None:
     for partner, lines in skipped.items():
         run = seed.runs[partner]
         assert run.returncode == 0
-        assert f"skipped lines without a valid email: {lines}" in run.stderr
+        assert f"skipped lines without a valid e-mail: {lines}" in run.stderr
     assert "skipped lines" not in seed.runs["omroep-c"].stderr
 
 
