@@ -149,6 +149,9 @@ class Settings:
                     "characters; generate one with: python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'"
                 )
+        if not self.smtp_url:
+            # The dev outbox is a folder on this host: nobody would ever get their link.
+            raise PortalError("refusing to serve https without PORTAL_SMTP_URL")
 
 
 def _positive_int(value: str, name: str, *, unit: str = "seconds") -> int:

@@ -225,10 +225,16 @@ def test_it_allows_generated_secrets_on_http(tmp_path: Path) -> None:
     settings.refuse_unsafe_production()
 
 
-def test_it_allows_https_with_given_secrets(tmp_path: Path) -> None:
+def test_it_allows_https_with_given_secrets_and_smtp(tmp_path: Path) -> None:
     Settings.from_env(
-        given(tmp_path, BASE_URL="https://lek.example.org")
+        given(tmp_path, BASE_URL="https://lek.example.org", SMTP_URL="smtp://mail.example.org")
     ).refuse_unsafe_production()
+
+
+def test_it_refuses_https_with_mail_to_the_local_outbox(tmp_path: Path) -> None:
+    settings = Settings.from_env(given(tmp_path, BASE_URL="https://lek.example.org"))
+    with pytest.raises(PortalError, match="without PORTAL_SMTP_URL"):
+        settings.refuse_unsafe_production()
 
 
 def test_it_refuses_https_with_a_short_given_secret(tmp_path: Path) -> None:
