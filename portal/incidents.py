@@ -40,6 +40,8 @@ FAQ_KEYS = frozenset({"question", "answer"})
 # Optional argon2id parameters of a new incident: (lowest, highest) allowed.
 KDF_LIMITS = {"memory_kib": (8192, 4 * 1024 * 1024), "time_cost": (1, 20), "parallelism": (1, 16)}
 MAX_NAME = 200
+# An incident's slug is the first part of its URLs: these are the portal's own.
+RESERVED_SLUGS = frozenset({"admin", "healthz", "metrics", "static", "v"})
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,9 @@ class _Checker:
                 f"{what} must be 1-64 lowercase letters, digits or hyphens, "
                 "starting with a letter or digit",
             )
+            return ""
+        if path == ("slug",) and value in RESERVED_SLUGS:
+            self.problem(path, f"slug {value!r} is taken by the portal's own pages")
             return ""
         return value
 

@@ -292,3 +292,9 @@ def test_it_reports_bad_blind_index_parameters_with_their_line(tmp_path: Path) -
     lines = len(VALID.splitlines())
     assert f"incident.toml:{lines + 3}: blind_index.memory_kib must be" in str(caught.value)
     assert f"incident.toml:{lines + 4}: blind_index: unknown key 'salt'" in str(caught.value)
+
+
+def test_it_refuses_a_slug_that_the_portal_uses_itself(tmp_path: Path) -> None:
+    text = VALID.replace('slug = "', 'slug = "static" # ', 1)
+    with pytest.raises(PortalError, match="'static' is taken"):
+        parse_incident_file(write(tmp_path, text))
