@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid, parseaddr
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +32,10 @@ from portal import db, metrics, tables
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.errors import PortalError
+
+# RFC 5322 allows 998 characters a line; folding at 78 moves a long subject's first word
+# onto a continuation line, which some clients show with a leading space.
+SMTP = SMTP_POLICY.clone(max_line_length=998)
 
 log = logging.getLogger("portal.mail")
 

@@ -491,3 +491,15 @@ async def test_it_keeps_running_after_an_error_and_sends_again_after_the_lease(
         stop.set()
     assert len(smtp_server.received) == 2 and calls == [outbox_id, outbox_id]
     assert ALICE not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_it_keeps_a_long_subject_on_the_header_line(
+    engine: Engine, mail_settings: Settings, smtp_server: SmtpServer
+) -> None:
+    subject = "DR-HNWG-C7FB: GDPR Art. 17 erasure request (Datalek bij TicketDienst (demo))"
+    with engine.begin() as conn:
+        enqueue_email(conn, kind="link", to=ALICE, message=Message(subject, "text", "<p>html</p>"))
+    assert await MailWorker(engine, mail_settings).deliver_due() == 1
+    [received] = smtp_server.received
+    assert f"Subject: {subject}\r\n".encode() in received.content
