@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import unicodedata
 from dataclasses import dataclass
+from typing import ClassVar
 
 from argon2.low_level import Type, hash_secret_raw
 from email_validator import EmailNotValidError, validate_email
@@ -20,7 +21,26 @@ LATIN_LOOKALIKES = frozenset("аԁеһіјӏорԛѕԝхусьү" + "αικνο�
 
 
 class InvalidEmail(ValueError):
-    """An address the portal refuses; the message is safe to show (it never echoes input)."""
+    """An address the portal refuses, with a `code` naming why (pages translate it).
+
+    The message never echoes the input.
+    """
+
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "missing": "Enter an email address.",
+        "control": "The address contains control characters.",
+        "too_long": "The address is longer than 254 characters.",
+        "local_too_long": "The part before the @ is longer than 64 characters.",
+        "not_ascii": "Letters with accents or other special characters before the @ are not "
+        "supported.",
+        "mixed_script": "The domain mixes alphabets, as look-alike domains do.",
+        "lookalike": "The domain imitates another one with look-alike letters.",
+        "invalid": "This is not a valid email address.",
+    }
+
+    def __init__(self, code: str) -> None:
+        super().__init__(self.MESSAGES[code])
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -35,23 +55,31 @@ class KdfParams:
 def normalise(address: str) -> str:
     """Trim, NFC, lower-case, domain to IDNA ASCII; raises InvalidEmail with the reason."""
     address = unicodedata.normalize("NFC", address.strip())
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in address):
-        raise InvalidEmail("The address contains control characters.")
+    if not address:
+        raise InvalidEmail("missing")
+    # U+FFFD stands where a form held bytes that were not UTF-8.
+    if any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch == "\ufffd" for ch in address
+    ):
+        raise InvalidEmail("control")
     if len(address.encode()) > MAX_ADDRESS_OCTETS:
-        raise InvalidEmail("The address is longer than 254 characters.")
+        raise InvalidEmail("too_long")
     local, _, domain = address.rpartition("@")
     if len(local.encode()) > MAX_LOCAL_OCTETS:
-        raise InvalidEmail("The part before the @ is longer than 64 characters.")
+        raise InvalidEmail("local_too_long")
+    # Such a mailbox needs SMTPUTF8 all the way; most servers would never deliver the link.
+    if not local.isascii():
+        raise InvalidEmail("not_ascii")
     labels = domain.split(".")
     for label in labels:
         if _mixes_scripts(label):
-            raise InvalidEmail("The domain mixes alphabets, as look-alike domains do.")
+            raise InvalidEmail("mixed_script")
         if labels[-1].isascii() and _imitates_latin(label):
-            raise InvalidEmail("The domain imitates another one with look-alike letters.")
+            raise InvalidEmail("lookalike")
     try:
-        valid = validate_email(address, check_deliverability=False, allow_smtputf8=True)
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError:
-        raise InvalidEmail("This is not a valid email address.") from None
+        raise InvalidEmail("invalid") from None
     return f"{valid.local_part.lower()}@{valid.ascii_domain.lower()}"
 
 

@@ -37,6 +37,35 @@ MESSAGES: dict[str, dict[str, str]] = {
         "sturen.",
         "en": "We do not keep your email address: it is used only to send this email.",
     },
+    "email_missing": {"nl": "Vul een e-mailadres in.", "en": "Enter an email address."},
+    "email_control": {
+        "nl": "Het adres bevat onzichtbare stuurtekens.",
+        "en": "The address contains control characters.",
+    },
+    "email_too_long": {
+        "nl": "Het adres is langer dan 254 tekens.",
+        "en": "The address is longer than 254 characters.",
+    },
+    "email_local_too_long": {
+        "nl": "Het deel vóór de @ is langer dan 64 tekens.",
+        "en": "The part before the @ is longer than 64 characters.",
+    },
+    "email_not_ascii": {
+        "nl": "Letters met accenten of andere bijzondere tekens vóór de @ worden niet ondersteund.",
+        "en": "Letters with accents or other special characters before the @ are not supported.",
+    },
+    "email_mixed_script": {
+        "nl": "Het domein mengt alfabetten, zoals nagemaakte domeinen doen.",
+        "en": "The domain mixes alphabets, as look-alike domains do.",
+    },
+    "email_lookalike": {
+        "nl": "Het domein bootst een ander domein na met letters die erop lijken.",
+        "en": "The domain imitates another one with look-alike letters.",
+    },
+    "email_invalid": {
+        "nl": "Dit is geen geldig e-mailadres.",
+        "en": "This is not a valid email address.",
+    },
     "faq": {"nl": "Veelgestelde vragen", "en": "Frequently asked questions"},
     "contact": {"nl": "Vragen? Mail ons op", "en": "Questions? Email us at"},
     "sent_title": {"nl": "Kijk in uw mailbox", "en": "Check your inbox"},

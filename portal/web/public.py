@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from portal import deletions, incidents, lookups, metrics
 from portal.blind_index import InvalidEmail, normalise
+from portal.i18n import translate
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, with_db
@@ -46,11 +47,10 @@ async def lookup(request: Request) -> Response:
     form = await checked_form(request)
     address = form.get("email")
     try:
-        if not isinstance(address, str):
-            raise InvalidEmail("Enter an email address.")
-        normalised = normalise(address)
+        normalised = normalise(address if isinstance(address, str) else "")
     except InvalidEmail as exc:
-        return await _incident_page(request, incident, error=str(exc))
+        message = translate(f"email_{exc.code}", language(request, incident))
+        return await _incident_page(request, incident, error=message)
     request_ = lookups.LookupRequest(
         incident.slug, normalised, client_address(request), language(request, incident)
     )
