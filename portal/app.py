@@ -74,6 +74,9 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    # Starlette would answer a missing or extra slash with an absolute URL built from the
+    # Host header (an open redirect behind a proxy that passes Host on).
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.engine = engine
     app.state.templates_dir = TEMPLATES_DIR

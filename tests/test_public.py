@@ -165,3 +165,11 @@ def test_it_refuses_deletion_at_a_partner_without_the_address(
         f"/{SLUG}/deletion", data={"partner": "theater-b", "csrf_token": csrf(page)}
     )
     assert response.status_code == 404
+
+
+def test_it_adds_the_slash_without_trusting_the_host_header(client: TestClient) -> None:
+    response = client.get(f"/{SLUG}", headers={"host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 308
+    assert response.headers["location"] == f"/{SLUG}/"
+    assert client.get("/no-such-incident", follow_redirects=False).status_code == 404
+    assert client.get(f"/{SLUG}/results/", follow_redirects=False).status_code == 404

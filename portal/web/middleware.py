@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -137,11 +138,17 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# A path segment a log may keep: short, lower-case, no @. Anything else (a token, an address
+# typed into the URL, a mistyped /V/) is written as "…".
+LOGGABLE_SEGMENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
+
+
 def loggable_path(path: str) -> str:
-    """The path with any token left out: `/v/…` never reaches a log."""
-    if path.startswith("/v/"):
-        return "/v/…"
-    return path
+    """The path as a log may keep it: `/v/{token}` becomes `/v/…`, so does an address."""
+    return "/".join(
+        segment if not segment or LOGGABLE_SEGMENT.fullmatch(segment) else "…"
+        for segment in path.split("/")
+    )
 
 
 class AccessLog:

@@ -25,6 +25,12 @@ async def home(request: Request) -> Response:
     return render(request, "incidents.html", lang=language(request, None), incidents=found)
 
 
+async def incident_without_slash(request: Request) -> Response:
+    """`/{incident}` → `/{incident}/`, relative: the Host header never makes the URL."""
+    incident = await _incident(request)
+    return RedirectResponse(f"/{incident.slug}/", status_code=308)
+
+
 async def incident_page(request: Request) -> Response:
     return await _incident_page(request, await _incident(request))
 
@@ -192,6 +198,7 @@ routes = [
     Route("/", home, methods=["GET"]),
     Route("/v/{token}", confirm_page, methods=["GET"]),
     Route("/v/{token}", confirm, methods=["POST"]),
+    Route("/{incident}", incident_without_slash, methods=["GET"]),
     Route("/{incident}/", incident_page, methods=["GET"]),
     Route("/{incident}/lookup", lookup, methods=["POST"]),
     Route("/{incident}/sent", sent, methods=["GET"]),

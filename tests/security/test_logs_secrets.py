@@ -20,6 +20,7 @@ from tests.security.conftest import (
     Site,
     form_token,
     link_in,
+    links_to,
     wait_until,
 )
 from tests.server import portal_env
@@ -42,6 +43,10 @@ def run_the_whole_path(site: Site) -> list[str]:
     assert response.status_code == 303
     assert stranger.lookup("stranger@example.net").status_code == 303
     assert stranger.lookup("not valid@example.net").status_code == 400
+    # Addresses and tokens typed into the URL itself, where no route expects them.
+    token = links_to(site.smtp, address)[-1].rsplit("/v/", 1)[1]
+    for path in ("/url-typed@example.net/", f"//v/{token}", f"/V/{token}", f"/v/{token}/x"):
+        assert stranger.http.get(path).status_code == 404
     wait_until(lambda: not site.mail_pending())
     cookies = [v for v in (*person.http.cookies.values(), *stranger.http.cookies.values())]
     tokens = [form_token(results), person.csrf(), stranger.csrf()]
@@ -90,7 +95,7 @@ def test_it_keeps_personal_data_and_secrets_out_of_the_log(site: Site) -> None:
     assert '"POST /v/… 303"' in log and f'"POST /{SLUG}/deletion 303"' in log
 
     lowered = log.lower()
-    leaks = [e for e in emails if e.lower() in lowered]
+    leaks = [e for e in (*emails, "url-typed@example.net") if e.lower() in lowered]
     leaks += [e.split("@")[0] for e in emails if f"{e.split('@')[0].lower()}@" in lowered]
     leaks += [s for s in (*seen, *link_secrets(site)) if len(s) >= 8 and s in log]
     leaks += [b for b in blind_indexes(site, emails) if b in log]
