@@ -236,6 +236,9 @@ class _Checker:
         if path == ("slug",) and value in RESERVED_SLUGS:
             self.problem(path, f"slug {value!r} is taken by the portal's own pages")
             return ""
+        if path[-1] == "slug" and path[0] == "partners" and value == "all":
+            self.problem(path, f"{what} 'all' is taken: it asks every partner at once")
+            return ""
         return value
 
     def texts(self, value: Any, path: tuple[str | int, ...], what: str) -> dict[str, str]:

@@ -298,3 +298,10 @@ def test_it_refuses_a_slug_that_the_portal_uses_itself(tmp_path: Path) -> None:
     text = VALID.replace('slug = "', 'slug = "static" # ', 1)
     with pytest.raises(PortalError, match="'static' is taken"):
         parse_incident_file(write(tmp_path, text))
+
+
+def test_it_refuses_a_partner_called_all(tmp_path: Path) -> None:
+    text = VALID.replace('slug = "park-a"', 'slug = "all"')
+    assert text != VALID
+    with pytest.raises(PortalError, match="'all' is taken"):
+        parse_incident_file(write(tmp_path, text))

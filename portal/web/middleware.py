@@ -140,6 +140,9 @@ async def _too_large(send: Send) -> None:
 
 # A path segment a log may keep: short, lower-case, no @. Anything else (a token, an address
 # typed into the URL, a mistyped /V/) is written as "…".
+# Any other method is counted as "other": a label per invented method would grow /metrics
+# without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LOGGABLE_SEGMENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
 
 
@@ -175,7 +178,8 @@ class AccessLog:
         finally:
             elapsed = time.perf_counter() - started
             route = _route_name(scope)
-            metrics.requests_total.labels(scope["method"], route, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            metrics.requests_total.labels(method, route, str(status)).inc()
             metrics.request_seconds.labels(route).observe(elapsed)
             access_log.info(
                 "%s %s %s",

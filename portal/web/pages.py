@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -84,13 +85,29 @@ async def with_db(request: Request, fn: Callable[..., T], *args: Any, **kwargs: 
 
 
 def client_address(request: Request) -> str:
-    """The client's address; X-Forwarded-For is believed only from a trusted proxy."""
+    """Who the client is for rate limits; X-Forwarded-For counts only from a trusted proxy.
+
+    An IPv6 client is its /64: one subscriber usually holds a whole /64, and counting its
+    addresses one by one would let it step around every limit.
+    """
     peer = request.client.host if request.client else "unknown"
     trusted = request.app.state.settings.trusted_proxies
     if peer not in trusted:
-        return peer
+        return _network(peer)
     hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
     for hop in reversed(hops):
         if hop not in trusted:
-            return hop
-    return peer
+            return _network(hop)
+    return _network(peer)
+
+
+def _network(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -93,6 +93,25 @@ def test_it_takes_the_client_from_the_last_untrusted_forwarded_hop(site: Site) -
     assert sum(bool(links_to(site.smtp, a)) for a in addresses) == 4
 
 
+def test_it_counts_an_ipv6_client_by_its_64(site: Site) -> None:
+    """Stepping through the addresses of one /64 does not make new clients."""
+    http = httpx.Client(base_url=site.portal.url)
+    token = form_token(http.get(f"/{SLUG}/").text)
+    answered = lookups_answered(site.portal)
+    addresses = [f"ipv6-{n}@example.net" for n in range(6)]
+    for n, address in enumerate(addresses):
+        response = http.post(
+            f"/{SLUG}/lookup",
+            data={"email": address, "csrf_token": token},
+            headers={"X-Forwarded-For": f"2001:db8:64:64::{n + 1:x}"},
+        )
+        assert response.status_code == 303
+    http.close()
+
+    wait_until_quiet(site, answered + 6)
+    assert sum(bool(links_to(site.smtp, a)) for a in addresses) == 4
+
+
 def test_it_limits_link_confirmation_per_client(site: Site) -> None:
     guesser = site.visitor()
     token = guesser.csrf()
