@@ -232,17 +232,23 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool
 
     os.environ["PORTAL_IN_PROCESS_MAIL"] = "1" if mail else "0"
     out.print(f"serving on http://{host}:{port}  (base URL {settings.base_url})")
-    uvicorn.run(
-        "portal.app:from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-    )
+    try:
+        uvicorn.run(
+            "portal.app:from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+        )
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            return
+        # uvicorn has logged why (a port in use, say); the operator gets one line too.
+        raise PortalError(f"could not serve on {host}:{port} (see the log line above)") from None
 
 
 @app.command("mail-worker")

@@ -12,12 +12,13 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
 from portal import tables
 from portal.errors import PortalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+DRIVER_HINT = "SQLite needs none; for PostgreSQL: pip install 'breach-portal[postgres]'"
 
 
 def make_engine(url: str) -> Engine:
@@ -26,15 +27,20 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise PortalError(f"PORTAL_DATABASE_URL is not a database URL: {url}") from None
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    except OSError as exc:
+        raise PortalError(f"cannot create the database folder: {exc.strerror}") from None
+    except (NoSuchModuleError, ModuleNotFoundError):
+        raise PortalError(f"no driver for {parsed.drivername}: {DRIVER_HINT}") from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -56,7 +62,7 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
-    except OperationalError as exc:
+    except DatabaseError as exc:
         raise PortalError(f"cannot open the database: {exc.orig}") from None
     with engine.begin() as conn:
         ensure_salt(conn)

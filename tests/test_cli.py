@@ -197,3 +197,18 @@ def test_it_shows_an_example_in_every_help(command: list[str]) -> None:
     assert result.exit_code == 0, result.output
     assert "Example:" in result.output
     assert "portal " in result.output.split("Example:")[1]
+
+
+@pytest.mark.parametrize(
+    ("database_url", "words"),
+    [
+        ("sqlite:///{folder}/notes.txt", ("cannot open the database", "not a database")),
+        ("mysql://someone@127.0.0.1/portal", ("no driver for mysql", "breach-portal[postgres]")),
+    ],
+)
+def test_it_explains_a_database_it_cannot_use(
+    tmp_path: Path, database_url: str, words: tuple[str, ...]
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a database, just notes\n" * 100)
+    (tmp_path / ".env").write_text(f"PORTAL_DATABASE_URL={database_url.format(folder=tmp_path)}\n")
+    assert_operator_error(portal(tmp_path, "init"), *words)

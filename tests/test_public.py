@@ -173,3 +173,11 @@ def test_it_adds_the_slash_without_trusting_the_host_header(client: TestClient) 
     assert response.headers["location"] == f"/{SLUG}/"
     assert client.get("/no-such-incident", follow_redirects=False).status_code == 404
     assert client.get(f"/{SLUG}/results/", follow_redirects=False).status_code == 404
+
+
+def test_it_counts_invented_methods_under_one_label(client: TestClient) -> None:
+    for method in ("XAAA1", "XAAA2"):
+        assert client.request(method, "/").status_code == 405
+    exported = client.get("/metrics").text
+    assert "XAAA" not in exported
+    assert 'portal_requests_total{method="other",route="/",status="405"}' in exported
