@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 import httpx
-from anyio import to_thread
+from anyio import fail_after, to_thread
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, or_, select, update
 
@@ -43,7 +43,10 @@ EMAIL, WEBHOOK = "email", "webhook"
 QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
 LEASE = timedelta(seconds=60)
 GIVE_UP_AFTER = timedelta(hours=24)
-SMTP_TIMEOUT = 30.0  # per SMTP step, under the lease, so a live worker keeps its rows
+SMTP_TIMEOUT = 30.0  # per SMTP step
+# A whole delivery ends well inside the lease: past it, another worker may claim the row and
+# send it again.
+DELIVERY_DEADLINE = LEASE.total_seconds() - 10
 WEBHOOK_TIMEOUT = 10.0
 ERASED = {"recipient": None, "subject": None, "body_text": None, "body_html": None}
 SMTP_SCHEMES = {  # scheme: (default port, use_tls, start_tls)
@@ -471,7 +474,8 @@ class MailWorker:
 
     async def _attempt(self, row: Row[Any]) -> str:
         try:
-            delivery = await self._deliver(row)
+            with fail_after(DELIVERY_DEADLINE):
+                delivery = await self._deliver(row)
         except Exception as exc:
             return await to_thread.run_sync(self._record_failure, row, exc)
         await to_thread.run_sync(self._record_success, row, delivery)

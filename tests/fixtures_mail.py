@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -40,6 +41,7 @@ class MailHandler:
         self.received: list[Received] = []
         self.credentials = credentials
         self._failures = 0
+        self.delay = 0.0  # seconds to wait before answering DATA, as a slow server does
         self._lock = threading.Lock()
 
     def fail_next(self, count: int) -> None:
@@ -56,6 +58,8 @@ class MailHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self._lock:
             if self._failures:
                 self._failures -= 1

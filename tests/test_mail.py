@@ -503,3 +503,19 @@ async def test_it_keeps_a_long_subject_on_the_header_line(
     assert await MailWorker(engine, mail_settings).deliver_due() == 1
     [received] = smtp_server.received
     assert f"Subject: {subject}\r\n".encode() in received.content
+
+
+@pytest.mark.anyio
+async def test_it_gives_up_an_attempt_before_its_lease_runs_out(
+    engine: Engine,
+    mail_settings: Settings,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("portal.mail.DELIVERY_DEADLINE", 0.3)
+    smtp_server.handler.delay = 3.0
+    outbox_id = queue(engine)
+    assert await MailWorker(engine, mail_settings).deliver_due() == 0
+    row = outbox_row(engine, outbox_id)
+    assert row.status == "queued" and row.lease_until is None
+    assert row.last_error.startswith("TimeoutError")
