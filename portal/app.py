@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             Middleware(AccessLog),
             Middleware(SecurityHeaders, https=settings.https),
             Middleware(ErrorPage, handler=server_error),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes, handler=http_error),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -90,9 +91,10 @@ class ErrorPage:
 class BodyLimit:
     """Refuses a request body over `max_bytes` with 413 before anything parses it."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, handler: ErrorHandler) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,7 +102,7 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await _too_large(send)
+            await self._too_large(scope, receive, send)
             return
         received = 0
 
@@ -115,27 +117,16 @@ class BodyLimit:
         try:
             await self.app(scope, counting_receive, send)
         except BodyTooLarge:
-            await _too_large(send)
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive), HTTPException(413))
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-async def _too_large(send: Send) -> None:
-    body = b"Request body too large"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 # A path segment a log may keep: short, lower-case, no @. Anything else (a token, an address

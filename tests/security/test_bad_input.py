@@ -85,6 +85,8 @@ def test_it_refuses_a_body_over_the_limit(visitor: Visitor) -> None:
         f"/{SLUG}/lookup", data={"email": "a@example.org", "csrf_token": token, "x": "y" * 17_000}
     )
     assert big.status_code == 413
+    assert 'data-error-status="413"' in big.text  # the tidy page, in the visitor's language
+    assert big.headers["content-security-policy"].startswith("default-src 'none'")
 
     def chunks() -> object:
         yield f"csrf_token={token}&email=".encode()
@@ -97,6 +99,7 @@ def test_it_refuses_a_body_over_the_limit(visitor: Visitor) -> None:
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert streamed.status_code == 413
+    assert 'data-error-status="413"' in streamed.text
 
 
 def test_it_refuses_a_content_length_that_is_not_a_number(site: Site) -> None:
