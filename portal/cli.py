@@ -351,9 +351,10 @@ def demo(
     with _database(settings) as engine, tempfile.TemporaryDirectory() as folder:
         files = demo_data.write_demo_files(Path(folder), records=records)
         load_incident_file(engine, files[0])
-        if demo_data.is_loaded(engine):
+        loaded = demo_data.is_loaded(engine)
+        if loaded:
             out.print("demo records already imported")
-        for path in files[1:] if not demo_data.is_loaded(engine) else []:
+        for path in files[1:] if not loaded else []:
             summary = _import_with_progress(
                 engine, settings, demo_data.DEMO_SLUG, path.stem, path, {}, None, None, False
             )

@@ -15,7 +15,7 @@ from portal.clock import utcnow
 from portal.config import Settings
 from portal.fields import from_bits
 from portal.incidents import Incident, Partner
-from portal.lookups import VerifiedSession
+from portal.lookups import VerifiedSession, exposures_of
 
 RECEIVED, FORWARDED, FORWARD_FAILED = "received", "forwarded", "forward_failed"
 COMPLETED, REJECTED = "completed", "rejected"
@@ -85,7 +85,7 @@ def request_deletion(
     """
     incident = incidents.get_incident(conn, session.incident_slug)
     assert incident is not None
-    exposed = _exposed_partners(conn, incident, session.bidx)
+    exposed = exposures_of(conn, incident, session.bidx)
     targets = list(exposed) if partner == "all" else [p for p in exposed if p.slug == partner]
     if not targets:
         raise PartnerNotFound(partner)
@@ -98,16 +98,6 @@ def request_deletion(
     if created:
         _send_receipt(conn, session, incident, created, exposed, templates_dir)
     return [existing.get(p.id) or next(c for c in created if c.partner_id == p.id) for p in targets]
-
-
-def _exposed_partners(conn: Connection, incident: Incident, bidx: bytes) -> dict[Partner, int]:
-    partners = {p.id: p for p in incidents.get_partners(conn, incident.id)}
-    rows = conn.execute(
-        select(tables.exposures.c.partner_id, tables.exposures.c.fields).where(
-            tables.exposures.c.bidx == bidx, tables.exposures.c.partner_id.in_(partners)
-        )
-    ).all()
-    return {partners[r.partner_id]: r.fields for r in rows}
 
 
 def _create(

@@ -246,17 +246,23 @@ def end_session(conn: Connection, session: VerifiedSession) -> None:
     conn.execute(tables.sessions.delete().where(tables.sessions.c.id == session.id))
 
 
+def exposures_of(conn: Connection, incident: Incident, bidx: bytes) -> dict[Partner, int]:
+    """The incident's partners where an address occurs, each with its field bit set."""
+    by_id = {p.id: p for p in incidents.get_partners(conn, incident.id)}
+    rows = conn.execute(
+        select(tables.exposures.c.partner_id, tables.exposures.c.fields).where(
+            tables.exposures.c.bidx == bidx,
+            tables.exposures.c.partner_id.in_(by_id),
+        )
+    ).all()
+    return {by_id[r.partner_id]: r.fields for r in rows}
+
+
 def results_for(conn: Connection, session: VerifiedSession) -> Results:
     """Per partner where the session's address occurs, the exposed fields."""
     incident = incidents.get_incident(conn, session.incident_slug)
     assert incident is not None
-    by_id = {p.id: p for p in incidents.get_partners(conn, incident.id)}
-    rows = conn.execute(
-        select(tables.exposures.c.partner_id, tables.exposures.c.fields).where(
-            tables.exposures.c.bidx == session.bidx,
-            tables.exposures.c.partner_id.in_(by_id),
-        )
-    ).all()
-    found = [PartnerResult(by_id[r.partner_id], from_bits(r.fields)) for r in rows]
+    exposed = exposures_of(conn, incident, session.bidx)
+    found = [PartnerResult(partner, from_bits(bits)) for partner, bits in exposed.items()]
     found.sort(key=lambda r: r.partner.name.lower())
     return Results(incident, found)
