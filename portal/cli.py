@@ -17,14 +17,25 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
 
 from portal import db, logs
 from portal.config import Settings
 from portal.errors import PortalError
-from portal.importer import ImportSummary, import_csv
+from portal.importer import ImportSummary, describe_lines, import_csv
+from portal.printable import shown
 
 app = typer.Typer(
     help="breach-portal: the 'am I affected?' portal for one data breach.",
@@ -48,7 +59,8 @@ def operator_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PortalError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            message = "\n".join(shown(line) for line in str(exc).split("\n"))
+            err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, emoji=False)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -131,7 +143,9 @@ def import_command(
 ) -> None:
     """Import one partner's leaked records: only blind indexes and field sets are kept.
 
-    Re-importing the same file changes nothing; more rows for the same address add fields.
+    Every row is imported or skipped with its line and reason; a file that cannot be read
+    as a whole is refused before anything is written. Re-importing the same file changes
+    nothing; more rows for the same address add fields.
 
     Example: portal import ticketing-2021 park-a park-a.csv --map "Lievelingskleur=-"
     """
@@ -139,41 +153,6 @@ def import_command(
     mapping = _parse_map(map_ or [])
     with _database(settings) as engine:
         summary = _import_with_progress(
-            engine, settings, incident, partner, file, mapping, email_column, workers, dry_run
-        )
-    _print_summary(summary)
-
-
-def _parse_map(pairs: list[str]) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for pair in pairs:
-        column, sep, field = pair.partition("=")
-        if not sep or not column.strip() or not field.strip():
-            raise typer.BadParameter(f"expected COLUMN=FIELD, got {pair!r}", param_hint="--map")
-        mapping[column.strip()] = field.strip()
-    return mapping
-
-
-def _import_with_progress(
-    engine: Engine,
-    settings: Settings,
-    incident: str,
-    partner: str,
-    file: Path,
-    mapping: dict[str, str],
-    email_column: str | None,
-    workers: int | None,
-    dry_run: bool,
-) -> ImportSummary:
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(f"hashing {escape(file.name)}", total=None)
-        return import_csv(
             engine,
             settings,
             incident=incident,
@@ -183,27 +162,120 @@ def _import_with_progress(
             email_column=email_column,
             workers=workers,
             dry_run=dry_run,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    _print_summary(summary, f"{file.name} into {incident}/{partner}")
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, field = pair.partition("=")
+        if not sep or not column.strip() or not field.strip():
+            raise typer.BadParameter(
+                f"expected COLUMN=FIELD, got {shown(repr(pair))}", param_hint="--map"
+            )
+        mapping[column.strip()] = field.strip()
+    return mapping
+
+
+class _Rate(ProgressColumn):
+    """Rows (or addresses) per second, from rich's own speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "rows")
+        return Text(
+            f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed"
         )
 
 
-def _print_summary(summary: ImportSummary) -> None:
-    table = Table(title="dry run: nothing written" if summary.dry_run else "import summary")
-    table.add_column("")
-    table.add_column("count", justify="right")
-    table.add_row("rows read", str(summary.rows))
-    table.add_row("rows imported", str(summary.imported))
-    table.add_row("new addresses", str(summary.new_exposures))
-    table.add_row("addresses with new fields", str(summary.updated_exposures))
-    table.add_row("unchanged", str(summary.unchanged))
-    table.add_row("rows without a valid email", str(len(summary.invalid_lines)))
-    for key, count in sorted(summary.fields.items()):
-        table.add_row(f"  exposes {key}", str(count))
-    out.print(table)
-    if summary.invalid_lines:
-        shown = ", ".join(str(n) for n in summary.invalid_lines[:20])
-        more = " …" if len(summary.invalid_lines) > 20 else ""
-        err.print(f"skipped lines without a valid e-mail: {shown}{more}", highlight=False)
+STAGES = {"reading": ("reading {name}", "lines"), "hashing": ("hashing addresses", "addresses")}
+
+
+def _import_with_progress(
+    engine: Engine, settings: Settings, *, path: Path, **options: Any
+) -> ImportSummary:
+    """import_csv with a progress bar per stage on a terminal; nothing elsewhere."""
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                label, unit = STAGES[stage]
+                name = escape(shown(path.name, 40))
+                tasks[stage] = bar.add_task(label.format(name=name), total=total, unit=unit)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return import_csv(engine, settings, path=path, progress=update, **options)
+
+
+def _print_summary(summary: ImportSummary, what: str) -> None:
+    """The counts that add up (rows read = imported + skipped), then every skipped line."""
+    dry = summary.dry_run
+    title = "dry run: nothing written" if dry else "import summary"
+    _say(f"{title} ({shown(what)}, {summary.delimiter}-separated)")
+    would = "that would be " if dry else ""
+    counts = [
+        ("lines in the file", summary.lines),
+        ("blank lines (not rows)", summary.blank_lines),
+        ("rows read", summary.rows),
+        (f"rows {would}imported", summary.imported),
+        ("rows skipped", len(summary.skipped)),
+    ]
+    if summary.short_rows:
+        counts.append(("short rows (missing cells read as empty)", summary.short_rows))
+    if summary.multiline_rows:
+        counts.append(("rows with a cell over several lines", summary.multiline_rows))
+    counts += [
+        ("distinct addresses", summary.addresses),
+        (f"new addresses{' (would be added)' if dry else ''}", summary.new_exposures),
+        (f"addresses {'that would gain' if dry else 'with new'} fields", summary.updated_exposures),
+        ("unchanged addresses", summary.unchanged),
+    ]
+    counts += [(f"exposes {key}", count) for key, count in summary.fields.items()]
+    width = max(len(label) for label, _ in counts)
+    for label, count in counts:
+        _say(f"  {label:<{width}}  {count:>8}")
+    _say(f"columns: {_columns(summary)}")
+    if summary.skipped:
+        _say(f"skipped rows ({len(summary.skipped)}), by line:")
+        for reason, lines in summary.skipped_by_reason().items():
+            _say(f"  {describe_lines(lines)}: {reason}")
+    _say(_outcome(summary))
+
+
+def _columns(summary: ImportSummary) -> str:
+    used = ", ".join(f'"{shown(c, 60)}" -> {key}' for c, key in summary.columns.items())
+    ignored = ", ".join(f'"{shown(c, 60)}"' for c in summary.ignored_columns)
+    return f"{used}; ignored: {ignored}" if ignored else used
+
+
+def _outcome(summary: ImportSummary) -> str:
+    if not summary.changed:
+        were = "are" if summary.dry_run else "were"
+        would = "would change" if summary.dry_run else "changed"
+        return (
+            f"nothing {would}: all {summary.addresses} address(es) {were} already imported "
+            "for this partner with these fields"
+        )
+    verb = "would import" if summary.dry_run else "imported"
+    return (
+        f"{verb} {summary.imported} row(s) with {summary.addresses} address(es): "
+        f"{summary.new_exposures} new, {summary.updated_exposures} with new fields, "
+        f"{summary.unchanged} unchanged"
+    )
+
+
+def _say(text: str) -> None:
+    """One line on stdout exactly as given: no markup, no wrapping (cron logs keep it whole)."""
+    out.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 @app.command()
@@ -356,7 +428,7 @@ def demo(
             out.print("demo records already imported")
         for path in files[1:] if not loaded else []:
             summary = _import_with_progress(
-                engine, settings, demo_data.DEMO_SLUG, path.stem, path, {}, None, None, False
+                engine, settings, incident=demo_data.DEMO_SLUG, partner=path.stem, path=path
             )
             out.print(f"{path.stem}: {summary.imported} records")
     out.print(
