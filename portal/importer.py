@@ -39,6 +39,7 @@ IGNORE = "-"
 NAMES_SHOWN = 5
 NAME_LENGTH = 60
 READ_PROGRESS_EVERY = 5000
+HASH_PROGRESS_EVERY = 50
 
 # progress(stage, done, total): stage "reading" counts lines, "hashing" addresses.
 Progress = Callable[[str, int, int], None]
@@ -402,8 +403,13 @@ def _store(
         progress("hashing", 0, total)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for chunk in _chunks(rows.found.items(), CHUNK):
+            indexed: dict[bytes, int] = {}
             hashed = pool.map(hasher, [address for address, _ in chunk])
-            indexed = dict(zip(hashed, [bits for _, bits in chunk], strict=True))
+            for count, (bidx, (_, bits)) in enumerate(zip(hashed, chunk, strict=True), 1):
+                indexed[bidx] = bits
+                # A chunk takes seconds: the bar moves within it, the write waits for it.
+                if progress and count % HASH_PROGRESS_EVERY == 0 and count < len(chunk):
+                    progress("hashing", done + count, total)
             _write_chunk(engine, partner_id, indexed, rows.summary)
             done += len(chunk)
             if progress:

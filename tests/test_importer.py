@@ -307,9 +307,7 @@ def test_it_refuses_a_file_without_valid_rows(
 
     assert "2 rows read, all skipped" in str(caught.value)
     assert "no email address: line 3" in str(caught.value)
-    assert "not a valid address: an email address must have an @-sign: line 2" in str(
-        caught.value
-    )
+    assert "not a valid address: an email address must have an @-sign: line 2" in str(caught.value)
     assert "secret-value" not in str(caught.value)
 
 
