@@ -296,12 +296,15 @@ def _check_whole(source: CsvFile, plan: ColumnPlan, row: Row) -> None:
     """Refuses a quoted cell that swallowed rows: a line inside it that is a row itself.
 
     A legitimate cell over several lines (an address) holds no line whose email column
-    holds an address; a quote left open on line 3 takes in the rows after it until some
-    other quote closes it.
+    holds another address; a quote left open on line 3 takes in the rows after it until
+    some other quote closes it. (The row's own address may follow a multi-line cell on its
+    last line.)
     """
+    own = _address(row.cells[plan.email_index])
     for offset, text in enumerate(row.continuation, 1):
         cells = next(csv.reader([text], delimiter=source.delimiter), [])
-        if plan.email_index < len(cells) and _is_address(cells[plan.email_index]):
+        found = _address(cells[plan.email_index]) if plan.email_index < len(cells) else None
+        if found is not None and found != own:
             raise PortalError(
                 f"{shown(str(source.path))}:{row.line}: a quoted cell opens on this line and "
                 f"runs on to line {row.end_line}, taking in line {row.line + offset}, which "
@@ -310,12 +313,11 @@ def _check_whole(source: CsvFile, plan: ColumnPlan, row: Row) -> None:
             )
 
 
-def _is_address(cell: str) -> bool:
+def _address(cell: str) -> str | None:
     try:
-        normalise(cell)
+        return normalise(cell)
     except InvalidEmail:
-        return False
-    return True
+        return None
 
 
 # -- importing -------------------------------------------------------------------------
