@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -37,18 +37,47 @@ from portal.errors import PortalError
 from portal.importer import ImportSummary, describe_lines, import_csv
 from portal.printable import shown
 
+if TYPE_CHECKING:
+    from portal.stats import IncidentOverview
+
+# Markdown joins a docstring's wrapped lines into paragraphs: --help never breaks mid-sentence.
 app = typer.Typer(
     help="breach-portal: the 'am I affected?' portal for one data breach.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
-incident_app = typer.Typer(help="Describe incidents and their partners.", no_args_is_help=True)
+incident_app = typer.Typer(
+    help="Describe incidents and their partners.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.add_typer(incident_app, name="incident")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        _say(f"breach-portal {version('breach-portal')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def portal(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """breach-portal: the 'am I affected?' portal for one data breach."""
 
 
 def operator_errors(fn: F) -> F:
@@ -114,10 +143,53 @@ def incident_load(
     settings = _settings()
     with _database(settings) as engine:
         result = load_incident_file(engine, file)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(shown(warning))}", highlight=False, emoji=False)
     verb = "created" if result.created else "updated"
-    out.print(
+    _say(
         f"incident {result.incident.slug} {verb}: {result.partners_created} partner(s) added, "
         f"{result.partners_updated} updated"
+    )
+
+
+@incident_app.command("list")
+@operator_errors
+def incident_list() -> None:
+    """List the incidents, each with its partners, records imported and requests open/overdue.
+
+    A request is open until completed or rejected, and overdue when open past its
+    (extended) due date.
+
+    Example: portal incident list
+    """
+    from portal.clock import utcnow
+    from portal.stats import incident_overview
+
+    settings = _settings()
+    with _database(settings) as engine, engine.connect() as conn:
+        incidents = incident_overview(conn, today=utcnow().date())
+    if not incidents:
+        _say("no incidents yet: load one with portal incident load FILE.toml")
+    for incident in incidents:
+        _print_incident(incident)
+
+
+def _print_incident(incident: IncidentOverview) -> None:
+    partners = incident.partners
+    width = max([len("partner"), *(len(p.slug) for p in partners)])
+
+    def line(slug: str, records: int, open_: int, overdue: int, name: str = "") -> None:
+        _say(f"  {slug:<{width}}  {records:>8}  {open_:>5}  {overdue:>7}  {name}".rstrip())
+
+    _say(f"{incident.slug}: {shown(incident.title, 120)}")
+    _say(f"  {'partner':<{width}}  {'records':>8}  {'open':>5}  {'overdue':>7}  name")
+    for p in partners:
+        line(p.slug, p.records, p.requests_open, p.requests_overdue, shown(p.name, 120))
+    line(
+        "total",
+        sum(p.records for p in partners),
+        sum(p.requests_open for p in partners),
+        sum(p.requests_overdue for p in partners),
     )
 
 
@@ -290,9 +362,12 @@ def serve(
 ) -> None:
     """Run the portal with uvicorn; queued mail is delivered in-process unless told not to.
 
+    Every setting is checked first. Without PORTAL_BASE_URL, the links in mail point to
+    this host and port.
+
     Example: PORTAL_BASE_URL=https://lek.example.org portal serve --host 0.0.0.0 --workers 4
     """
-    settings = _settings(server=True)
+    settings = _served_at(_settings(server=True), host=host, port=port)
     settings.refuse_unsafe_production()
     with _database(settings):
         pass
@@ -342,7 +417,7 @@ def mail_worker() -> None:
 @app.command()
 @operator_errors
 def purge() -> None:
-    """Apply the retention rules (design §4.6); run it daily.
+    """Apply the retention rules; run it daily.
 
     Deletes links a day after expiry, expired sessions and delivered mail that proves no
     request, and erases the address of deletion requests closed longer ago than
@@ -418,8 +493,7 @@ def demo(
 
     logs.configure(logging.INFO, structured=False)
     settings = Settings.from_env()
-    if settings.base_url == "http://127.0.0.1:8000" and port != 8000:
-        settings = _with_base_url(settings, f"http://127.0.0.1:{port}")
+    settings = _served_at(settings, host="127.0.0.1", port=port)
     with _database(settings) as engine, tempfile.TemporaryDirectory() as folder:
         files = demo_data.write_demo_files(Path(folder), records=records)
         load_incident_file(engine, files[0])
@@ -439,8 +513,22 @@ def demo(
     _serve(settings, host="127.0.0.1", port=port, workers=1, mail=True)
 
 
-def _with_base_url(settings: Settings, base_url: str) -> Settings:
-    os.environ["PORTAL_BASE_URL"] = base_url
+def _served_at(settings: Settings, *, host: str, port: int) -> Settings:
+    """Without PORTAL_BASE_URL, links in mail point where the portal listens.
+
+    The URL goes into the environment: uvicorn's worker processes read their settings there.
+    """
+    if not settings.base_url_is_default:
+        return settings
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+        logging.getLogger("portal.cli").warning(
+            "PORTAL_BASE_URL is not set: links in mail point to http://127.0.0.1:%d, which "
+            "works on this machine only",
+            port,
+        )
+        host = "127.0.0.1"
+    named = f"[{host}]" if ":" in host else host
+    os.environ["PORTAL_BASE_URL"] = f"http://{named}:{port}"
     return Settings.from_env()
 
 

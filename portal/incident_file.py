@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from portal.blind_index import KdfParams
 from portal.errors import PortalError
@@ -35,6 +37,9 @@ FAQ_KEYS = frozenset({"question", "answer"})
 # Optional argon2id parameters of a new incident: (lowest, highest) allowed.
 KDF_LIMITS = {"memory_kib": (8192, 4 * 1024 * 1024), "time_cost": (1, 20), "parallelism": (1, 16)}
 MAX_NAME = 200
+TAG = re.compile(r"</?[A-Za-z][^\s>/]*")
+# Only to find raw HTML: the pages render Markdown with HTML off (portal/web/pages.py).
+_COMMONMARK = MarkdownIt("commonmark")
 # An incident's slug is the first part of its URLs: these are the portal's own.
 RESERVED_SLUGS = frozenset({"admin", "healthz", "metrics", "static", "v"})
 
@@ -52,6 +57,7 @@ def parse_incident_file(path: Path) -> dict[str, Any]:
     clean = checker.incident(data)
     if checker.problems:
         raise PortalError("\n".join(f"{path}:{line}: {msg}" for line, msg in checker.sorted()))
+    clean["warnings"] = [f"{path}:{line}: {msg}" for line, msg in sorted(checker.warnings)]
     return clean
 
 
@@ -75,6 +81,7 @@ class _KeyLines:
     """Best-effort map from a key path such as ("partners", 1, "slug") to its line."""
 
     def __init__(self, text: str) -> None:
+        self.raw = text.splitlines()
         self.lines: dict[tuple[str | int, ...], int] = {}
         table: tuple[str | int, ...] = ()
         counts: dict[str, int] = {}
@@ -107,6 +114,15 @@ class _KeyLines:
             path = path[:-1]
         return 1
 
+    def value_line(self, path: tuple[str | int, ...], offset: int) -> int:
+        """The file line of a string value's `offset`-th line.
+
+        A multi-line string's text starts on the line after its opening quotes.
+        """
+        line = self.line(*path)
+        opening = self.raw[line - 1].rstrip() if line <= len(self.raw) else ""
+        return line + offset + (1 if opening.endswith(('"""', "'''")) else 0)
+
 
 class _Checker:
     """Validates the parsed TOML, collecting every problem instead of stopping at the first."""
@@ -114,6 +130,7 @@ class _Checker:
     def __init__(self, lines: _KeyLines) -> None:
         self.key_lines = lines
         self.problems: list[tuple[int, str]] = []
+        self.warnings: list[tuple[int, str]] = []
         self.languages: list[str] = list(LANGUAGES[:1])
 
     def problem(self, path: tuple[str | int, ...], message: str) -> None:
@@ -122,6 +139,22 @@ class _Checker:
     def sorted(self) -> list[tuple[int, str]]:
         return sorted(self.problems, key=lambda p: p[0])
 
+    def raw_html(self, texts: dict[str, str], path: tuple[str | int, ...], what: str) -> None:
+        """Warns of HTML tags in Markdown: the page shows them as text, it never runs them."""
+        for lang, text in texts.items():
+            found = _html_tags(text)
+            if not found:
+                continue
+            tags = ", ".join(dict.fromkeys(tag for _, tag in found))
+            line = self.key_lines.value_line((*path, lang), found[0][0])
+            self.warnings.append(
+                (
+                    line,
+                    f"{what} ({lang}) holds raw HTML ({tags}): the page shows it as text, not as "
+                    "HTML; write Markdown instead",
+                )
+            )
+
     def incident(self, data: dict[str, Any]) -> dict[str, Any]:
         self.unknown_keys(data, INCIDENT_KEYS, (), "")
         self.languages = self.language_list(data.get("languages"))
@@ -129,7 +162,7 @@ class _Checker:
             "slug": self.slug(data.get("slug"), ("slug",), "slug"),
             "languages": self.languages,
             "title": self.texts(data.get("title"), ("title",), "title"),
-            "notice": self.texts(data.get("notice"), ("notice",), "notice"),
+            "notice": self.markdown(data.get("notice"), ("notice",), "notice"),
             "faq": self.faq(data.get("faq", [])),
             "discovered": self.discovered(data.get("discovered")),
             "contact_email": self.email(data.get("contact_email"), ("contact_email",), ""),
@@ -210,6 +243,11 @@ class _Checker:
                 self.problem((*path, lang), f"{what} has a text for unlisted language {lang!r}")
         return {lang: str(value.get(lang, "")) for lang in self.languages}
 
+    def markdown(self, value: Any, path: tuple[str | int, ...], what: str) -> dict[str, str]:
+        texts = self.texts(value, path, what)
+        self.raw_html(texts, path, what)
+        return texts
+
     def faq(self, value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, list):
             self.problem(("faq",), "faq must be a list of [[faq]] tables")
@@ -223,7 +261,7 @@ class _Checker:
             self.unknown_keys(entry, FAQ_KEYS, path, f"faq entry {index + 1}: ")
             entries.append(
                 {
-                    key: self.texts(entry.get(key), (*path, key), f"faq entry {index + 1} {key}")
+                    key: self.markdown(entry.get(key), (*path, key), f"faq entry {index + 1} {key}")
                     for key in ("question", "answer")
                 }
             )
@@ -302,6 +340,21 @@ class _Checker:
             "webhook_url": url if isinstance(url, str) else None,
             "webhook_secret": secret if isinstance(secret, str) else None,
         }
+
+
+def _html_tags(text: str) -> list[tuple[int, str]]:
+    """(line offset, tag) of each raw HTML tag in Markdown text, as CommonMark reads it."""
+    found: list[tuple[int, str]] = []
+
+    def walk(tokens: list[Token], line: int) -> None:
+        for token in tokens:
+            start = token.map[0] if token.map else line
+            if token.type in ("html_block", "html_inline"):
+                found.extend((start, tag[:40] + ">") for tag in TAG.findall(token.content))
+            walk(token.children or [], start)
+
+    walk(_COMMONMARK.parse(text), 0)
+    return found
 
 
 def _is_http_url(value: Any) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ class LoadResult:
     created: bool
     partners_created: int
     partners_updated: int
+    warnings: list[str] = field(default_factory=list)  # "file:line: ..." loaded anyway
 
 
 # -- storing ---------------------------------------------------------------------------
@@ -72,6 +73,7 @@ def load_incident_file(engine: Engine, path: Path) -> LoadResult:
         created=created,
         partners_created=partner_counts.count(True),
         partners_updated=partner_counts.count(False),
+        warnings=data["warnings"],
     )
 
 
