@@ -248,7 +248,10 @@ def _read_rows(
     if progress:
         progress("reading", 0, total)
     with CsvFile(path) as source:
-        plan = plan_for(source.header)
+        try:
+            plan = plan_for(source.header)
+        except PortalError as exc:
+            raise PortalError(f"{shown(str(path))}: {exc}") from None
         result = _Rows()
         result.summary.lines = total
         result.summary.delimiter = source.delimiter_name
