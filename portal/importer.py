@@ -303,6 +303,8 @@ def _check_whole(source: CsvFile, plan: ColumnPlan, row: Row) -> None:
     some other quote closes it. (The row's own address may follow a multi-line cell on its
     last line.)
     """
+    if not row.continuation:
+        return
     own = _address(row.cells[plan.email_index])
     for offset, text in enumerate(row.continuation, 1):
         cells = next(csv.reader([text], delimiter=source.delimiter), [])
