@@ -28,7 +28,7 @@ from portal.blind_index import InvalidEmail, KdfParams, blind_index, normalise
 from portal.config import Settings
 from portal.csv_file import CsvFile, Row, count_lines
 from portal.errors import PortalError
-from portal.incidents import get_incident, get_partner, get_partners, list_incidents
+from portal.incidents import get_partner, get_partners, require_incident
 from portal.printable import shown
 
 log = logging.getLogger("portal.importer")
@@ -439,11 +439,7 @@ def _log(incident: str, partner: str, summary: ImportSummary) -> None:
 
 
 def _target(conn: Connection, incident: str, partner: str) -> tuple[int, KdfParams]:
-    found = get_incident(conn, incident)
-    if found is None:
-        known = ", ".join(i.slug for i in list_incidents(conn))
-        hint = f"known: {known}" if known else "none is loaded yet: portal incident load FILE.toml"
-        raise PortalError(f"unknown incident {shown(repr(incident))} ({hint})")
+    found = require_incident(conn, incident)
     target = get_partner(conn, found.id, partner)
     if target is None:
         known = ", ".join(p.slug for p in get_partners(conn, found.id))

@@ -15,6 +15,7 @@ from portal.blind_index import KdfParams
 from portal.clock import utcnow
 from portal.errors import PortalError
 from portal.incident_file import parse_incident_file
+from portal.printable import shown
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,16 @@ def _json(value: Any) -> str:
 def get_incident(conn: Connection, slug: str) -> Incident | None:
     row = conn.execute(select(tables.incidents).where(tables.incidents.c.slug == slug)).first()
     return _incident(row._mapping) if row else None
+
+
+def require_incident(conn: Connection, slug: str) -> Incident:
+    """The incident, or a PortalError that names the known ones (for the operator's CLI)."""
+    found = get_incident(conn, slug)
+    if found is None:
+        known = ", ".join(i.slug for i in list_incidents(conn))
+        hint = f"known: {known}" if known else "none is loaded yet: portal incident load FILE.toml"
+        raise PortalError(f"unknown incident {shown(repr(slug))} ({hint})")
+    return found
 
 
 def list_incidents(conn: Connection) -> list[Incident]:
