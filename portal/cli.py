@@ -55,7 +55,8 @@ incident_app = typer.Typer(
 )
 app.add_typer(incident_app, name="incident")
 
-out = Console()
+# soft_wrap: a line is printed whole, never folded at 80 columns when stdout is not a terminal.
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
