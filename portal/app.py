@@ -95,6 +95,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
     if exc.headers:
         response.headers.update(exc.headers)
+    if status == 429 and "retry-after" not in response.headers:
+        # RFC 6585: say when to come back; without a precise answer, the longest window.
+        response.headers["Retry-After"] = str(request.app.state.limiter.longest_window())
     return response
 
 

@@ -38,9 +38,11 @@ class InvalidEmail(ValueError):
         "invalid": "This is not a valid email address.",
     }
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, detail: str = "") -> None:
         super().__init__(self.MESSAGES[code])
         self.code = code
+        # email-validator's reason for "invalid", cut before any part that quotes the input.
+        self.detail = detail.split(" (", 1)[0].rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,8 @@ def normalise(address: str) -> str:
             raise InvalidEmail("lookalike")
     try:
         valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError:
-        raise InvalidEmail("invalid") from None
+    except EmailNotValidError as exc:
+        raise InvalidEmail("invalid", str(exc)) from None
     return f"{valid.local_part.lower()}@{valid.ascii_domain.lower()}"
 
 

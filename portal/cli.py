@@ -12,32 +12,73 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
 
 from portal import db, logs
 from portal.config import Settings
 from portal.errors import PortalError
-from portal.importer import ImportSummary, import_csv
+from portal.importer import ImportSummary, describe_lines, import_csv
+from portal.printable import shown
 
+if TYPE_CHECKING:
+    from portal.stats import IncidentOverview
+
+# Markdown joins a docstring's wrapped lines into paragraphs: --help never breaks mid-sentence.
 app = typer.Typer(
     help="breach-portal: the 'am I affected?' portal for one data breach.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
-incident_app = typer.Typer(help="Describe incidents and their partners.", no_args_is_help=True)
+incident_app = typer.Typer(
+    help="Describe incidents and their partners.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.add_typer(incident_app, name="incident")
 
-out = Console()
+# soft_wrap: a line is printed whole, never folded at 80 columns when stdout is not a terminal.
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        _say(f"breach-portal {version('breach-portal')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def portal(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """breach-portal: the 'am I affected?' portal for one data breach."""
 
 
 def operator_errors(fn: F) -> F:
@@ -48,7 +89,8 @@ def operator_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PortalError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            message = "\n".join(shown(line) for line in str(exc).split("\n"))
+            err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, emoji=False)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -102,10 +144,53 @@ def incident_load(
     settings = _settings()
     with _database(settings) as engine:
         result = load_incident_file(engine, file)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(shown(warning))}", highlight=False, emoji=False)
     verb = "created" if result.created else "updated"
-    out.print(
+    _say(
         f"incident {result.incident.slug} {verb}: {result.partners_created} partner(s) added, "
         f"{result.partners_updated} updated"
+    )
+
+
+@incident_app.command("list")
+@operator_errors
+def incident_list() -> None:
+    """List the incidents, each with its partners, records imported and requests open/overdue.
+
+    A request is open until completed or rejected, and overdue when open past its
+    (extended) due date.
+
+    Example: portal incident list
+    """
+    from portal.clock import utcnow
+    from portal.stats import incident_overview
+
+    settings = _settings()
+    with _database(settings) as engine, engine.connect() as conn:
+        incidents = incident_overview(conn, today=utcnow().date())
+    if not incidents:
+        _say("no incidents yet: load one with portal incident load FILE.toml")
+    for incident in incidents:
+        _print_incident(incident)
+
+
+def _print_incident(incident: IncidentOverview) -> None:
+    partners = incident.partners
+    width = max([len("partner"), *(len(p.slug) for p in partners)])
+
+    def line(slug: str, records: int, open_: int, overdue: int, name: str = "") -> None:
+        _say(f"  {slug:<{width}}  {records:>8}  {open_:>5}  {overdue:>7}  {name}".rstrip())
+
+    _say(f"{incident.slug}: {shown(incident.title, 120)}")
+    _say(f"  {'partner':<{width}}  {'records':>8}  {'open':>5}  {'overdue':>7}  name")
+    for p in partners:
+        line(p.slug, p.records, p.requests_open, p.requests_overdue, shown(p.name, 120))
+    line(
+        "total",
+        sum(p.records for p in partners),
+        sum(p.requests_open for p in partners),
+        sum(p.requests_overdue for p in partners),
     )
 
 
@@ -131,7 +216,9 @@ def import_command(
 ) -> None:
     """Import one partner's leaked records: only blind indexes and field sets are kept.
 
-    Re-importing the same file changes nothing; more rows for the same address add fields.
+    Every row is imported or skipped with its line and reason; a file that cannot be read
+    as a whole is refused before anything is written. Re-importing the same file changes
+    nothing; more rows for the same address add fields.
 
     Example: portal import ticketing-2021 park-a park-a.csv --map "Lievelingskleur=-"
     """
@@ -139,41 +226,6 @@ def import_command(
     mapping = _parse_map(map_ or [])
     with _database(settings) as engine:
         summary = _import_with_progress(
-            engine, settings, incident, partner, file, mapping, email_column, workers, dry_run
-        )
-    _print_summary(summary)
-
-
-def _parse_map(pairs: list[str]) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for pair in pairs:
-        column, sep, field = pair.partition("=")
-        if not sep or not column.strip() or not field.strip():
-            raise typer.BadParameter(f"expected COLUMN=FIELD, got {pair!r}", param_hint="--map")
-        mapping[column.strip()] = field.strip()
-    return mapping
-
-
-def _import_with_progress(
-    engine: Engine,
-    settings: Settings,
-    incident: str,
-    partner: str,
-    file: Path,
-    mapping: dict[str, str],
-    email_column: str | None,
-    workers: int | None,
-    dry_run: bool,
-) -> ImportSummary:
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(f"hashing {escape(file.name)}", total=None)
-        return import_csv(
             engine,
             settings,
             incident=incident,
@@ -183,27 +235,120 @@ def _import_with_progress(
             email_column=email_column,
             workers=workers,
             dry_run=dry_run,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    _print_summary(summary, f"{file.name} into {incident}/{partner}")
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, field = pair.partition("=")
+        if not sep or not column.strip() or not field.strip():
+            raise typer.BadParameter(
+                f"expected COLUMN=FIELD, got {shown(repr(pair))}", param_hint="--map"
+            )
+        mapping[column.strip()] = field.strip()
+    return mapping
+
+
+class _Rate(ProgressColumn):
+    """Rows (or addresses) per second, from rich's own speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "rows")
+        return Text(
+            f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed"
         )
 
 
-def _print_summary(summary: ImportSummary) -> None:
-    table = Table(title="dry run: nothing written" if summary.dry_run else "import summary")
-    table.add_column("")
-    table.add_column("count", justify="right")
-    table.add_row("rows read", str(summary.rows))
-    table.add_row("rows imported", str(summary.imported))
-    table.add_row("new addresses", str(summary.new_exposures))
-    table.add_row("addresses with new fields", str(summary.updated_exposures))
-    table.add_row("unchanged", str(summary.unchanged))
-    table.add_row("rows without a valid email", str(len(summary.invalid_lines)))
-    for key, count in sorted(summary.fields.items()):
-        table.add_row(f"  exposes {key}", str(count))
-    out.print(table)
-    if summary.invalid_lines:
-        shown = ", ".join(str(n) for n in summary.invalid_lines[:20])
-        more = " …" if len(summary.invalid_lines) > 20 else ""
-        err.print(f"skipped lines without a valid e-mail: {shown}{more}", highlight=False)
+STAGES = {"reading": ("reading {name}", "lines"), "hashing": ("hashing addresses", "addresses")}
+
+
+def _import_with_progress(
+    engine: Engine, settings: Settings, *, path: Path, **options: Any
+) -> ImportSummary:
+    """import_csv with a progress bar per stage on a terminal; nothing elsewhere."""
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                label, unit = STAGES[stage]
+                name = escape(shown(path.name, 40))
+                tasks[stage] = bar.add_task(label.format(name=name), total=total, unit=unit)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return import_csv(engine, settings, path=path, progress=update, **options)
+
+
+def _print_summary(summary: ImportSummary, what: str) -> None:
+    """The counts that add up (rows read = imported + skipped), then every skipped line."""
+    dry = summary.dry_run
+    title = "dry run: nothing written" if dry else "import summary"
+    _say(f"{title} ({shown(what)}, {summary.delimiter}-separated)")
+    would = "that would be " if dry else ""
+    counts = [
+        ("lines in the file", summary.lines),
+        ("blank lines (not rows)", summary.blank_lines),
+        ("rows read", summary.rows),
+        (f"rows {would}imported", summary.imported),
+        ("rows skipped", len(summary.skipped)),
+    ]
+    if summary.short_rows:
+        counts.append(("short rows (missing cells read as empty)", summary.short_rows))
+    if summary.multiline_rows:
+        counts.append(("rows with a cell over several lines", summary.multiline_rows))
+    counts += [
+        ("distinct addresses", summary.addresses),
+        (f"new addresses{' (would be added)' if dry else ''}", summary.new_exposures),
+        (f"addresses {'that would gain' if dry else 'with new'} fields", summary.updated_exposures),
+        ("unchanged addresses", summary.unchanged),
+    ]
+    counts += [(f"exposes {key}", count) for key, count in summary.fields.items()]
+    width = max(len(label) for label, _ in counts)
+    for label, count in counts:
+        _say(f"  {label:<{width}}  {count:>8}")
+    _say(f"columns: {_columns(summary)}")
+    if summary.skipped:
+        _say(f"skipped rows ({len(summary.skipped)}), by line:")
+        for reason, lines in summary.skipped_by_reason().items():
+            _say(f"  {describe_lines(lines)}: {reason}")
+    _say(_outcome(summary))
+
+
+def _columns(summary: ImportSummary) -> str:
+    used = ", ".join(f'"{shown(c, 60)}" -> {key}' for c, key in summary.columns.items())
+    ignored = ", ".join(f'"{shown(c, 60)}"' for c in summary.ignored_columns)
+    return f"{used}; ignored: {ignored}" if ignored else used
+
+
+def _outcome(summary: ImportSummary) -> str:
+    if not summary.changed:
+        were = "are" if summary.dry_run else "were"
+        would = "would change" if summary.dry_run else "changed"
+        return (
+            f"nothing {would}: all {summary.addresses} address(es) {were} already imported "
+            "for this partner with these fields"
+        )
+    verb = "would import" if summary.dry_run else "imported"
+    return (
+        f"{verb} {summary.imported} row(s) with {summary.addresses} address(es): "
+        f"{summary.new_exposures} new, {summary.updated_exposures} with new fields, "
+        f"{summary.unchanged} unchanged"
+    )
+
+
+def _say(text: str) -> None:
+    """One line on stdout exactly as given: no markup, no wrapping (cron logs keep it whole)."""
+    out.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 @app.command()
@@ -218,9 +363,12 @@ def serve(
 ) -> None:
     """Run the portal with uvicorn; queued mail is delivered in-process unless told not to.
 
+    Every setting is checked first. Without PORTAL_BASE_URL, the links in mail point to
+    this host and port.
+
     Example: PORTAL_BASE_URL=https://lek.example.org portal serve --host 0.0.0.0 --workers 4
     """
-    settings = _settings(server=True)
+    settings = _served_at(_settings(server=True), host=host, port=port)
     settings.refuse_unsafe_production()
     with _database(settings):
         pass
@@ -270,7 +418,7 @@ def mail_worker() -> None:
 @app.command()
 @operator_errors
 def purge() -> None:
-    """Apply the retention rules (design §4.6); run it daily.
+    """Apply the retention rules; run it daily.
 
     Deletes links a day after expiry, expired sessions and delivered mail that proves no
     request, and erases the address of deletion requests closed longer ago than
@@ -346,8 +494,7 @@ def demo(
 
     logs.configure(logging.INFO, structured=False)
     settings = Settings.from_env()
-    if settings.base_url == "http://127.0.0.1:8000" and port != 8000:
-        settings = _with_base_url(settings, f"http://127.0.0.1:{port}")
+    settings = _served_at(settings, host="127.0.0.1", port=port)
     with _database(settings) as engine, tempfile.TemporaryDirectory() as folder:
         files = demo_data.write_demo_files(Path(folder), records=records)
         load_incident_file(engine, files[0])
@@ -356,7 +503,7 @@ def demo(
             out.print("demo records already imported")
         for path in files[1:] if not loaded else []:
             summary = _import_with_progress(
-                engine, settings, demo_data.DEMO_SLUG, path.stem, path, {}, None, None, False
+                engine, settings, incident=demo_data.DEMO_SLUG, partner=path.stem, path=path
             )
             out.print(f"{path.stem}: {summary.imported} records")
     out.print(
@@ -367,8 +514,22 @@ def demo(
     _serve(settings, host="127.0.0.1", port=port, workers=1, mail=True)
 
 
-def _with_base_url(settings: Settings, base_url: str) -> Settings:
-    os.environ["PORTAL_BASE_URL"] = base_url
+def _served_at(settings: Settings, *, host: str, port: int) -> Settings:
+    """Without PORTAL_BASE_URL, links in mail point where the portal listens.
+
+    The URL goes into the environment: uvicorn's worker processes read their settings there.
+    """
+    if not settings.base_url_is_default:
+        return settings
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+        logging.getLogger("portal.cli").warning(
+            "PORTAL_BASE_URL is not set: links in mail point to http://127.0.0.1:%d, which "
+            "works on this machine only",
+            port,
+        )
+        host = "127.0.0.1"
+    named = f"[{host}]" if ":" in host else host
+    os.environ["PORTAL_BASE_URL"] = f"http://{named}:{port}"
     return Settings.from_env()
 
 

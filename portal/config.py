@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
 from dataclasses import dataclass, field
+from email.utils import parseaddr
+from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from limits import parse_many
 from starlette.config import Config
@@ -18,6 +21,9 @@ log = logging.getLogger("portal.config")
 
 ENV_FILE = ".env"
 MIN_SECRET_BYTES = 32
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     deletion_retention_days: int = 90
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
+    # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
+    base_url_is_default: bool = False
 
     @property
     def https(self) -> bool:
@@ -50,6 +58,21 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.instance_dir / "outbox"
+
+    @cached_property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        """PORTAL_TRUSTED_PROXIES as networks: an address is its own /32 (or /128)."""
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies)
+
+    def trusts_proxy(self, address: str) -> bool:
+        """Whether `address` is one of the proxies whose X-Forwarded-For is believed."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.trusted_networks)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -73,7 +96,8 @@ class Settings:
             ),
             secret_key=secret_key,
             pepper=pepper.encode(),
-            base_url=config("PORTAL_BASE_URL", default="http://127.0.0.1:8000").rstrip("/"),
+            base_url=(config("PORTAL_BASE_URL", default=None) or DEFAULT_BASE_URL).rstrip("/"),
+            base_url_is_default=not config("PORTAL_BASE_URL", default=None),
             smtp_url=config("PORTAL_SMTP_URL", default=None) or None,
             mail_from=config("PORTAL_MAIL_FROM", default="portal@localhost"),
             redis_url=config("PORTAL_REDIS_URL", default=None) or None,
@@ -101,20 +125,38 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        """Refuses settings that cannot work, with the variable to fix."""
-        scheme = urlsplit(self.base_url).scheme
-        if scheme not in ("http", "https"):
-            raise PortalError(
-                f"PORTAL_BASE_URL must start with http:// or https://: {self.base_url}"
+        """Refuses settings that cannot work, with the variable to fix, before anything starts."""
+        base = _url("PORTAL_BASE_URL", self.base_url, ("http", "https"), "https://host")
+        if base.query or base.fragment:
+            raise PortalError("PORTAL_BASE_URL must not have a query or fragment")
+        if self.smtp_url:
+            _url(
+                "PORTAL_SMTP_URL",
+                self.smtp_url,
+                SMTP_SCHEMES,
+                "smtp://user:pass@host:port, smtp+starttls://... or smtps://...",
             )
-        if self.smtp_url and urlsplit(self.smtp_url).scheme not in (
-            "smtp",
-            "smtp+starttls",
-            "smtps",
-        ):
-            raise PortalError("PORTAL_SMTP_URL must be smtp://, smtp+starttls:// or smtps://")
-        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss"):
-            raise PortalError("PORTAL_REDIS_URL must be redis:// or rediss://")
+        if self.redis_url:
+            redis = _url(
+                "PORTAL_REDIS_URL", self.redis_url, ("redis", "rediss"), "redis://host:port/db"
+            )
+            if redis.path.strip("/") and not redis.path.strip("/").isdigit():
+                raise PortalError(
+                    "PORTAL_REDIS_URL must end in a database number: redis://host:port/db"
+                )
+        self._validate_mail_from()
+        self._validate_limits()
+        self._validate_proxies()
+
+    def _validate_mail_from(self) -> None:
+        _, address = parseaddr(self.mail_from)
+        local, at, domain = address.rpartition("@")
+        if not (at and local and domain) or any(ch.isspace() for ch in address):
+            raise PortalError(
+                f"PORTAL_MAIL_FROM must be an email address, or Name <address>: {self.mail_from!r}"
+            )
+
+    def _validate_limits(self) -> None:
         for name, value in (
             ("PORTAL_LIMIT_PER_ADDRESS", self.limit_per_address),
             ("PORTAL_LIMIT_PER_CLIENT", self.limit_per_client),
@@ -122,10 +164,22 @@ class Settings:
             ("PORTAL_LIMIT_LOGIN", self.limit_login),
         ):
             try:
-                parse_many(value)
+                items = parse_many(value)
             except ValueError:
                 raise PortalError(
-                    f"{name} is not in limits notation (e.g. 5/hour): {value}"
+                    f"{name} is not in limits notation (e.g. 5/hour or 10/hour;50/day): {value!r}"
+                ) from None
+            if any(item.amount < 1 for item in items):
+                raise PortalError(f"{name} must allow at least one per period: {value!r}")
+
+    def _validate_proxies(self) -> None:
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise PortalError(
+                    "PORTAL_TRUSTED_PROXIES takes IP addresses or networks (10.0.0.0/8), "
+                    f"comma-separated: {entry!r} is neither"
                 ) from None
 
     def refuse_unsafe_production(self) -> None:
@@ -152,6 +206,25 @@ class Settings:
         if not self.smtp_url:
             # The dev outbox is a folder on this host: nobody would ever get their link.
             raise PortalError("refusing to serve https without PORTAL_SMTP_URL")
+
+
+def _url(name: str, url: str, schemes: tuple[str, ...], form: str) -> SplitResult:
+    """The URL split, or a PortalError naming the variable (and never its password)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in schemes:
+        shown = parts.scheme or "none"
+        raise PortalError(f"{name} has scheme {shown!r}; expected {form}")
+    if not parts.hostname:
+        raise PortalError(f"{name} has no host; expected {form}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise PortalError(
+            f"{name} has a port that is not a number 1-65535; expected {form}"
+        ) from None
+    if port == 0:
+        raise PortalError(f"{name} has port 0; expected a port 1-65535")
+    return parts
 
 
 def _positive_int(value: str, name: str, *, unit: str = "seconds") -> int:

@@ -13,6 +13,8 @@ from portal import tables
 
 DEMO_SLUG = "ticketing-demo"
 # Addresses printed by `portal demo`; the first two occur in the data, the last does not.
+# park-a leaked a postcode and town only, theater-b a whole postal address: the results
+# tell the two apart.
 DEMO_ADDRESSES = {
     "demo.alles@example.nl": "occurs at all three partners, with a bank account number",
     "demo.park@example.nl": "occurs at one partner only",
@@ -84,7 +86,18 @@ contact_email = "ledenadministratie@omroep-c.example"
 
 PARTNER_COLUMNS = {
     "park-a": ["E-mailadres", "Voornaam", "Achternaam", "Telefoon", "Postcode", "Woonplaats"],
-    "theater-b": ["email", "naam", "geboortedatum", "IBAN", "bestellingen"],
+    "theater-b": [
+        "email",
+        "naam",
+        "straat",
+        "huisnummer",
+        "postcode",
+        "woonplaats",
+        "land",
+        "geboortedatum",
+        "IBAN",
+        "bestellingen",
+    ],
     "omroep-c": ["E-mail", "Naam", "Geslacht", "Relatienummer"],
 }
 
@@ -114,8 +127,11 @@ def _person(fake: Faker, index: int, email: str | None = None) -> dict[str, str]
         "first": first,
         "last": last,
         "phone": fake.phone_number(),
+        "street": fake.street_name(),
+        "house_number": fake.building_number(),
         "postcode": fake.postcode(),
         "city": fake.city(),
+        "country": "Nederland",
         "birth": fake.date_of_birth().isoformat(),
         "iban": fake.iban(),
         "orders": str(fake.random_int(1, 12)),
@@ -141,6 +157,11 @@ def _write_csv(path: Path, columns: list[str], people: list[dict[str, str]]) -> 
         "Woonplaats": "city",
         "naam": "last",
         "Naam": "last",
+        "straat": "street",
+        "huisnummer": "house_number",
+        "postcode": "postcode",
+        "woonplaats": "city",
+        "land": "country",
         "geboortedatum": "birth",
         "IBAN": "iban",
         "bestellingen": "orders",

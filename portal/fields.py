@@ -123,18 +123,55 @@ FIELDS: tuple[Field, ...] = (
             "straatnaam",
             "huisnummer",
             "toevoeging",
-            "postcode",
-            "woonplaats",
-            "plaats",
-            "land",
             "address",
             "street",
             "house number",
-            "zip",
-            "postal code",
-            "city",
-            "country",
         ),
+    ),
+    # A postcode, town or country alone is not "your address": each says less, and its own
+    # advice says what it does allow.
+    Field(
+        "postcode",
+        17,
+        LOW,
+        {"nl": "Postcode", "en": "Postcode"},
+        {
+            "nl": "Uw postcode verraadt uw buurt, en met uw naam komt een brief of bericht "
+            "geloofwaardiger over. Controleer een afzender altijd via een nummer dat u zelf "
+            "opzoekt.",
+            "en": "Your postcode gives away your neighbourhood, and with your name it makes a "
+            "letter or message more convincing. Always check a sender through a number you "
+            "look up yourself.",
+        },
+        ("postcode", "zip", "zip code", "postal code"),
+    ),
+    Field(
+        "city",
+        18,
+        LOW,
+        {"nl": "Woonplaats", "en": "Town or city"},
+        {
+            "nl": "Oplichters kunnen uw woonplaats noemen om vertrouwd over te komen, "
+            "bijvoorbeeld als 'de gemeente' of een bedrijf uit de buurt. Dat iemand weet waar u "
+            "woont, bewijst niet wie hij is.",
+            "en": "Fraudsters may mention your town to seem familiar, for instance posing as "
+            "the council or a local business. Knowing where you live does not prove who they "
+            "are.",
+        },
+        ("woonplaats", "plaats", "stad", "city", "town"),
+    ),
+    Field(
+        "country",
+        19,
+        LOW,
+        {"nl": "Land", "en": "Country"},
+        {
+            "nl": "Op zichzelf weinig risico. Wees wel alert op berichten die zich voordoen "
+            "als een instantie uit uw land, zoals de Belastingdienst of de politie.",
+            "en": "Little risk on its own. Do be wary of messages posing as an authority of "
+            "your country, such as the tax office or the police.",
+        },
+        ("land", "country"),
     ),
     Field(
         "iban",

@@ -1,43 +1,58 @@
-"""CSV import: read, map columns to fields, hash addresses in parallel, write in batches.
+"""CSV import: map columns to fields, account for every row, hash in parallel, write in batches.
 
-The file is read and validated completely before anything is written; addresses are then
-deduplicated, hashed on all cores and written chunk by chunk, each chunk in its own
-transaction. A crash part-way leaves a consistent, partially imported state (field sets
-only ever grow), and running the same import again completes it. Values are never stored
-or logged: only the blind index of each address, the partner and the set of exposed fields.
+The file (read strictly by `csv_file`) is read and checked completely before anything is
+written: every row is imported or skipped with its line and reason, and a file that cannot
+be read as a whole is refused. Addresses are then deduplicated, hashed on all cores and
+written chunk by chunk, each chunk in its own transaction. A crash part-way leaves a
+consistent, partially imported state (field sets only ever grow), and running the same
+import again completes it. Values are never stored or logged: only the blind index of each
+address, the partner and the set of exposed fields.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import itertools
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from portal import db, fields, tables
 from portal.blind_index import InvalidEmail, KdfParams, blind_index, normalise
 from portal.config import Settings
+from portal.csv_file import CsvFile, Row, count_lines
 from portal.errors import PortalError
-from portal.incidents import get_incident, get_partner, get_partners
+from portal.incidents import get_partner, get_partners, require_incident
+from portal.printable import shown
 
 log = logging.getLogger("portal.importer")
 
 CHUNK = 1000
-SNIFF_LINES = 50
 IGNORE = "-"
-DELIMITERS = ",;"
-MAX_LINES_SHOWN = 20
+# How much of a file's own text an error message repeats: names, not megabytes.
+NAMES_SHOWN = 5
+NAME_LENGTH = 60
+READ_PROGRESS_EVERY = 5000
+HASH_PROGRESS_EVERY = 50
 
-Progress = Callable[[int, int], None]
+# progress(stage, done, total): stage "reading" counts lines, "hashing" addresses.
+Progress = Callable[[str, int, int], None]
+
+WHY_INVALID = {
+    "missing": "no email address",
+    "control": "not a valid address: it holds control characters",
+    "too_long": "not a valid address: longer than 254 characters",
+    "local_too_long": "not a valid address: more than 64 characters before the @",
+    "not_ascii": "not a valid address: accented or other non-ASCII letters before the @",
+    "mixed_script": "not a valid address: the domain mixes alphabets",
+    "lookalike": "not a valid address: the domain imitates another with look-alike letters",
+}
 
 
 @dataclass(frozen=True)
@@ -62,19 +77,50 @@ class ColumnPlan:
         return fields.to_bits(keys)
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A row that was read and not imported: its line and why (never its value)."""
+
+    line: int
+    reason: str
+
+
 @dataclass
 class ImportSummary:
-    rows: int = 0  # data rows read (blank lines not counted)
+    """What the import read and did; `rows == imported + len(skipped)` always holds."""
+
+    lines: int = 0  # physical lines in the file, header included
+    blank_lines: int = 0  # lines without any value: not rows
+    rows: int = 0  # data rows read
     imported: int = 0  # rows with a valid address
-    addresses: int = 0  # distinct addresses among them (each hashed once)
+    skipped: list[Skipped] = field(default_factory=list)
+    short_rows: int = 0  # rows with fewer cells than the header (the missing ones empty)
+    multiline_rows: int = 0  # rows with a quoted cell over several lines
+    addresses: int = 0  # distinct addresses among the imported rows (each hashed once)
     new_exposures: int = 0
     updated_exposures: int = 0  # known address that gained fields
     unchanged: int = 0
-    invalid_lines: list[int] = field(default_factory=list)
     fields: dict[str, int] = field(default_factory=dict)  # rows exposing each field
     columns: dict[str, str] = field(default_factory=dict)  # CSV column -> field key
     ignored_columns: list[str] = field(default_factory=list)
+    delimiter: str = "comma"
     dry_run: bool = False
+
+    @property
+    def invalid_lines(self) -> list[int]:
+        return [s.line for s in self.skipped]
+
+    @property
+    def changed(self) -> bool:
+        """Whether the import added anything (or, in a dry run, would have)."""
+        return bool(self.new_exposures or self.updated_exposures)
+
+    def skipped_by_reason(self) -> dict[str, list[int]]:
+        """The skipped lines grouped by reason, in the order the reasons first occur."""
+        grouped: dict[str, list[int]] = {}
+        for skipped in self.skipped:
+            grouped.setdefault(skipped.reason, []).append(skipped.line)
+        return grouped
 
 
 # -- columns ---------------------------------------------------------------------------
@@ -100,7 +146,7 @@ def plan_columns(
         else:
             mapped[index] = key
     if unknown:
-        raise PortalError("; ".join(_unknown_column(column) for column in unknown))
+        raise PortalError(_unknown_columns(unknown))
     return ColumnPlan(header, email_index, mapped, ignored)
 
 
@@ -111,13 +157,13 @@ def _check_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, str]
         key = key.strip()
         if key != IGNORE and key not in fields.BY_KEY:
             raise PortalError(
-                f'--map "{column}={key}": unknown field "{key}" (fields: {_field_list()}, '
-                f"or - to ignore the column)"
+                f'--map "{shown(column)}={shown(key)}": unknown field "{shown(key)}" '
+                f"(fields: {_field_list()}, or - to ignore the column)"
             )
         if fields.squash(column) not in present:
             raise PortalError(
-                f'--map "{column}={key}": there is no column "{column}" '
-                f"(columns: {', '.join(header)})"
+                f'--map "{shown(column)}={shown(key)}": there is no column "{shown(column)}" '
+                f"(columns: {_names(header)})"
             )
         wanted[fields.squash(column)] = key
     return wanted
@@ -128,24 +174,55 @@ def _email_index(header: list[str], wanted: dict[str, str], email_column: str | 
     if email_column is not None:
         if fields.squash(email_column) not in squashed:
             raise PortalError(
-                f'--email-column "{email_column}": there is no such column '
-                f"(columns: {', '.join(header)})"
+                f'--email-column "{shown(email_column)}": there is no such column '
+                f"(columns: {_names(header)})"
             )
         return squashed.index(fields.squash(email_column))
-    for index, name in enumerate(squashed):
-        if wanted.get(name, fields.field_for_column(name)) == "email":
-            return index
+    found = [
+        index
+        for index, name in enumerate(squashed)
+        if wanted.get(name, fields.field_for_column(name)) == "email"
+    ]
+    if len(found) > 1:
+        raise PortalError(_several_email_columns([header[i] for i in found]))
+    if found:
+        return found[0]
     looked_for = ", ".join(fields.BY_KEY["email"].columns)
     raise PortalError(
-        f"no email column (looked for: {looked_for}); name it with --email-column COLUMN"
+        f"no email column (looked for: {looked_for}; columns: {_names(header)}); "
+        "name it with --email-column COLUMN"
     )
 
 
-def _unknown_column(column: str) -> str:
+def _several_email_columns(columns: list[str]) -> str:
+    named = " and ".join(f'"{shown(c, NAME_LENGTH)}"' for c in columns)
+    first = shown(columns[0], NAME_LENGTH)
     return (
-        f'unknown column "{column}": map it with --map "{column}=FIELD" '
-        f'(fields: {_field_list()}) or ignore it with --map "{column}=-"'
+        f"{len(columns)} columns name the email address: {named}; choose the one to look "
+        f'up with --email-column, e.g. --email-column "{first}" (to look up the addresses '
+        "of another column too, import the file once more naming that one)"
     )
+
+
+def _unknown_columns(unknown: list[str]) -> str:
+    first = shown(unknown[0], NAME_LENGTH)
+    if len(unknown) == 1:
+        return (
+            f'unknown column "{first}": map it with --map "{first}=FIELD" '
+            f'(fields: {_field_list()}) or ignore it with --map "{first}=-"'
+        )
+    return (
+        f"{len(unknown)} unknown columns: {_names(unknown)}; map each with "
+        f'--map "COLUMN=FIELD" (fields: {_field_list()}) or ignore it with '
+        f'--map "COLUMN=-", e.g. --map "{first}=-"'
+    )
+
+
+def _names(columns: list[str]) -> str:
+    """Some of a file's column names, quoted and escaped: never the whole of a huge header."""
+    named = ", ".join(f'"{shown(c, NAME_LENGTH)}"' for c in columns[:NAMES_SHOWN])
+    more = len(columns) - NAMES_SHOWN
+    return f"{named} and {more:,} more" if more > 0 else named
 
 
 def _field_list() -> str:
@@ -163,92 +240,89 @@ class _Rows:
     summary: ImportSummary = field(default_factory=ImportSummary)
 
 
-def _read_rows(path: Path, plan_for: Callable[[list[str]], ColumnPlan]) -> _Rows:
+def _read_rows(
+    path: Path, plan_for: Callable[[list[str]], ColumnPlan], progress: Progress | None
+) -> _Rows:
     """Reads the whole file, deduplicating addresses; nothing leaves this but bits."""
-    lines = _decoded_lines(path)
-    with contextlib.closing(lines):
-        return _collect(_reader(path, lines), path, plan_for)
-
-
-def _collect(reader: Any, path: Path, plan_for: Callable[[list[str]], ColumnPlan]) -> _Rows:
-    result = _Rows()
-    plan = plan_for(_header(reader, path))
-    result.summary.columns = plan.columns
-    result.summary.ignored_columns = plan.ignored
-    counts: Counter[str] = Counter()
-    previous = reader.line_num
-    for row in _rows(reader, path):
-        line, previous = previous + 1, reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        result.summary.rows += 1
-        address = row[plan.email_index] if plan.email_index < len(row) else ""
+    total = count_lines(path)
+    if progress:
+        progress("reading", 0, total)
+    with CsvFile(path) as source:
         try:
-            normalised = normalise(address)
-        except InvalidEmail:
-            result.summary.invalid_lines.append(line)
-            continue
-        bits = plan.bits(row)
-        result.found[normalised] = result.found.get(normalised, 0) | bits
-        counts.update(f.key for f in fields.from_bits(bits))
-    result.summary.imported = result.summary.rows - len(result.summary.invalid_lines)
+            plan = plan_for(source.header)
+        except PortalError as exc:
+            raise PortalError(f"{shown(str(path))}: {exc}") from None
+        result = _Rows()
+        result.summary.lines = total
+        result.summary.delimiter = source.delimiter_name
+        result.summary.columns = plan.columns
+        result.summary.ignored_columns = plan.ignored
+        counts: Counter[str] = Counter()
+        for row in source.rows():
+            _check_whole(source, plan, row)
+            _account(result, plan, row, counts)
+            if progress and result.summary.rows % READ_PROGRESS_EVERY == 0:
+                progress("reading", source.lines_read, total)
+        result.summary.blank_lines = source.blank_lines
+    if progress:
+        progress("reading", total, total)
+    result.summary.imported = result.summary.rows - len(result.summary.skipped)
     result.summary.addresses = len(result.found)
     result.summary.fields = {f.key: counts[f.key] for f in fields.FIELDS if counts[f.key]}
     return result
 
 
-def _reader(path: Path, lines: Iterator[str]) -> Any:
-    head = list(itertools.islice(lines, SNIFF_LINES))
-    if not head:
-        raise PortalError(f"{path}: the file is empty; a header row is required")
-    return csv.reader(itertools.chain(head, lines), delimiter=_delimiter(head))
-
-
-def _decoded_lines(path: Path) -> Generator[str, None, None]:
-    """The file's lines as text; a line that is not UTF-8 stops the import, naming it."""
+def _account(result: _Rows, plan: ColumnPlan, row: Row, counts: Counter[str]) -> None:
+    """Counts one row as imported (its address and field bits kept) or skipped, with why."""
+    summary = result.summary
+    summary.rows += 1
+    summary.short_rows += row.short
+    summary.multiline_rows += row.multiline
     try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise PortalError(f"cannot read {path}: no such file") from None
-    except OSError as exc:
-        raise PortalError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise PortalError(
-                    f"{path}:{number}: not UTF-8 text; save the file as CSV UTF-8"
-                ) from None
+        normalised = normalise(row.cells[plan.email_index])
+    except InvalidEmail as exc:
+        summary.skipped.append(Skipped(row.line, _why(exc)))
+        return
+    bits = plan.bits(row.cells)
+    result.found[normalised] = result.found.get(normalised, 0) | bits
+    counts.update(f.key for f in fields.from_bits(bits))
 
 
-def _delimiter(head: list[str]) -> str:
-    header = head[0]
+def _why(exc: InvalidEmail) -> str:
+    if exc.code in WHY_INVALID:
+        return WHY_INVALID[exc.code]
+    detail = exc.detail[:1].lower() + exc.detail[1:]
+    return f"not a valid address: {detail}" if detail else "not a valid address"
+
+
+def _check_whole(source: CsvFile, plan: ColumnPlan, row: Row) -> None:
+    """Refuses a quoted cell that swallowed rows: a line inside it that is a row itself.
+
+    A legitimate cell over several lines (an address) holds no line whose email column
+    holds another address; a quote left open on line 3 takes in the rows after it until
+    some other quote closes it. (The row's own address may follow a multi-line cell on its
+    last line.)
+    """
+    if not row.continuation:
+        return
+    own = _address(row.cells[plan.email_index])
+    for offset, text in enumerate(row.continuation, 1):
+        cells = next(csv.reader([text], delimiter=source.delimiter), [])
+        found = _address(cells[plan.email_index]) if plan.email_index < len(cells) else None
+        if found is not None and found != own:
+            raise PortalError(
+                f"{shown(str(source.path))}:{row.line}: a quoted cell opens on this line and "
+                f"runs on to line {row.end_line}, taking in line {row.line + offset}, which "
+                f'looks like a row of its own; a " is probably missing or stray on line '
+                f'{row.line}: close the quote, or double each " inside a quoted cell ("")'
+            )
+
+
+def _address(cell: str) -> str | None:
     try:
-        sniffed = csv.Sniffer().sniff("".join(head), delimiters=DELIMITERS).delimiter
-    except csv.Error:
-        sniffed = ""
-    if sniffed and sniffed in header:
-        return sniffed
-    return ";" if header.count(";") > header.count(",") else ","
-
-
-def _header(reader: Any, path: Path) -> list[str]:
-    for row in _rows(reader, path):
-        if any(cell.strip() for cell in row):
-            return [cell.strip() for cell in row]
-    raise PortalError(f"{path}: no header row")
-
-
-def _rows(reader: Any, path: Path) -> Iterator[list[str]]:
-    while True:
-        try:
-            yield next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            # csv's messages describe the syntax, never the cell's content.
-            raise PortalError(f"{path}:{reader.line_num}: {exc}") from None
+        return normalise(cell)
+    except InvalidEmail:
+        return None
 
 
 # -- importing -------------------------------------------------------------------------
@@ -274,15 +348,42 @@ def import_csv(
         partner_id, params = _target(conn, incident, partner)
         salt = db.ensure_salt(conn)
     rows = _read_rows(
-        path, lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column)
+        path,
+        lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
+        progress,
     )
     rows.summary.dry_run = dry_run
     if not rows.summary.imported:
-        raise PortalError(f"{path}: no row has a valid email address{_lines(rows.summary)}")
+        raise PortalError(_nothing_to_import(path, rows.summary))
     hasher = _Hasher(settings.pepper, salt, params)
     _store(engine, partner_id, rows, hasher, workers or os.cpu_count() or 1, progress)
     _log(incident, partner, rows.summary)
     return rows.summary
+
+
+def _nothing_to_import(path: Path, summary: ImportSummary) -> str:
+    if not summary.rows:
+        return f"{shown(str(path))}: no rows after the header; nothing to import"
+    reasons = "; ".join(
+        f"{reason}: {describe_lines(lines)}"
+        for reason, lines in summary.skipped_by_reason().items()
+    )
+    return (
+        f"{shown(str(path))}: no row has a valid email address ({summary.rows:,} rows read, "
+        f"all skipped: {reasons})"
+    )
+
+
+def describe_lines(lines: list[int]) -> str:
+    """Line numbers as runs: "line 4", "lines 4-6, 9"."""
+    runs: list[list[int]] = []
+    for line in lines:
+        if runs and line == runs[-1][-1] + 1:
+            runs[-1].append(line)
+        else:
+            runs.append([line])
+    text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+    return f"line {text}" if len(lines) == 1 else f"lines {text}"
 
 
 @dataclass(frozen=True)
@@ -305,48 +406,47 @@ def _store(
 ) -> None:
     """Hashes the addresses on `workers` threads and writes them, one chunk at a time."""
     done, total = 0, len(rows.found)
+    if progress:
+        progress("hashing", 0, total)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for chunk in _chunks(rows.found.items(), CHUNK):
+            indexed: dict[bytes, int] = {}
             hashed = pool.map(hasher, [address for address, _ in chunk])
-            indexed = dict(zip(hashed, [bits for _, bits in chunk], strict=True))
+            for count, (bidx, (_, bits)) in enumerate(zip(hashed, chunk, strict=True), 1):
+                indexed[bidx] = bits
+                # A chunk takes seconds: the bar moves within it, the write waits for it.
+                if progress and count % HASH_PROGRESS_EVERY == 0 and count < len(chunk):
+                    progress("hashing", done + count, total)
             _write_chunk(engine, partner_id, indexed, rows.summary)
             done += len(chunk)
             if progress:
-                progress(done, total)
+                progress("hashing", done, total)
 
 
 def _log(incident: str, partner: str, summary: ImportSummary) -> None:
     log.info(
-        "import %s/%s: %d rows, %d new, %d updated, %d unchanged, %d invalid%s",
+        "import %s/%s: %d rows, %d imported, %d skipped, %d new, %d updated, %d unchanged%s",
         incident,
         partner,
         summary.rows,
+        summary.imported,
+        len(summary.skipped),
         summary.new_exposures,
         summary.updated_exposures,
         summary.unchanged,
-        len(summary.invalid_lines),
         " (dry run)" if summary.dry_run else "",
     )
 
 
 def _target(conn: Connection, incident: str, partner: str) -> tuple[int, KdfParams]:
-    found = get_incident(conn, incident)
-    if found is None:
-        raise PortalError(f"unknown incident {incident!r}")
+    found = require_incident(conn, incident)
     target = get_partner(conn, found.id, partner)
     if target is None:
         known = ", ".join(p.slug for p in get_partners(conn, found.id))
-        raise PortalError(f"unknown partner {partner!r} in incident {incident!r} (known: {known})")
+        raise PortalError(
+            f"unknown partner {shown(repr(partner))} in incident {incident!r} (known: {known})"
+        )
     return target.id, found.kdf
-
-
-def _lines(summary: ImportSummary) -> str:
-    lines = summary.invalid_lines
-    if not lines:
-        return ""
-    shown = ", ".join(map(str, lines[:MAX_LINES_SHOWN]))
-    more = f" and {len(lines) - MAX_LINES_SHOWN} more" if len(lines) > MAX_LINES_SHOWN else ""
-    return f" (invalid on lines {shown}{more})"
 
 
 def _chunks(items: Iterable[tuple[str, int]], size: int) -> Iterator[list[tuple[str, int]]]:

@@ -80,6 +80,7 @@ def render(templates_dir: Path, name: str, lang: str, **context: Any) -> Message
 
     # Template blocks may span lines; a subject header is one line.
     subject = " ".join(part("subject.txt").split())
+    values["subject"] = subject  # the HTML part's <title>
     return Message(subject=subject, text=part("body.txt"), html=part("body.html"))
 
 

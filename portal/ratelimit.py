@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import time
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -45,6 +47,21 @@ class RateLimiter:
             if not await self.strategy.test(item, *keys):
                 return False
         return all([await self.strategy.hit(item, *keys) for item in items])
+
+    async def retry_after(self, name: str, key: str) -> int:
+        """Whole seconds until `key` may use limit `name` again: for a 429's Retry-After."""
+        keys = ("portal", name, self._pseudonym(name, key))
+        now = time.time()
+        waits = [
+            stats.reset_time - now
+            for item in self.items[name]
+            if (stats := await self.strategy.get_window_stats(item, *keys)).remaining <= 0
+        ]
+        return max(1, math.ceil(max(waits, default=1)))
+
+    def longest_window(self) -> int:
+        """Seconds of the longest window of any limit: an upper bound on any wait."""
+        return max(item.get_expiry() for items in self.items.values() for item in items)
 
     def _pseudonym(self, name: str, key: str) -> str:
         message = f"{name}\0{key}".encode()

@@ -106,7 +106,7 @@ def test_it_writes_nothing_on_a_dry_run(loaded: tuple[Path, list[str]]) -> None:
     dry = portal(folder, "import", SLUG, "theater-b", "theater-b.csv", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "dry run: nothing written" in dry.stdout
-    assert count(dry.stdout, "rows imported") == 1
+    assert count(dry.stdout, "rows that would be imported") == 1
     stats = portal(folder, "stats", SLUG, columns=200)
     assert stats.returncode == 0, stats.stderr
     assert records(stats.stdout, "park-a") == 2

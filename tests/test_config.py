@@ -183,7 +183,24 @@ def test_it_ignores_dotenv_when_given_an_environment(
         ("BASE_URL", "lek.example.org"),
         ("SMTP_URL", "http://mail.example"),
         ("SMTP_URL", "mail.example:25"),
+        ("SMTP_URL", "smtp:/broken"),
+        ("SMTP_URL", "smtp://"),
+        ("SMTP_URL", "smtps://mail.example:99999"),
+        ("SMTP_URL", "smtp://user:secret@mail.example:twentyfive"),
+        ("SMTP_URL", "smpt://mail.example"),
+        ("BASE_URL", "https://"),
+        ("BASE_URL", "http://lek.example.org:0"),
         ("REDIS_URL", "memcached://127.0.0.1"),
+        ("REDIS_URL", "redis:/6379"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/zero"),
+        ("MAIL_FROM", "not an address"),
+        ("LIMIT_PER_ADDRESS", "5/hour;"),
+        ("LIMIT_PER_CLIENT", "0/hour"),
+        ("LIMIT_CONFIRM_PER_CLIENT", "often"),
+        ("LIMIT_LOGIN", ""),
+        ("TRUSTED_PROXIES", "10.0.0.1, proxy.internal"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("SESSION_TTL", "30m"),
         ("LINK_TTL", "an hour"),
         ("LINK_TTL", "0"),
         ("LINK_TTL", "-60"),
@@ -199,6 +216,32 @@ def test_it_refuses_an_invalid_value_naming_the_variable(
     with pytest.raises(PortalError) as caught:
         Settings.from_env(given(tmp_path, **{name: value}))
     assert f"PORTAL_{name}" in str(caught.value)
+
+
+def test_it_never_repeats_the_smtp_password_when_refusing_it(tmp_path: Path) -> None:
+    with pytest.raises(PortalError) as caught:
+        Settings.from_env(given(tmp_path, SMTP_URL="smtp://user:hunter2@mail.example:x"))
+    assert "PORTAL_SMTP_URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_it_trusts_proxies_by_address_and_by_network(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        given(tmp_path, TRUSTED_PROXIES="10.0.0.0/8, 192.168.1.7, fd00::/8")
+    )
+    assert settings.trusts_proxy("10.20.30.40")
+    assert settings.trusts_proxy("::ffff:10.1.1.1")
+    assert settings.trusts_proxy("192.168.1.7")
+    assert settings.trusts_proxy("fd12::1")
+    assert not settings.trusts_proxy("192.168.1.8")
+    assert not settings.trusts_proxy("11.0.0.1")
+    assert not settings.trusts_proxy("testclient")
+
+
+def test_it_knows_whether_the_base_url_was_given(tmp_path: Path) -> None:
+    assert Settings.from_env(given(tmp_path)).base_url_is_default
+    given_url = Settings.from_env(given(tmp_path, BASE_URL="http://127.0.0.1:8000"))
+    assert not given_url.base_url_is_default
 
 
 def test_it_accepts_each_smtp_scheme(tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ def test_it_sends_each_partner_the_request_it_can_act_on(
     mails = {m.recipient: m for m in outbox(personas, "partner_request")}
     assert set(mails) == {"privacy@park-a.example", "privacy@theater-b.example"}
     for slug, keys in (
-        ("park-a", ("email", "name", "phone", "address")),
+        ("park-a", ("email", "name", "phone", "postcode")),
         ("theater-b", ("email", "name", "iban")),
     ):
         mail = mails[f"privacy@{slug}.example"]
@@ -371,7 +371,7 @@ def test_it_also_queues_a_webhook_for_a_partner_that_has_one(
     payload = json.loads(hook.body_text)
     assert payload["reference"] == made["park-a"].reference
     assert payload["email"] == ALICE
-    assert set(payload["fields"]) == {"email", "name", "phone", "address"}
+    assert set(payload["fields"]) == {"email", "name", "phone", "postcode"}
     assert payload["due"] == made["park-a"].due_on.isoformat()
     assert payload["partner"] == "park-a"
     assert payload["incident"] == SLUG

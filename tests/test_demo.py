@@ -12,7 +12,8 @@ from portal.blind_index import normalise
 from portal.config import Settings
 from portal.demo import DEMO_ADDRESSES, DEMO_SLUG, PARTNER_COLUMNS, is_loaded, write_demo_files
 from portal.importer import import_csv
-from portal.incidents import load_incident_file, parse_incident_file
+from portal.incident_file import parse_incident_file
+from portal.incidents import load_incident_file
 
 RECORDS = 50
 

@@ -38,18 +38,13 @@ DESIGN_COLUMNS = {
         "straatnaam",
         "huisnummer",
         "toevoeging",
-        "postcode",
-        "woonplaats",
-        "plaats",
-        "land",
         "address",
         "street",
         "house number",
-        "zip",
-        "postal code",
-        "city",
-        "country",
     ],
+    "postcode": ["postcode", "zip", "zip code", "postal code"],
+    "city": ["woonplaats", "plaats", "stad", "city", "town"],
+    "country": ["land", "country"],
     "iban": ["iban", "rekeningnummer", "bankrekeningnummer", "bank account"],
     "customer_number": [
         "klantnummer",
@@ -65,7 +60,8 @@ DESIGN_COLUMNS = {
     "username": ["gebruikersnaam", "username", "login"],
 }
 DESIGN_KEYS = [
-    "email", "name", "gender", "birth_date", "phone", "address", "iban", "password_hash",
+    "email", "name", "gender", "birth_date", "phone", "address", "postcode", "city", "country",
+    "iban", "password_hash",
     "order_history", "customer_number", "ip_address", "username", "security_questions",
     "credit_card", "national_id", "health_data", "photo",
 ]  # fmt: skip
@@ -80,6 +76,28 @@ def test_it_has_labels_and_advice_in_every_language(field: object) -> None:
     for lang in ("nl", "en"):
         assert BY_KEY[field.key].label[lang].strip()  # type: ignore[attr-defined]
         assert BY_KEY[field.key].advice[lang].strip()  # type: ignore[attr-defined]
+
+
+# The exposures table stores these bits: a bit once given is never moved or reused.
+STABLE_BITS = {
+    "email": 0, "name": 1, "gender": 2, "birth_date": 3, "phone": 4, "address": 5, "iban": 6,
+    "password_hash": 7, "order_history": 8, "customer_number": 9, "ip_address": 10,
+    "username": 11, "security_questions": 12, "credit_card": 13, "national_id": 14,
+    "health_data": 15, "photo": 16, "postcode": 17, "city": 18, "country": 19,
+}  # fmt: skip
+
+
+def test_it_keeps_every_bit_where_it_was() -> None:
+    assert {f.key: f.bit for f in FIELDS} == STABLE_BITS
+
+
+def test_it_tells_a_postcode_or_town_from_an_address() -> None:
+    for key in ("postcode", "city", "country"):
+        assert BY_KEY[key].label["en"] != BY_KEY["address"].label["en"]
+        assert BY_KEY[key].advice["nl"] != BY_KEY["address"].advice["nl"]
+    assert field_for_column("Woonplaats") == "city"
+    assert field_for_column("Postcode") == "postcode"
+    assert field_for_column("Straat") == "address"
 
 
 def test_it_gives_every_field_its_own_bit_within_a_bigint() -> None:
@@ -108,7 +126,8 @@ def test_it_maps_every_key_to_itself(key: str) -> None:
         ("E-Mailadres", "email"),
         (" E_MAIL.adres ", "email"),
         ("Date-of_Birth", "birth_date"),
-        ("Postal.Code", "address"),
+        ("Postal.Code", "postcode"),
+        ("House_Number", "address"),
         ("Mobiel Nummer", "phone"),
         ("IP-Adres", "ip_address"),
     ],

@@ -12,7 +12,7 @@ from portal import db, fields, importer, tables
 from portal.blind_index import blind_index, normalise
 from portal.config import Settings
 from portal.errors import PortalError
-from portal.importer import ImportSummary, import_csv, plan_columns
+from portal.importer import ImportSummary, Skipped, import_csv, plan_columns
 from portal.incidents import get_incident, get_partner, load_incident_file
 
 DATA = Path(__file__).parent / "data"
@@ -60,12 +60,34 @@ def test_it_imports_a_dutch_excel_export(engine: Engine, settings: Settings, inc
     assert (summary.rows, summary.imported, summary.addresses) == (6, 4, 2)
     assert summary.invalid_lines == [4, 5]
     assert (summary.new_exposures, summary.updated_exposures, summary.unchanged) == (2, 0, 0)
-    assert summary.fields == {"email": 4, "name": 3, "gender": 3, "phone": 2, "address": 2}
+    assert summary.skipped == [
+        Skipped(4, "no email address"),
+        Skipped(5, "not a valid address: an email address must have an @-sign"),
+    ]
+    assert summary.fields == {
+        "email": 4,
+        "name": 3,
+        "gender": 3,
+        "phone": 2,
+        "address": 2,
+        "postcode": 2,
+        "city": 2,
+    }
     assert summary.columns["E-mailadres"] == "email"
-    assert summary.columns["Woonplaats"] == "address"
+    assert summary.columns["Straat"] == "address"
+    assert summary.columns["Postcode"] == "postcode"
+    assert summary.columns["Woonplaats"] == "city"
     assert summary.columns["Mobiel"] == "phone"
+    assert summary.delimiter == "semicolon"
     assert exposures(engine) == {
-        bidx_of(engine, settings, "alice@example.com"): {"email", "name", "address", "gender"},
+        bidx_of(engine, settings, "alice@example.com"): {
+            "email",
+            "name",
+            "address",
+            "postcode",
+            "city",
+            "gender",
+        },
         bidx_of(engine, settings, "jan@bücher.de"): {"email", "name", "phone", "gender"},
     }
 
@@ -119,6 +141,8 @@ def test_it_reports_physical_line_numbers(
 
     assert summary.invalid_lines == [5, 6, 7, 11]
     assert (summary.rows, summary.imported) == (6, 2)
+    assert (summary.lines, summary.blank_lines, summary.multiline_rows) == (11, 2, 2)
+    assert summary.short_rows == 1
     assert summary.fields == {"email": 2, "name": 1, "address": 1}
 
 
@@ -257,12 +281,18 @@ def test_it_hashes_in_chunks_on_many_threads(
 ) -> None:
     monkeypatch.setattr(importer, "CHUNK", 4)
     path = write(tmp_path, "email\n" + "".join(f"user{i}@example.org\n" for i in range(10)))
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[str, int, int]] = []
 
-    run(engine, settings, path, workers=4, progress=lambda done, total: calls.append((done, total)))
+    run(engine, settings, path, workers=4, progress=lambda *call: calls.append(call))
     run(engine, settings, path, workers=1, partner="shop-b")
 
-    assert calls == [(4, 10), (8, 10), (10, 10)]
+    assert calls[0] == ("reading", 0, 11)
+    assert [c for c in calls if c[0] == "hashing"] == [
+        ("hashing", 0, 10),
+        ("hashing", 4, 10),
+        ("hashing", 8, 10),
+        ("hashing", 10, 10),
+    ]
     assert set(exposures(engine, "shop-a")) == set(exposures(engine, "shop-b"))
     assert len(exposures(engine, "shop-a")) == 10
 
@@ -275,7 +305,9 @@ def test_it_refuses_a_file_without_valid_rows(
     with pytest.raises(PortalError) as caught:
         run(engine, settings, path)
 
-    assert "lines 2, 3" in str(caught.value)
+    assert "2 rows read, all skipped" in str(caught.value)
+    assert "no email address: line 3" in str(caught.value)
+    assert "not a valid address: an email address must have an @-sign: line 2" in str(caught.value)
     assert "secret-value" not in str(caught.value)
 
 
@@ -302,7 +334,7 @@ def test_it_refuses_unknown_incidents_and_partners(
     with pytest.raises(PortalError) as no_partner:
         run(engine, settings, path, partner="shop-c")
 
-    assert str(no_incident.value) == "unknown incident 'nope'"
+    assert str(no_incident.value) == "unknown incident 'nope' (known: webshop-2024)"
     assert str(no_partner.value) == (
         "unknown partner 'shop-c' in incident 'webshop-2024' (known: shop-a, shop-b)"
     )

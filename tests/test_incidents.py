@@ -11,13 +11,13 @@ from sqlalchemy import Engine, Table, func, select, update
 from portal import tables
 from portal.blind_index import KdfParams
 from portal.errors import PortalError
+from portal.incident_file import parse_incident_file
 from portal.incidents import (
     get_incident,
     get_partner,
     get_partners,
     list_incidents,
     load_incident_file,
-    parse_incident_file,
 )
 
 DATA = Path(__file__).parent / "data"

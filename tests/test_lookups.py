@@ -227,7 +227,7 @@ def test_it_shows_alice_her_partners_by_name_with_serious_fields_first(
         results = results_for(conn, session)
     assert [r.partner.slug for r in results.partners] == ["park-a", "theater-b"]
     park, theater = results.partners
-    assert {f.key for f in park.fields} == {"email", "name", "phone", "address"}
+    assert {f.key for f in park.fields} == {"email", "name", "phone", "postcode"}
     assert {f.key for f in theater.fields} == {"email", "name", "iban"}
     for result in results.partners:
         severities = [f.severity for f in result.fields]
@@ -242,7 +242,7 @@ def test_it_gives_the_union_of_advice_most_serious_first(
     with personas.connect() as conn:
         advice = results_for(conn, session).advice
     keys = [f.key for f in advice]
-    assert sorted(keys) == sorted({"email", "name", "phone", "address", "iban"})
+    assert sorted(keys) == sorted({"email", "name", "phone", "postcode", "iban"})
     assert [f.severity for f in advice] == sorted((BY_KEY[k].severity for k in keys), reverse=True)
     assert keys[0] == "iban"
 

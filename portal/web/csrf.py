@@ -49,7 +49,8 @@ async def checked_form(request: Request) -> FormData:
     token = form.get("csrf_token")
     if not cookie or not isinstance(token, str):
         raise HTTPException(403)
-    if not hmac.compare_digest(token, _sign(request, cookie)):
+    # Bytes: compare_digest refuses a str with non-ASCII characters (a 500, not a 403).
+    if not hmac.compare_digest(token.encode(), _sign(request, cookie).encode()):
         raise HTTPException(403)
     return form
 

@@ -22,7 +22,7 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-PERMISSIONS = "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
+PERMISSIONS = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
 class SecurityHeaders:
@@ -131,8 +131,8 @@ class BodyTooLarge(Exception):
 
 # A path segment a log may keep: short, lower-case, no @. Anything else (a token, an address
 # typed into the URL, a mistyped /V/) is written as "…".
-# Any other method is counted as "other": a label per invented method would grow /metrics
-# without bound.
+# Any other method is counted and logged as "other": a label per invented method would grow
+# /metrics without bound, and a method as sent (5,000 characters, say) would fill the log.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LOGGABLE_SEGMENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
 
@@ -174,12 +174,12 @@ class AccessLog:
             metrics.request_seconds.labels(route).observe(elapsed)
             access_log.info(
                 "%s %s %s",
-                scope["method"],
+                method,
                 loggable_path(scope["path"]),
                 status,
                 extra={
                     "fields": {
-                        "method": scope["method"],
+                        "method": method,
                         "path": loggable_path(scope["path"]),
                         "status": status,
                         "ms": round(elapsed * 1000, 1),

@@ -87,16 +87,17 @@ async def with_db(request: Request, fn: Callable[..., T], *args: Any, **kwargs: 
 def client_address(request: Request) -> str:
     """Who the client is for rate limits; X-Forwarded-For counts only from a trusted proxy.
 
-    An IPv6 client is its /64: one subscriber usually holds a whole /64, and counting its
-    addresses one by one would let it step around every limit.
+    A trusted proxy is an address, or in a network, of PORTAL_TRUSTED_PROXIES. An IPv6
+    client is its /64: one subscriber usually holds a whole /64, and counting its addresses
+    one by one would let it step around every limit.
     """
     peer = request.client.host if request.client else "unknown"
-    trusted = request.app.state.settings.trusted_proxies
-    if peer not in trusted:
+    settings = request.app.state.settings
+    if not settings.trusts_proxy(peer):
         return _network(peer)
     hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
     for hop in reversed(hops):
-        if hop not in trusted:
+        if not settings.trusts_proxy(hop):
             return _network(hop)
     return _network(peer)
 

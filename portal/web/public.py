@@ -95,9 +95,11 @@ async def confirm_page(request: Request) -> Response:
 async def confirm(request: Request) -> Response:
     await checked_form(request)
     state = request.app.state
-    if not await state.limiter.hit("confirm", client_address(request)):
+    client = client_address(request)
+    if not await state.limiter.hit("confirm", client):
         metrics.rate_limited_total.labels(limit="confirm").inc()
-        raise HTTPException(429)
+        wait = await state.limiter.retry_after("confirm", client)
+        raise HTTPException(429, headers={"Retry-After": str(wait)})
     try:
         cookie, session = await with_db(
             request, lookups.confirm_link, state.settings, request.path_params["token"]
