@@ -35,13 +35,15 @@ INCIDENT_KEYS = frozenset(
         "blind_index",
     }
 )
-PARTNER_KEYS = frozenset({"slug", "name", "contact_email", "webhook_url", "webhook_secret"})
+PARTNER_KEYS = frozenset(
+    {"slug", "name", "contact_email", "webhook_url", "webhook_secret", "language"}
+)
 FAQ_KEYS = frozenset({"question", "answer"})
 # Optional argon2id parameters of a new incident: (lowest, highest) allowed.
 KDF_LIMITS = {"memory_kib": (8192, 4 * 1024 * 1024), "time_cost": (1, 20), "parallelism": (1, 16)}
 MAX_NAME = 200
 # An incident's slug is the first part of its URLs: these are the portal's own.
-RESERVED_SLUGS = frozenset({"admin", "healthz", "metrics", "static", "v"})
+RESERVED_SLUGS = frozenset({"admin", "api", "healthz", "metrics", "r", "static", "v"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Partner:
     contact_email: str
     webhook_url: str | None
     webhook_secret: str | None
+    language: str | None = None  # of the request emails to it; None: the incident's default
 
 
 @dataclass(frozen=True)
@@ -328,7 +331,14 @@ class _Checker:
                 entry.get("contact_email"), (*path, "contact_email"), where
             ),
             **self.webhook(entry, path, where),
+            "language": self.partner_language(entry.get("language"), (*path, "language"), where),
         }
+
+    def partner_language(self, value: Any, path: tuple[str | int, ...], where: str) -> str | None:
+        if value is None or value in LANGUAGES:
+            return value  # type: ignore[no-any-return]
+        self.problem(path, f"{where}language must be one of: {', '.join(LANGUAGES)}")
+        return None
 
     def webhook(
         self, entry: dict[str, Any], path: tuple[str | int, ...], where: str
@@ -424,7 +434,8 @@ def _kdf(row: Any) -> KdfParams:
 def _store_partner(conn: Connection, incident_id: int, data: dict[str, Any]) -> bool:
     """Inserts or updates one partner by slug; tells whether it was created."""
     t = tables.partners
-    values = {k: data[k] for k in ("name", "contact_email", "webhook_url", "webhook_secret")}
+    keys = ("name", "contact_email", "webhook_url", "webhook_secret", "language")
+    values = {k: data[k] for k in keys}
     existing = conn.scalar(
         select(t.c.id).where(t.c.incident_id == incident_id, t.c.slug == data["slug"])
     )
@@ -491,4 +502,5 @@ def _partner(row: Any) -> Partner:
         contact_email=row["contact_email"],
         webhook_url=row["webhook_url"],
         webhook_secret=row["webhook_secret"],
+        language=row["language"],
     )

@@ -13,7 +13,7 @@ from portal.config import Settings
 
 
 class RateLimiter:
-    """Named limits ('address', 'client', 'confirm', 'login') over one shared storage."""
+    """Named limits ('address', 'client', 'confirm', 'login', 'login_account') in one storage."""
 
     def __init__(self, settings: Settings) -> None:
         self.storage: Storage
@@ -32,6 +32,7 @@ class RateLimiter:
             "client": parse_many(settings.limit_per_client),
             "confirm": parse_many(settings.limit_confirm_per_client),
             "login": parse_many(settings.limit_login),
+            "login_account": parse_many(settings.limit_login_per_account),
         }
 
     async def hit(self, name: str, key: str) -> bool:
@@ -45,6 +46,14 @@ class RateLimiter:
             if not await self.strategy.test(item, *keys):
                 return False
         return all([await self.strategy.hit(item, *keys) for item in items])
+
+    async def allows(self, name: str, key: str) -> bool:
+        """Whether one more use of `key` would stay within limit `name`, counting nothing.
+
+        For limits on failures (a wrong password): test first, `hit` only when it failed.
+        """
+        keys = ("portal", name, self._pseudonym(name, key))
+        return all([await self.strategy.test(item, *keys) for item in self.items[name]])
 
     def _pseudonym(self, name: str, key: str) -> str:
         message = f"{name}\0{key}".encode()
