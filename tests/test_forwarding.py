@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import re
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -304,3 +305,25 @@ async def test_it_reminds_from_the_periodic_task_next_to_the_mail_worker(
             )
             == 1
         )
+
+
+def snippets() -> list[str]:
+    text = (Path(__file__).parent.parent / "docs" / "partners.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+@pytest.mark.anyio
+async def test_it_is_verified_by_the_snippet_in_the_partner_docs(
+    engine: Engine, mail_settings: Settings, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    load(engine, mail_settings, tmp_path, receiver.url)
+    await anyio.to_thread.run_sync(ask_deletion, engine, mail_settings, BOB, "park-a")
+    await worker(engine, mail_settings, Clock(utcnow())).deliver_due()
+    (hook,) = receiver.accepted
+    namespace: dict[str, object] = {}
+    exec(snippets()[0], namespace)
+    verify = namespace["verify"]
+
+    assert verify(SECRET, hook.headers, hook.body) is True  # type: ignore[operator]
+    assert verify("another secret", hook.headers, hook.body) is False  # type: ignore[operator]
+    assert verify(SECRET, hook.headers, hook.body + b" ") is False  # type: ignore[operator]
