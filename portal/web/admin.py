@@ -25,6 +25,7 @@ LOGIN = "/admin/login"
 LOGIN_REFUSED = "Unknown username or wrong password."
 LOGIN_THROTTLED = "Too many failed logins. Wait a while, then try again."
 OPERATOR_STATUSES = ("forwarded", "completed", "rejected")
+AUDIT_PAGE = 200
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -280,9 +281,6 @@ async def audit_page(request: Request) -> Response:
     entries, total = await with_db(request, _audit, current)
     pages = max(1, -(-total // AUDIT_PAGE))
     return page(request, "audit.html", entries=entries, page=current, pages=pages, total=total)
-
-
-AUDIT_PAGE = 200
 
 
 def _audit(conn: Any, current: int) -> tuple[list[audit.Entry], int]:
