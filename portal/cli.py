@@ -321,6 +321,7 @@ def purge(
                 f"record(s), {gone.requests} deletion request(s), {gone.links} link(s), "
                 f"{gone.sessions} session(s), {gone.messages} message(s)",
                 highlight=False,
+                soft_wrap=True,
             )
             return
         report = apply_retention(engine, settings)
@@ -330,6 +331,7 @@ def purge(
         f"{report.deletion_addresses} closed request address(es), {report.audit_entries} "
         "audit entr(ies)",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -387,6 +389,7 @@ def stats(
             f"{figures.lookups} lookup(s) answered with a link, {figures.verified_visits} "
             f"verified visit(s), {figures.links_issued} link(s) on record; mail: {mail}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -415,7 +418,10 @@ def admin_create(
     with _database(settings) as engine, engine.begin() as conn:
         operator = accounts.create_operator(conn, username=username, password=password)
         audit.record(conn, actor="cli", action="operator_created", object=f"operator:{username}")
-    out.print(f"operator {operator.username} created; sign in at {settings.base_url}/admin/login")
+    out.print(
+        f"operator {operator.username} created; sign in at {settings.base_url}/admin/login",
+        soft_wrap=True,
+    )
 
 
 def _read_password(from_stdin: bool) -> str:
