@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from traceback import extract_tb
 
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -19,11 +20,11 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from portal import db, deletions, logs
+from portal import db, deletions, forwarding, logs
 from portal.config import Settings
 from portal.i18n import MESSAGES
 from portal.ratelimit import RateLimiter
-from portal.web import ops, public
+from portal.web import admin, ops, partner, public
 from portal.web.middleware import (
     AccessLog,
     BodyLimit,
@@ -48,14 +49,15 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = None
+        tasks = []
         if app.state.mail_worker is not None:
-            task = asyncio.create_task(app.state.mail_worker.run(stop))
+            tasks.append(asyncio.create_task(app.state.mail_worker.run(stop)))
+            tasks.append(asyncio.create_task(reminders(engine, settings, stop, app)))
         try:
             yield
         finally:
             stop.set()
-            if task is not None:
+            for task in tasks:
                 await task
             engine.dispose()
 
@@ -63,6 +65,8 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
         routes=[
             *ops.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            *admin.routes,
+            *partner.routes,
             *public.routes,
         ],
         middleware=[
@@ -85,6 +89,15 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.limiter = RateLimiter(settings)
     app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
     return app
+
+
+async def reminders(
+    engine: Engine, settings: Settings, stop: asyncio.Event, app: Starlette
+) -> None:
+    """Reminds partners next to the mail worker, which then sends the reminders at once."""
+    await forwarding.remind_periodically(
+        engine, settings, stop, templates_dir=TEMPLATES_DIR, queued=app.state.mail_worker.wake
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -54,6 +54,8 @@ incident_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.add_typer(incident_app, name="incident")
+admin_app = typer.Typer(help="Operator accounts of the admin area (/admin/).", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 
 # soft_wrap: a line is printed whole, never folded at 80 columns when stdout is not a terminal.
 out = Console(soft_wrap=True)
@@ -402,38 +404,82 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool
 @app.command("mail-worker")
 @operator_errors
 def mail_worker() -> None:
-    """Deliver queued mail until stopped (for deployments that run it apart from the web).
+    """Deliver queued mail and remind partners until stopped (when run apart from the web).
 
     Example: portal mail-worker
     """
-    from portal.deletions import mail_worker as worker_for
-
     settings = _settings(server=True)
     with _database(settings) as engine:
-        out.print("delivering mail; stop with Ctrl+C")
+        out.print("delivering mail and reminding partners; stop with Ctrl+C")
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(worker_for(engine, settings).run(asyncio.Event()))
+            asyncio.run(_deliver_and_remind(engine, settings))
+
+
+async def _deliver_and_remind(engine: Engine, settings: Settings) -> None:
+    from portal.app import TEMPLATES_DIR
+    from portal.deletions import mail_worker as worker_for
+    from portal.forwarding import remind_periodically
+
+    worker, stop = worker_for(engine, settings), asyncio.Event()
+    await asyncio.gather(
+        worker.run(stop),
+        remind_periodically(
+            engine, settings, stop, templates_dir=TEMPLATES_DIR, queued=worker.wake
+        ),
+    )
 
 
 @app.command()
 @operator_errors
-def purge() -> None:
-    """Apply the retention rules; run it daily.
+def purge(
+    incident: Annotated[
+        str | None,
+        typer.Option("--incident", help="With --all: the closed incident to erase entirely."),
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="With --incident: erase that incident entirely.")
+    ] = False,
+) -> None:
+    """Apply the retention rules; safe to run daily from cron.
 
-    Deletes links a day after expiry, expired sessions and delivered mail that proves no
-    request, and erases the address of deletion requests closed longer ago than
-    PORTAL_DELETION_RETENTION_DAYS.
+    Deletes links a day after they expire, expired sessions (the person's and the
+    operators'), delivered mail that proves no request, the address of deletion requests
+    closed longer ago than PORTAL_DELETION_RETENTION_DAYS (90), and audit entries older
+    than PORTAL_AUDIT_RETENTION_DAYS (730). Prints what it removed.
 
-    Example: portal purge   (e.g. from cron)
+    With --incident SLUG --all it erases a closed incident entirely (its partners, their
+    records, links, sessions, deletion requests and their messages) and nothing else; it
+    refuses while any of its requests is open or any of their messages is undelivered.
+
+    Example: portal purge   (daily, from cron)
+
+    Example: portal purge --incident ticketing-2021 --all
     """
     from portal.retention import purge as apply_retention
+    from portal.retention import purge_incident
 
+    if (incident is None) != (not everything):
+        raise typer.BadParameter("--incident SLUG and --all go together", param_hint="--all")
     settings = _settings()
     with _database(settings) as engine:
+        if incident is not None:
+            gone = purge_incident(engine, incident)
+            out.print(
+                f"erased incident {gone.incident}: {gone.partners} partner(s), {gone.exposures} "
+                f"record(s), {gone.requests} deletion request(s), {gone.links} link(s), "
+                f"{gone.sessions} session(s), {gone.messages} message(s)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         report = apply_retention(engine, settings)
     out.print(
-        f"purged {report.links} link(s), {report.sessions} session(s), {report.outbox} "
-        f"delivered message(s), {report.deletion_addresses} closed request address(es)"
+        f"purged {report.links} link(s), {report.sessions} session(s), {report.operator_sessions} "
+        f"operator session(s), {report.outbox} delivered message(s), "
+        f"{report.deletion_addresses} closed request address(es), {report.audit_entries} "
+        "audit entr(ies)",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -444,7 +490,11 @@ def stats(
         str | None, typer.Argument(help="An incident's slug (default: all).")
     ] = None,
 ) -> None:
-    """Print per-partner figures: records and deletion requests by status.
+    """Print per-partner figures: records, people found affected, deletion requests by
+    status, overdue and median days to close; and per incident: distinct people, lookups,
+    verified visits and mail.
+
+    Nothing here says who looked up what: lookups and visits are counted, not recorded.
 
     Example: portal stats ticketing-2021
     """
@@ -453,28 +503,130 @@ def stats(
     settings = _settings()
     with _database(settings) as engine, engine.connect() as conn:
         partners = partner_figures(conn, incident=incident)
-        incidents = incident_figures(conn)
+        incidents = incident_figures(conn, incident=incident)
     statuses = ("received", "forwarded", "forward_failed", "completed", "rejected")
     table = Table(title="per partner: records, and deletion requests by status")
-    for column in ("incident", "partner", "records", *statuses):
+    columns = (
+        "incident",
+        "partner",
+        "records",
+        "found affected",
+        *statuses,
+        "overdue",
+        "median days",
+    )
+    for column in columns:
         justify: Literal["left", "right"] = "left" if column in ("incident", "partner") else "right"
         table.add_column(column.replace("_", " "), justify=justify, overflow="fold")
     for row in partners:
+        median = row.median_days_to_close
         table.add_row(
             row.incident,
             row.partner,
             str(row.records),
+            str(row.found_affected),
             *(str(row.requests.get(s, 0)) for s in statuses),
+            str(row.overdue),
+            "-" if median is None else f"{median:g}",
         )
-    Console(width=max(out.width, 120)).print(table)
+    Console(width=max(out.width, 160)).print(table)
     for figures in incidents:
-        if incident in (None, figures.incident):
-            mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
-            out.print(
-                f"{figures.incident}: {figures.links_issued} link(s) on record, "
-                f"{figures.verified_visits} verified visit(s) on record; mail: {mail}",
-                highlight=False,
-            )
+        mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
+        out.print(
+            f"{figures.incident}: {figures.distinct_people} distinct people in the data, "
+            f"{figures.lookups} lookup(s) answered with a link, {figures.verified_visits} "
+            f"verified visit(s), {figures.links_issued} link(s) on record; mail: {mail}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@admin_app.command("create")
+@operator_errors
+def admin_create(
+    username: Annotated[str, typer.Argument(help="The operator's name (lower case, no @).")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create an operator account for the admin area.
+
+    The password is asked twice without showing it, or read from the first line of
+    standard input with --password-stdin. It must be at least 12 characters long and not
+    one of the 10,000 most common passwords. The hash is argon2id.
+
+    Example: portal admin create alice
+    """
+    from portal import accounts, audit
+
+    settings = _settings()
+    accounts.check_username(username)
+    password = _read_password(password_stdin)
+    accounts.check_password(password, username=username)
+    with _database(settings) as engine, engine.begin() as conn:
+        operator = accounts.create_operator(conn, username=username, password=password)
+        audit.record(conn, actor="cli", action="operator_created", object=f"operator:{username}")
+    out.print(
+        f"operator {operator.username} created; sign in at {settings.base_url}/admin/login",
+        soft_wrap=True,
+    )
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise PortalError("no password on standard input")
+        return password
+    value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return value
+
+
+@admin_app.command("list")
+@operator_errors
+def admin_list() -> None:
+    """List the operator accounts: name, created, last login, disabled.
+
+    Example: portal admin list
+    """
+    from portal import accounts
+
+    settings = _settings()
+    with _database(settings) as engine, engine.connect() as conn:
+        operators = accounts.list_operators(conn)
+    table = Table(title="operator accounts")
+    for column in ("name", "created", "last login", "disabled"):
+        table.add_column(column, overflow="fold")
+    for op in operators:
+        table.add_row(
+            op.username,
+            _when(op.created_at),
+            _when(op.last_login_at) or "never",
+            _when(op.disabled_at) or "no",
+        )
+    Console(width=max(out.width, 100)).print(table)
+
+
+def _when(moment: Any) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment is not None else ""
+
+
+@admin_app.command("disable")
+@operator_errors
+def admin_disable(
+    username: Annotated[str, typer.Argument(help="The operator's name.")],
+) -> None:
+    """Disable an operator account; its sessions end at once.
+
+    Example: portal admin disable alice
+    """
+    from portal import accounts, audit
+
+    settings = _settings()
+    with _database(settings) as engine, engine.begin() as conn:
+        accounts.disable_operator(conn, username)
+        audit.record(conn, actor="cli", action="operator_disabled", object=f"operator:{username}")
+    out.print(f"operator {username} disabled; their sessions have ended")
 
 
 @app.command()

@@ -47,6 +47,10 @@ class Settings:
     trusted_proxies: frozenset[str] = frozenset()
     max_body_bytes: int = 16 * 1024
     deletion_retention_days: int = 90
+    admin_session_ttl: int = 900
+    limit_login_per_account: str = "10/hour"
+    partner_reminder_days: int = 7
+    audit_retention_days: int = 730
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
     # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
     base_url_is_default: bool = False
@@ -119,6 +123,20 @@ class Settings:
                 "PORTAL_DELETION_RETENTION_DAYS",
                 unit="days",
             ),
+            admin_session_ttl=_positive_int(
+                config("PORTAL_ADMIN_SESSION_TTL", default="900"), "PORTAL_ADMIN_SESSION_TTL"
+            ),
+            limit_login_per_account=config("PORTAL_LIMIT_LOGIN_PER_ACCOUNT", default="10/hour"),
+            partner_reminder_days=_positive_int(
+                config("PORTAL_PARTNER_REMINDER_DAYS", default="7"),
+                "PORTAL_PARTNER_REMINDER_DAYS",
+                unit="days",
+            ),
+            audit_retention_days=_positive_int(
+                config("PORTAL_AUDIT_RETENTION_DAYS", default="730"),
+                "PORTAL_AUDIT_RETENTION_DAYS",
+                unit="days",
+            ),
             generated_secrets=frozenset(generated),
         )
         settings.validate()
@@ -162,6 +180,7 @@ class Settings:
             ("PORTAL_LIMIT_PER_CLIENT", self.limit_per_client),
             ("PORTAL_LIMIT_CONFIRM_PER_CLIENT", self.limit_confirm_per_client),
             ("PORTAL_LIMIT_LOGIN", self.limit_login),
+            ("PORTAL_LIMIT_LOGIN_PER_ACCOUNT", self.limit_login_per_account),
         ):
             try:
                 items = parse_many(value)

@@ -110,10 +110,13 @@ def upsert(
 def insert_ignore(
     conn: Connection, table: Table, values: Mapping[str, Any], *, keys: list[str]
 ) -> bool:
-    """Inserts unless the keys exist; tells whether a row was inserted."""
+    """Inserts unless the keys exist; tells whether a row was inserted.
+
+    RETURNING tells it: psycopg reports no rowcount (-1) for this statement.
+    """
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt.returning(table.c[keys[0]])).first() is not None
 
 
 def checkpoint(engine: Engine) -> None:

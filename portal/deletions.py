@@ -1,4 +1,10 @@
-"""Deletion requests: create, date, forward to the partner, and record every change."""
+"""Deletion requests: their lifecycle and dates, creating them, and the history of each.
+
+The lifecycle (design §5): received → forwarded → completed | rejected, and forward_failed
+(retried, retriable by hand) → forwarded. A partner's report is proof it has the request,
+so an open request may be closed from any open state; a closed one is final. What operators
+and partners decide is in decisions.py.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +13,56 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import db, incidents, mail, metrics, tables
+from portal import db, forwarding, incidents, mail, metrics, receipts, tables
 from portal.clock import utcnow
 from portal.config import Settings
-from portal.fields import from_bits
-from portal.incidents import Incident, Partner
+from portal.errors import PortalError
 from portal.lookups import VerifiedSession, exposures_of
 
 RECEIVED, FORWARDED, FORWARD_FAILED = "received", "forwarded", "forward_failed"
 COMPLETED, REJECTED = "completed", "rejected"
+STATUSES = (RECEIVED, FORWARDED, FORWARD_FAILED, COMPLETED, REJECTED)
 CLOSED = frozenset({COMPLETED, REJECTED})
+OPEN = frozenset({RECEIVED, FORWARDED, FORWARD_FAILED})
+NEXT = {
+    RECEIVED: frozenset({FORWARDED, FORWARD_FAILED, COMPLETED, REJECTED}),
+    FORWARD_FAILED: frozenset({FORWARDED, COMPLETED, REJECTED}),
+    FORWARDED: frozenset({COMPLETED, REJECTED}),
+}
+# Art. 17(3): the grounds on which a partner may keep data.
+GROUNDS = ("legal_obligation", "legal_claims", "public_interest", "other")
+EXTENSION_MONTHS = (1, 2)
 # Crockford's base32: no I, L, O or U, so a reference read out on the phone is unambiguous.
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 class PartnerNotFound(LookupError):
     """The partner does not exist, or the session's address does not occur there."""
+
+
+class RequestNotFound(LookupError):
+    """No request has this reference."""
+
+
+class RequestRefused(PortalError):
+    """A change the lifecycle refuses: the message says why (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes a request: an operator, a partner or the portal, and through what."""
+
+    kind: str  # operator, partner or system
+    name: str  # the operator's username, the partner's slug, or what acted for the portal
+    via: str  # admin, link, api, mail, portal
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -39,25 +76,61 @@ class DeletionRequest:
     extended_due_on: date | None
     closed_at: datetime | None
     reason: str | None
+    ground: str | None = None
+    note: str | None = None
+    extension_reason: str | None = None
+    version: int = 0
+    closed_by: str | None = None
+    closed_via: str | None = None
+    partner_reference: str | None = None
+    kept_fields: int = 0
+    incident_id: int = 0
+    lang: str = "en"
 
     @property
     def due(self) -> date:
         return self.extended_due_on or self.due_on
 
+    @property
+    def is_closed(self) -> bool:
+        return self.status in CLOSED
+
     def overdue(self, today: date) -> bool:
         return self.status not in CLOSED and today > self.due
+
+    def days_left(self, today: date) -> int:
+        return (self.due - today).days
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` months later, or that month's last day when it has no such day."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def add_one_month(day: date) -> date:
     """The same day of the next month, or that month's last day when it has no such day."""
-    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+    return add_months(day, 1)
 
 
 def new_reference() -> str:
     """A reference like DR-7K3Q-9XPM: 40 random bits, easy to read out."""
     chars = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(8))
     return f"DR-{chars[:4]}-{chars[4:]}"
+
+
+def actor_kind(actor: str) -> str:
+    """The contract's actor of a history entry: operator, partner or system.
+
+    The person's own request ("person") and the mail worker's moves ("mail") are the
+    portal acting: system.
+    """
+    kind = actor.partition(":")[0]
+    return kind if kind in ("operator", "partner") else "system"
+
+
+# -- reading ---------------------------------------------------------------------------
 
 
 def requests_for(conn: Connection, *, bidx: bytes, incident_id: int) -> dict[int, DeletionRequest]:
@@ -69,6 +142,22 @@ def requests_for(conn: Connection, *, bidx: bytes, incident_id: int) -> dict[int
         )
     ).all()
     return {r.partner_id: _request(r) for r in rows}
+
+
+def get_request(conn: Connection, reference: str) -> DeletionRequest:
+    """The request with this reference; raises RequestNotFound."""
+    row = request_row(conn, reference)
+    if row is None:
+        raise RequestNotFound(reference)
+    return _request(row)
+
+
+def request_row(conn: Connection, reference: str) -> Any:
+    t = tables.deletion_requests
+    return conn.execute(select(t).where(t.c.reference == reference)).first()
+
+
+# -- the person asks -------------------------------------------------------------------
 
 
 def request_deletion(
@@ -96,7 +185,17 @@ def request_deletion(
         if p.id not in existing
     ]
     if created:
-        _send_receipt(conn, session, incident, created, exposed, templates_dir)
+        names = {p.id: p.name for p in exposed}
+        receipts.send_receipt(
+            conn,
+            to=session.email(),
+            lang=session.lang,
+            incident=incident,
+            requests=[
+                receipts.Receipted(r.reference, names[r.partner_id], r.due_on) for r in created
+            ],
+            templates_dir=templates_dir,
+        )
     return [existing.get(p.id) or next(c for c in created if c.partner_id == p.id) for p in targets]
 
 
@@ -104,19 +203,18 @@ def _create(
     conn: Connection,
     settings: Settings,
     session: VerifiedSession,
-    incident: Incident,
-    partner: Partner,
+    incident: incidents.Incident,
+    partner: incidents.Partner,
     fields: int,
     templates_dir: Path,
 ) -> DeletionRequest:
     now = utcnow()
-    email = session.email()
     values = {
         "reference": new_reference(),
         "incident_id": incident.id,
         "partner_id": partner.id,
         "bidx": session.bidx,
-        "email": email,
+        "email": session.email(),
         "fields": fields,
         "lang": session.lang,
         "status": RECEIVED,
@@ -126,83 +224,13 @@ def _create(
     }
     if not db.insert_ignore(conn, tables.deletion_requests, values, keys=["partner_id", "bidx"]):
         return requests_for(conn, bidx=session.bidx, incident_id=incident.id)[partner.id]
-    row = conn.execute(
-        select(tables.deletion_requests).where(
-            tables.deletion_requests.c.reference == values["reference"]
-        )
-    ).one()
-    record_change(conn, request_id=row.id, actor="person", old=None, new=RECEIVED)
-    _forward(conn, settings, incident, partner, row, templates_dir)
+    row = request_row(conn, str(values["reference"]))
+    record_change(conn, request_id=row.id, actor="person", old=None, new=RECEIVED, via="portal")
+    forwarding.forward(conn, settings, incident, partner, row, templates_dir=templates_dir)
     return _request(row)
 
 
-def _forward(  # type: ignore[no-untyped-def]
-    conn: Connection, settings: Settings, incident: Incident, partner: Partner, row, templates_dir
-) -> None:
-    """Queues the request to the partner: an email, and a signed webhook when configured."""
-    lang = incident.languages[0]
-    context = {
-        "reference": row.reference,
-        "incident_title": incident.text(incident.title, lang),
-        "incident_slug": incident.slug,
-        "partner_name": partner.name,
-        "email": row.email,
-        "verified_at": row.verified_at,
-        "received_on": row.received_at.date(),
-        "due_on": row.due_on,
-        "fields": from_bits(row.fields),
-        "contact_email": incident.contact_email,
-    }
-    message = mail.render(templates_dir, "partner_request", lang, **context)
-    mail.enqueue_email(
-        conn,
-        kind="partner_request",
-        to=partner.contact_email,
-        message=message,
-        deletion_request_id=row.id,
-    )
-    if partner.webhook_url and partner.webhook_secret:
-        mail.enqueue_webhook(
-            conn,
-            kind="partner_webhook",
-            url=partner.webhook_url,
-            secret=partner.webhook_secret,
-            payload=webhook_payload(incident, partner, row),
-            deletion_request_id=row.id,
-        )
-
-
-def webhook_payload(incident: Incident, partner: Partner, row) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    return {
-        "type": "gdpr.art17.erasure",
-        "reference": row.reference,
-        "incident": incident.slug,
-        "partner": partner.slug,
-        "email": row.email,
-        "verified": {"method": "emailed single-use link", "at": row.verified_at.isoformat()},
-        "fields": [f.key for f in from_bits(row.fields)],
-        "received": row.received_at.isoformat(),
-        "due": row.due_on.isoformat(),
-        "report_back_to": incident.contact_email,
-    }
-
-
-def _send_receipt(  # type: ignore[no-untyped-def]
-    conn: Connection, session: VerifiedSession, incident: Incident, created, exposed, templates_dir
-) -> None:
-    names = {p.id: p.name for p in exposed}
-    message = mail.render(
-        templates_dir,
-        "deletion_receipt",
-        session.lang,
-        incident_title=incident.text(incident.title, session.lang),
-        requests=[
-            {"reference": r.reference, "partner": names[r.partner_id], "due_on": r.due_on}
-            for r in created
-        ],
-        contact_email=incident.contact_email,
-    )
-    mail.enqueue_email(conn, kind="deletion_receipt", to=session.email(), message=message)
+# -- history ---------------------------------------------------------------------------
 
 
 def record_change(
@@ -213,23 +241,38 @@ def record_change(
     old: str | None,
     new: str,
     note: str | None = None,
+    via: str | None = None,
 ) -> None:
-    """Keeps one change in the request's history (and counts it for /metrics)."""
+    """Keeps one change of status in the request's history (and counts it for /metrics)."""
     metrics.deletion_requests_total.labels(status=new).inc()
+    record_event(conn, request_id=request_id, actor=actor, old=old, new=new, note=note, via=via)
+
+
+def record_event(
+    conn: Connection,
+    *,
+    request_id: int,
+    actor: str,
+    old: str | None,
+    new: str,
+    note: str | None,
+    via: str | None,
+) -> None:
     conn.execute(
         tables.deletion_events.insert().values(
-            request_id=request_id,
-            at=utcnow(),
-            actor=actor,
-            from_status=old,
-            to_status=new,
-            note=note,
+            request_id=request_id, at=utcnow(), actor=actor, from_status=old, to_status=new,
+            note=note, via=via,
         )
-    )
+    )  # fmt: skip
+
+
+# -- the mail worker reports -----------------------------------------------------------
+
+PARTNER_COPIES = frozenset({"partner_request", "partner_webhook"})
 
 
 def mark_forwarded(conn: Connection, outbox_id: int, request_id: int | None) -> None:
-    """Mail worker hook: the partner's copy was delivered, so the request is forwarded."""
+    """Mail worker hook: the partner's email or webhook was delivered, so it is forwarded."""
     _move(conn, outbox_id, request_id, to=FORWARDED, allowed=(RECEIVED, FORWARD_FAILED))
 
 
@@ -247,26 +290,42 @@ def _move(
     conn: Connection, outbox_id: int, request_id: int | None, *, to: str, allowed: tuple[str, ...]
 ) -> None:
     kind = conn.scalar(select(tables.outbox.c.kind).where(tables.outbox.c.id == outbox_id))
-    if request_id is None or kind != "partner_request":
+    if request_id is None or kind not in PARTNER_COPIES:
         return
     table = tables.deletion_requests
     old = conn.scalar(select(table.c.status).where(table.c.id == request_id))
+    if old not in allowed:
+        return
+    values: dict[str, Any] = {"status": to}
+    if to == FORWARDED:
+        values["forwarded_at"] = utcnow()
+    # The version stays: a form shown before the partner got its copy is still valid.
     moved = conn.execute(
-        update(table).where(table.c.id == request_id, table.c.status.in_(allowed)).values(status=to)
+        update(table).where(table.c.id == request_id, table.c.status == old).values(values)
     )
     if moved.rowcount == 1:
-        record_change(conn, request_id=request_id, actor="mail", old=old, new=to)
+        record_change(conn, request_id=request_id, actor="mail", old=old, new=to, via="mail")
 
 
-def _request(row) -> DeletionRequest:  # type: ignore[no-untyped-def]
+def _request(row: Any) -> DeletionRequest:
     return DeletionRequest(
-        row.id,
-        row.reference,
-        row.partner_id,
-        row.status,
-        row.received_at,
-        row.due_on,
-        row.extended_due_on,
-        row.closed_at,
-        row.reason,
+        id=row.id,
+        reference=row.reference,
+        partner_id=row.partner_id,
+        status=row.status,
+        received_at=row.received_at,
+        due_on=row.due_on,
+        extended_due_on=row.extended_due_on,
+        closed_at=row.closed_at,
+        reason=row.reason,
+        ground=row.ground,
+        note=row.note,
+        extension_reason=row.extension_reason,
+        version=row.version,
+        closed_by=row.closed_by,
+        closed_via=row.closed_via,
+        partner_reference=row.partner_reference,
+        kept_fields=row.kept_fields or 0,
+        incident_id=row.incident_id,
+        lang=row.lang,
     )

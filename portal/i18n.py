@@ -139,6 +139,96 @@ MESSAGES: dict[str, dict[str, str]] = {
     "status_forward_failed": {"nl": "wordt opnieuw doorgestuurd", "en": "being forwarded again"},
     "status_completed": {"nl": "uitgevoerd", "en": "completed"},
     "status_rejected": {"nl": "afgewezen", "en": "rejected"},
+    "ground_legal_obligation": {
+        "nl": "een wettelijke plicht om de gegevens te bewaren (AVG art. 17 lid 3 onder b), "
+        "zoals de fiscale bewaarplicht van 7 jaar",
+        "en": "a legal obligation to keep the data (GDPR Art. 17(3)(b)), such as the "
+        "7-year tax retention duty",
+    },
+    "ground_legal_claims": {
+        "nl": "de gegevens zijn nodig voor een rechtsvordering (AVG art. 17 lid 3 onder e)",
+        "en": "the data are needed for legal claims (GDPR Art. 17(3)(e))",
+    },
+    "ground_public_interest": {
+        "nl": "een taak van algemeen belang (AVG art. 17 lid 3 onder b en d)",
+        "en": "a task in the public interest (GDPR Art. 17(3)(b) and (d))",
+    },
+    "ground_other": {
+        "nl": "een andere grond, hieronder uitgelegd",
+        "en": "another ground, explained below",
+    },
+    "deletion_received_on": {"nl": "Ontvangen op {date}.", "en": "Received on {date}."},
+    "deletion_extended": {
+        "nl": "De termijn is verlengd tot {due}. De reden: {reason}",
+        "en": "The deadline was extended to {due}. The reason: {reason}",
+    },
+    "deletion_closed_on": {"nl": "Afgehandeld op {date}.", "en": "Handled on {date}."},
+    "deletion_ground": {"nl": "De grond: {ground}.", "en": "The ground: {ground}."},
+    "deletion_complain": {
+        "nl": "Bent u het er niet mee eens? U kunt een klacht indienen bij de Autoriteit "
+        "Persoonsgegevens (autoriteitpersoonsgegevens.nl).",
+        "en": "Do you disagree? You may complain to the Dutch Data Protection Authority, the "
+        "Autoriteit Persoonsgegevens (autoriteitpersoonsgegevens.nl).",
+    },
+    "partner_title": {
+        "nl": "Verzoek tot verwijdering {reference}",
+        "en": "Erasure request {reference}",
+    },
+    "partner_intro": {
+        "nl": "Een persoon vraagt {name} om verwijdering van zijn of haar gegevens (AVG artikel "
+        "17). Het adres is geverifieerd met een eenmalige link naar dat adres.",
+        "en": "A person asks {name} to erase their data (GDPR Article 17). The address was "
+        "verified by a single-use link sent to it.",
+    },
+    "partner_reference_label": {"nl": "Referentie", "en": "Reference"},
+    "partner_address": {"nl": "Adres van de persoon", "en": "Person's address"},
+    "partner_address_erased": {
+        "nl": "gewist na afloop van de bewaartermijn",
+        "en": "erased after the retention period",
+    },
+    "partner_verified": {"nl": "Geverifieerd op", "en": "Verified on"},
+    "partner_received": {"nl": "Ontvangen", "en": "Received"},
+    "partner_due": {"nl": "Uiterlijk antwoord", "en": "Answer due"},
+    "partner_status": {"nl": "Status", "en": "Status"},
+    "partner_fields": {"nl": "Gelekte gegevens bij {name}", "en": "Data exposed at {name}"},
+    "partner_report": {"nl": "Resultaat melden", "en": "Report the outcome"},
+    "partner_outcome": {"nl": "Resultaat", "en": "Outcome"},
+    "partner_outcome_completed": {
+        "nl": "Uitgevoerd: de gegevens zijn verwijderd",
+        "en": "Completed: the data have been erased",
+    },
+    "partner_outcome_rejected": {
+        "nl": "Afgewezen: (een deel van) de gegevens wordt bewaard",
+        "en": "Rejected: (some of) the data are kept",
+    },
+    "partner_ground": {
+        "nl": "Grond (verplicht bij afwijzing)",
+        "en": "Ground (required to reject)",
+    },
+    "partner_ground_none": {"nl": "geen", "en": "none"},
+    "partner_reason": {
+        "nl": "Toelichting voor de persoon (verplicht bij afwijzing)",
+        "en": "Explanation for the person (required to reject)",
+    },
+    "partner_kept": {
+        "nl": "Gegevens die u bewaart (bij afwijzing)",
+        "en": "Data you keep (when rejecting)",
+    },
+    "partner_own_reference": {
+        "nl": "Uw eigen referentie (optioneel)",
+        "en": "Your own reference (optional)",
+    },
+    "partner_submit": {"nl": "Resultaat versturen", "en": "Send the outcome"},
+    "partner_closed": {
+        "nl": "Dit verzoek is afgehandeld op {date}: {status}.",
+        "en": "This request was handled on {date}: {status}.",
+    },
+    "partner_refused_title": {"nl": "Niet verwerkt", "en": "Not accepted"},
+    "partner_back": {"nl": "Terug naar het verzoek", "en": "Back to the request"},
+    "partner_link_closed": {
+        "nl": "Deze link werkt niet meer: het verzoek is langer dan 30 dagen geleden afgehandeld.",
+        "en": "This link no longer works: the request was handled more than 30 days ago.",
+    },
     "session_note": {
         "nl": "Deze pagina is {minutes} minuten zichtbaar. Daarna vraagt u een nieuwe link aan.",
         "en": "This page stays visible for {minutes} minutes. After that, ask for a new link.",

@@ -32,7 +32,9 @@ INCIDENT_KEYS = frozenset(
         "blind_index",
     }
 )
-PARTNER_KEYS = frozenset({"slug", "name", "contact_email", "webhook_url", "webhook_secret"})
+PARTNER_KEYS = frozenset(
+    {"slug", "name", "contact_email", "webhook_url", "webhook_secret", "language"}
+)
 FAQ_KEYS = frozenset({"question", "answer"})
 # Optional argon2id parameters of a new incident: (lowest, highest) allowed.
 KDF_LIMITS = {"memory_kib": (8192, 4 * 1024 * 1024), "time_cost": (1, 20), "parallelism": (1, 16)}
@@ -41,7 +43,7 @@ TAG = re.compile(r"</?[A-Za-z][^\s>/]*")
 # Only to find raw HTML: the pages render Markdown with HTML off (portal/web/pages.py).
 _COMMONMARK = MarkdownIt("commonmark")
 # An incident's slug is the first part of its URLs: these are the portal's own.
-RESERVED_SLUGS = frozenset({"admin", "healthz", "metrics", "static", "v"})
+RESERVED_SLUGS = frozenset({"admin", "api", "healthz", "metrics", "r", "static", "v"})
 
 
 def parse_incident_file(path: Path) -> dict[str, Any]:
@@ -322,7 +324,14 @@ class _Checker:
                 entry.get("contact_email"), (*path, "contact_email"), where
             ),
             **self.webhook(entry, path, where),
+            "language": self.partner_language(entry.get("language"), (*path, "language"), where),
         }
+
+    def partner_language(self, value: Any, path: tuple[str | int, ...], where: str) -> str | None:
+        if value is None or value in LANGUAGES:
+            return value  # type: ignore[no-any-return]
+        self.problem(path, f"{where}language must be one of: {', '.join(LANGUAGES)}")
+        return None
 
     def webhook(
         self, entry: dict[str, Any], path: tuple[str | int, ...], where: str

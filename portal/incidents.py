@@ -26,6 +26,7 @@ class Partner:
     contact_email: str
     webhook_url: str | None
     webhook_secret: str | None
+    language: str | None = None  # of the request emails to it; None: the incident's default
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def _kdf(row: Any) -> KdfParams:
 def _store_partner(conn: Connection, incident_id: int, data: dict[str, Any]) -> bool:
     """Inserts or updates one partner by slug; tells whether it was created."""
     t = tables.partners
-    values = {k: data[k] for k in ("name", "contact_email", "webhook_url", "webhook_secret")}
+    keys = ("name", "contact_email", "webhook_url", "webhook_secret", "language")
+    values = {k: data[k] for k in keys}
     existing = conn.scalar(
         select(t.c.id).where(t.c.incident_id == incident_id, t.c.slug == data["slug"])
     )
@@ -202,4 +204,5 @@ def _partner(row: Any) -> Partner:
         contact_email=row["contact_email"],
         webhook_url=row["webhook_url"],
         webhook_secret=row["webhook_secret"],
+        language=row["language"],
     )

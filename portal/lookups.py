@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select, update
 from starlette.concurrency import run_in_threadpool
 
-from portal import db, incidents, mail, metrics, tables
+from portal import counters, db, incidents, mail, metrics, tables
 from portal.blind_index import blind_index
 from portal.clock import utcnow
 from portal.config import Settings
@@ -154,6 +154,7 @@ def _queue_link(
             )
         )
         mail.enqueue_email(conn, kind="link", to=lookup.address, message=message)
+        counters.bump(conn, incident_id=incident.id, name=counters.LOOKUPS)
 
 
 def peek_link(conn: Connection, settings: Settings, token: str) -> str:
@@ -193,6 +194,7 @@ def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str,
         )
     ).inserted_primary_key
     assert session_id is not None
+    counters.count_visit(conn, incident_id=row.incident_id, bidx=row.bidx)
     session = VerifiedSession(
         session_id[0], row.incident_id, row.slug, row.bidx, row.lang, now, session_secret, sealed
     )

@@ -15,7 +15,7 @@ from portal.config import Settings
 
 
 class RateLimiter:
-    """Named limits ('address', 'client', 'confirm', 'login') over one shared storage."""
+    """Named limits ('address', 'client', 'confirm', 'login', 'login_account') in one storage."""
 
     def __init__(self, settings: Settings) -> None:
         self.storage: Storage
@@ -34,6 +34,7 @@ class RateLimiter:
             "client": parse_many(settings.limit_per_client),
             "confirm": parse_many(settings.limit_confirm_per_client),
             "login": parse_many(settings.limit_login),
+            "login_account": parse_many(settings.limit_login_per_account),
         }
 
     async def hit(self, name: str, key: str) -> bool:
@@ -62,6 +63,14 @@ class RateLimiter:
     def longest_window(self) -> int:
         """Seconds of the longest window of any limit: an upper bound on any wait."""
         return max(item.get_expiry() for items in self.items.values() for item in items)
+
+    async def allows(self, name: str, key: str) -> bool:
+        """Whether one more use of `key` would stay within limit `name`, counting nothing.
+
+        For limits on failures (a wrong password): test first, `hit` only when it failed.
+        """
+        keys = ("portal", name, self._pseudonym(name, key))
+        return all([await self.strategy.test(item, *keys) for item in self.items[name]])
 
     def _pseudonym(self, name: str, key: str) -> str:
         message = f"{name}\0{key}".encode()

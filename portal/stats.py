@@ -1,15 +1,17 @@
-"""Per-partner figures for `portal stats`: records and deletion requests by status."""
+"""Per-partner and per-incident figures for `portal stats` and the admin area."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import Connection, and_, case, func, select
 
-from portal import tables
-from portal.deletions import CLOSED
+from portal import counters, tables
+from portal.clock import utcnow
+from portal.deletions import CLOSED, OPEN
 from portal.errors import PortalError
 
 
@@ -19,27 +21,56 @@ class PartnerFigures:
     partner: str
     records: int = 0
     requests: dict[str, int] = field(default_factory=dict)
+    name: str = ""
+    found_affected: int = 0  # verified visits whose address occurs at this partner
+    overdue: int = 0
+    median_days_to_close: float | None = None
 
 
 @dataclass
 class IncidentFigures:
     incident: str
-    links_issued: int
-    verified_visits: int
+    links_issued: int  # link records still kept (purged a day after expiry)
+    verified_visits: int  # counted for good: links confirmed
     mail: dict[str, int]
+    distinct_people: int = 0  # distinct addresses over all of its partners' records
+    lookups: int = 0  # lookups answered with a link
 
 
-def partner_figures(conn: Connection, *, incident: str | None = None) -> list[PartnerFigures]:
-    """One row per partner (of one incident, or all), with its record count."""
+def partner_figures(
+    conn: Connection, *, incident: str | None = None, today: date | None = None
+) -> list[PartnerFigures]:
+    """One row per partner (of one incident, or all), with its records and requests."""
+    today = today or utcnow().date()
     p, i = tables.partners, tables.incidents
     query = (
-        select(p.c.id, p.c.slug, i.c.slug.label("incident")).join(i).order_by(i.c.slug, p.c.slug)
+        select(p.c.id, p.c.slug, p.c.name, p.c.incident_id, i.c.slug.label("incident"))
+        .join(i)
+        .order_by(i.c.slug, p.c.slug)
     )
     if incident is not None:
-        if conn.scalar(select(i.c.id).where(i.c.slug == incident)) is None:
-            raise PortalError(f"unknown incident {incident!r}")
+        _known(conn, incident)
         query = query.where(i.c.slug == incident)
-    rows = {r.id: PartnerFigures(r.incident, r.slug) for r in conn.execute(query)}
+    found = conn.execute(query).all()
+    rows = {r.id: PartnerFigures(r.incident, r.slug, name=r.name) for r in found}
+    _records(conn, rows)
+    _requests(conn, rows, today)
+    for incident_id in {r.incident_id for r in found}:
+        counted = counters.totals(conn, incident_id=incident_id)
+        for partner_id, names in counted.items():
+            if partner_id in rows:
+                rows[partner_id].found_affected = names.get(counters.FOUND_AFFECTED, 0)
+    return list(rows.values())
+
+
+def _known(conn: Connection, incident: str) -> int:
+    found = conn.scalar(select(tables.incidents.c.id).where(tables.incidents.c.slug == incident))
+    if found is None:
+        raise PortalError(f"unknown incident {incident!r}")
+    return int(found)
+
+
+def _records(conn: Connection, rows: dict[int, PartnerFigures]) -> None:
     e = tables.exposures
     for partner_id, count in conn.execute(
         select(e.c.partner_id, func.count())
@@ -47,27 +78,67 @@ def partner_figures(conn: Connection, *, incident: str | None = None) -> list[Pa
         .group_by(e.c.partner_id)
     ):
         rows[partner_id].records = count
-    d = tables.deletion_requests
+
+
+def _requests(conn: Connection, rows: dict[int, PartnerFigures], today: date) -> None:
+    d = tables.deletion_requests.c
     for partner_id, status, count in conn.execute(
-        select(d.c.partner_id, d.c.status, func.count())
-        .where(d.c.partner_id.in_(rows))
-        .group_by(d.c.partner_id, d.c.status)
+        select(d.partner_id, d.status, func.count())
+        .where(d.partner_id.in_(rows))
+        .group_by(d.partner_id, d.status)
     ):
         rows[partner_id].requests[status] = count
-    return list(rows.values())
+    due = func.coalesce(d.extended_due_on, d.due_on)
+    for partner_id, count in conn.execute(
+        select(d.partner_id, func.count())
+        .where(d.partner_id.in_(rows), d.status.in_(OPEN), due < today)
+        .group_by(d.partner_id)
+    ):
+        rows[partner_id].overdue = count
+    durations: dict[int, list[float]] = {}
+    for partner_id, received, closed in conn.execute(
+        select(d.partner_id, d.received_at, d.closed_at).where(
+            d.partner_id.in_(rows), d.status.in_(CLOSED), d.closed_at.is_not(None)
+        )
+    ):
+        durations.setdefault(partner_id, []).append((closed - received) / timedelta(days=1))
+    for partner_id, days in durations.items():
+        rows[partner_id].median_days_to_close = round(statistics.median(days), 1)
 
 
-def incident_figures(conn: Connection) -> list[IncidentFigures]:
-    """Per incident: links issued and verified visits still on record; mail by status."""
-    i, links, sessions, outbox = tables.incidents, tables.links, tables.sessions, tables.outbox
+def incident_figures(conn: Connection, *, incident: str | None = None) -> list[IncidentFigures]:
+    """Per incident: distinct people, lookups, verified visits, links on record; mail by status."""
+    i, links, outbox = tables.incidents, tables.links, tables.outbox
     counts = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status))
     mail: dict[str, int] = {status: count for status, count in counts}
+    query = select(i.c.id, i.c.slug).order_by(i.c.slug)
+    if incident is not None:
+        query = query.where(i.c.id == _known(conn, incident))
     result = []
-    for incident_id, slug in conn.execute(select(i.c.id, i.c.slug).order_by(i.c.slug)):
+    for incident_id, slug in conn.execute(query).all():
         issued = conn.scalar(select(func.count()).where(links.c.incident_id == incident_id))
-        visits = conn.scalar(select(func.count()).where(sessions.c.incident_id == incident_id))
-        result.append(IncidentFigures(slug, issued or 0, visits or 0, mail))
+        whole = counters.totals(conn, incident_id=incident_id).get(counters.WHOLE_INCIDENT, {})
+        result.append(
+            IncidentFigures(
+                slug,
+                issued or 0,
+                whole.get(counters.VERIFIED_VISITS, 0),
+                mail,
+                distinct_people=_distinct_people(conn, incident_id),
+                lookups=whole.get(counters.LOOKUPS, 0),
+            )
+        )
     return result
+
+
+def _distinct_people(conn: Connection, incident_id: int) -> int:
+    e, p = tables.exposures.c, tables.partners.c
+    query = (
+        select(func.count(func.distinct(e.bidx)))
+        .select_from(tables.exposures.join(tables.partners, e.partner_id == p.id))
+        .where(p.incident_id == incident_id)
+    )
+    return int(conn.scalar(query) or 0)
 
 
 # -- `portal incident list` ----------------------------------------------------------------

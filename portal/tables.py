@@ -67,6 +67,7 @@ partners = Table(
     Column("contact_email", String(254), nullable=False),
     Column("webhook_url", Text, nullable=True),
     Column("webhook_secret", Text, nullable=True),
+    Column("language", String(8), nullable=True),  # of the request emails to it
     UniqueConstraint("incident_id", "slug", name="uq_partners_incident_slug"),
 )
 
@@ -134,6 +135,15 @@ deletion_requests = Table(
     Column("reason", Text, nullable=True),
     Column("note", Text, nullable=True),
     Column("partner_reference", String(200), nullable=True),
+    # Bumped by every change: a form carries the version it showed, and a change made
+    # meanwhile by someone else makes the guarded UPDATE match nothing.
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("forwarded_at", DateTime, nullable=True),
+    Column("closed_by", String(100), nullable=True),  # "operator:NAME" or "partner:SLUG"
+    Column("closed_via", String(16), nullable=True),  # admin, link or api
+    Column("kept_fields", BigInteger, nullable=True),  # bit set of what a rejection keeps
+    Column("last_reminded_at", DateTime, nullable=True),
+    Column("reminders_sent", Integer, nullable=False, server_default="0"),
     UniqueConstraint("partner_id", "bidx", name="uq_deletion_requests_partner_bidx"),
     Index("ix_deletion_requests_bidx", "bidx"),
 )
@@ -148,6 +158,7 @@ deletion_events = Table(
     Column("from_status", String(16), nullable=True),
     Column("to_status", String(16), nullable=False),
     Column("note", Text, nullable=True),
+    Column("via", String(16), nullable=True),  # admin, link, api, mail, portal
 )
 
 # The durable mail (and webhook) queue. Recipient and bodies are erased on delivery.
@@ -177,4 +188,52 @@ outbox = Table(
         nullable=True,
     ),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# An operator of the admin area; the password only as its argon2id hash.
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_login_at", DateTime, nullable=True),
+    Column("disabled_at", DateTime, nullable=True),
+)
+
+# A signed-in operator; the cookie holds the secret, we its hash.
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("operator_id", ForeignKey("operators.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+# What operators, partners and the portal did: no personal data, only names and references.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("object", String(200), nullable=False),
+    Column("detail", Text, nullable=True),
+    Index("ix_audit_log_at", "at"),
+)
+
+# Aggregate figures per incident, partner (0: the whole incident) and day: counting a
+# lookup or a visit never records whose it was.
+counters = Table(
+    "counters",
+    metadata,
+    Column("incident_id", ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True),
+    Column("partner_id", Integer, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import socket
 import threading
 import time
@@ -139,26 +141,64 @@ class Hook:
     path: str
     headers: dict[str, str]
     body: bytes
+    answered: int = 0
 
 
 class WebhookReceiver:
-    """A real HTTP server in a thread that records POSTs and answers `status`."""
+    """A real HTTP server in a thread that records POSTs and answers `status`.
 
-    def __init__(self, status: int = 202) -> None:
+    As a partner's would: with `secret` it checks the signature (401 when it is wrong),
+    and `fail_next(n)` makes it answer 503 to the next n calls, as a partner that is down.
+    """
+
+    def __init__(self, status: int = 202, secret: str | None = None) -> None:
         self.status = status
+        self.secret = secret
         self.requests: list[Hook] = []
         self.url = ""
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def fail_next(self, count: int) -> None:
+        with self._lock:
+            self._failures = count
+
+    def answer(self, headers: dict[str, str], body: bytes) -> int:
+        if self.secret is not None and not signature_ok(self.secret, headers, body):
+            return 401
+        with self._lock:
+            if self._failures:
+                self._failures -= 1
+                return 503
+        return self.status
+
+    @property
+    def accepted(self) -> list[Hook]:
+        return [hook for hook in self.requests if 200 <= hook.answered < 300]
+
+
+def signature_ok(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """X-Portal-Signature is sha256=HMAC-SHA256(secret, "<X-Portal-Timestamp>.<body>")."""
+    timestamp = headers.get("X-Portal-Timestamp", "")
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(
+        f"sha256={expected.hexdigest()}", headers.get("X-Portal-Signature", "")
+    )
 
 
 @contextmanager
-def running_webhook_receiver(status: int = 202) -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver(status)
+def running_webhook_receiver(
+    status: int = 202, secret: str | None = None
+) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(status, secret)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            receiver.requests.append(Hook(self.path, dict(self.headers.items()), body))
-            self.send_response(receiver.status)
+            headers = dict(self.headers.items())
+            answered = receiver.answer(headers, body)
+            receiver.requests.append(Hook(self.path, headers, body, answered))
+            self.send_response(answered)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

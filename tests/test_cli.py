@@ -151,6 +151,9 @@ def test_it_prints_stats_with_whole_slugs_when_not_on_a_terminal(
     assert result.returncode == 0, result.stderr
     for partner in ("omroep-c", "park-a", "theater-b"):
         assert re.search(rf"{SLUG}\W+{partner}\W+\d+", result.stdout), result.stdout
+    for figure in ("found affected", "overdue", "median days"):
+        assert figure in result.stdout
+    assert re.search(rf"{SLUG}: 2 distinct people in the data, 0 lookup", result.stdout)
 
 
 def test_it_refuses_stats_for_an_unknown_incident(loaded: tuple[Path, list[str]]) -> None:
@@ -163,6 +166,25 @@ def test_it_purges(loaded: tuple[Path, list[str]]) -> None:
     result = portal(folder, "purge")
     assert result.returncode == 0, result.stderr
     assert "purged 0 link(s), 0 session(s)" in result.stdout
+
+
+def test_it_erases_a_closed_incident_only_when_asked_with_all(tmp_path: Path) -> None:
+    (tmp_path / "incident.toml").write_text(INCIDENT, encoding="utf-8")
+    write_csv(tmp_path / "park-a.csv", PARK_A)
+    assert portal(tmp_path, "incident", "load", "incident.toml").returncode == 0
+    assert portal(tmp_path, "import", SLUG, "park-a", "park-a.csv").returncode == 0
+
+    half = portal(tmp_path, "purge", "--incident", SLUG)
+    assert half.returncode == 2 and "--all" in half.stderr
+    assert portal(tmp_path, "purge", "--all").returncode == 2
+    assert_operator_error(portal(tmp_path, "purge", "--incident", "no-such", "--all"), "no-such")
+
+    done = portal(tmp_path, "purge", "--incident", SLUG, "--all")
+    assert done.returncode == 0, done.stderr
+    assert f"erased incident {SLUG}: 3 partner(s), 2 record(s), 0 deletion request(s)" in (
+        done.stdout
+    )
+    assert_operator_error(portal(tmp_path, "stats", SLUG), SLUG)
 
 
 def test_it_shows_usage_without_arguments(tmp_path: Path) -> None:

@@ -219,9 +219,11 @@ def test_it_sends_each_partner_the_request_it_can_act_on(
         assert made[slug].reference in mail.subject
         for text in (made[slug].reference, ALICE, made[slug].due_on.isoformat()):
             assert text in mail.body_text
+        # No partner language in the file: the incident's first, Dutch.
+        assert mail.body_text.startswith("Aan de privacyfunctionaris")
         for key in keys:
-            assert BY_KEY[key].label["en"] in mail.body_text
-    assert BY_KEY["iban"].label["en"] not in mails["privacy@park-a.example"].body_text
+            assert BY_KEY[key].label["nl"] in mail.body_text
+    assert BY_KEY["iban"].label["nl"] not in mails["privacy@park-a.example"].body_text
 
 
 def test_it_sends_the_person_one_receipt(personas: Engine, settings: Settings) -> None:
@@ -378,15 +380,20 @@ def test_it_also_queues_a_webhook_for_a_partner_that_has_one(
     assert len(outbox(webhook_personas, "partner_request")) == 2
 
 
-def test_it_does_not_move_a_request_on_webhook_delivery(
+def test_it_marks_a_request_forwarded_when_its_webhook_is_delivered_first(
     webhook_personas: Engine, settings: Settings
 ) -> None:
+    """A webhook partner may report back before its email arrives: it has the request."""
     session = sign_in_directly(webhook_personas, settings, BOB)
     (made,) = ask(webhook_personas, settings, session, "park-a")
     (hook,) = outbox(webhook_personas, "partner_webhook")
+    (mail,) = outbox(webhook_personas, "partner_request")
     with webhook_personas.begin() as conn:
         mark_forwarded(conn, hook.id, made.id)
-    assert status_and_history(webhook_personas, made.id)[0] == RECEIVED
+        mark_forwarded(conn, mail.id, made.id)
+    status, history = status_and_history(webhook_personas, made.id)
+    assert status == FORWARDED
+    assert history == [("person", None, RECEIVED), ("mail", RECEIVED, FORWARDED)]
 
 
 # -- over HTTP -------------------------------------------------------------------------

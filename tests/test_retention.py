@@ -16,7 +16,7 @@ from portal.clock import utcnow
 from portal.config import Settings
 from portal.deletions import COMPLETED, REJECTED, request_deletion
 from portal.lookups import VerifiedSession
-from portal.mail import Message, enqueue_email
+from portal.mail import ERASED, Message, enqueue_email
 from portal.ratelimit import RateLimiter
 from portal.retention import purge
 from tests.factories import ALICE, BOB, CAROL, load_personas
@@ -183,3 +183,103 @@ def test_it_uses_the_clock_when_not_told_the_time(personas: Engine, settings: Se
     (session,) = ids(personas, tables.sessions)
     set_row(personas, tables.sessions, session, expires_at=datetime(2000, 1, 1))
     assert purge(personas, settings).sessions == 1
+
+
+# -- operator sessions, the audit log, a closed incident ---------------------------------
+
+
+def test_it_deletes_expired_operator_sessions(personas: Engine, settings: Settings) -> None:
+    from tests.operators import create_operators
+    from tests.test_accounts import start
+
+    create_operators(personas)
+    start(personas, settings)
+    start(personas, settings)
+    expired, live = ids(personas, tables.operator_sessions)
+    set_row(personas, tables.operator_sessions, expired, expires_at=NOW - timedelta(seconds=1))
+    report = purge(personas, settings, now=NOW)
+    assert report.operator_sessions == 1
+    assert ids(personas, tables.operator_sessions) == [live]
+
+
+def test_it_deletes_audit_entries_older_than_their_retention(
+    personas: Engine, settings: Settings
+) -> None:
+    from portal import audit
+
+    with personas.begin() as conn:
+        for _ in range(3):
+            audit.record(conn, actor="operator:dora", action="login", object="admin")
+    old, edge, recent = ids(personas, tables.audit_log)
+    set_row(personas, tables.audit_log, old, at=NOW - timedelta(days=731))
+    set_row(personas, tables.audit_log, edge, at=NOW - timedelta(days=729))
+    assert purge(personas, settings, now=NOW).audit_entries == 1
+    assert ids(personas, tables.audit_log) == [edge, recent]
+    assert purge(personas, replace(settings, audit_retention_days=30), now=NOW).audit_entries == 1
+    assert ids(personas, tables.audit_log) == [recent]
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: len(conn.execute(select(t)).all())
+            for t in (tables.incidents, tables.partners, tables.exposures, tables.links,
+                      tables.sessions, tables.deletion_requests, tables.deletion_events,
+                      tables.outbox, tables.counters)
+        }  # fmt: skip
+
+
+def test_it_erases_a_closed_incident_entirely_and_nothing_else(
+    personas: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    from portal.incidents import load_incident_file
+    from portal.retention import purge_incident
+    from tests.factories import INCIDENT
+
+    other = tmp_path / "other.toml"
+    other.write_text(INCIDENT.replace('slug = "ticketing-2021"', 'slug = "webshop-2022"'))
+    load_incident_file(personas, other)
+    made = ask_deletion(personas, settings, sign_in_directly(personas, settings, ALICE))
+    with personas.begin() as conn:
+        conn.execute(update(tables.deletion_requests).values(status=COMPLETED, closed_at=NOW))
+        # Delivered, as the mail worker leaves it: the recipient and bodies erased.
+        conn.execute(update(tables.outbox).values(status="sent", **ERASED))
+    assert len(made) == 2
+
+    gone = purge_incident(personas, "ticketing-2021")
+
+    assert (gone.partners, gone.exposures, gone.requests) == (3, 3, 2)
+    left = counts(personas)
+    assert left["incidents"] == 1 and left["partners"] == 3  # webshop-2022's
+    for table in (
+        "exposures",
+        "links",
+        "sessions",
+        "deletion_requests",
+        "deletion_events",
+        "counters",
+    ):
+        assert left[table] == 0, table
+    with personas.connect() as conn:
+        kinds = set(conn.scalars(select(tables.outbox.c.kind)))
+        assert conn.scalar(select(tables.incidents.c.slug)) == "webshop-2022"
+    assert "partner_request" not in kinds, "the requests' messages went with them"
+    engine_file = (settings.instance_dir / "portal.db").read_bytes()
+    assert ALICE.encode() not in engine_file
+
+
+def test_it_refuses_to_erase_an_incident_still_open(personas: Engine, settings: Settings) -> None:
+    from portal.errors import PortalError
+    from portal.retention import purge_incident
+
+    ask_deletion(personas, settings, sign_in_directly(personas, settings, BOB))
+    before = counts(personas)
+    with pytest.raises(PortalError, match="1 open deletion request"):
+        purge_incident(personas, "ticketing-2021")
+    with personas.begin() as conn:
+        conn.execute(update(tables.deletion_requests).values(status=COMPLETED, closed_at=NOW))
+    with pytest.raises(PortalError, match="still being delivered"):
+        purge_incident(personas, "ticketing-2021")
+    with pytest.raises(PortalError, match="unknown incident"):
+        purge_incident(personas, "no-such-incident")
+    assert counts(personas) == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
 from portal import tables
 from portal.app import TEMPLATES_DIR
@@ -103,3 +103,35 @@ def test_it_counts_links_visits_and_mail_per_incident(personas: Engine, settings
     assert incident.links_issued == 1
     assert incident.verified_visits == 1
     assert incident.mail == {"queued": 3}
+
+
+def test_it_counts_people_visits_overdue_and_days_to_close(
+    personas: Engine, settings: Settings
+) -> None:
+    from datetime import date, timedelta
+
+    from portal.clock import utcnow
+
+    ask_deletion(personas, settings, ALICE, "all")
+    ask_deletion(personas, settings, BOB, "park-a")
+    t = tables.deletion_requests
+    now = utcnow()
+    with personas.begin() as conn:
+        bob_id, *alice_ids = conn.scalars(select(t.c.id).order_by(t.c.email != BOB, t.c.id)).all()
+        conn.execute(update(t).where(t.c.id == bob_id).values(due_on=date(2020, 1, 1)))
+        for request_id, days in zip(alice_ids, (4, 10), strict=True):
+            conn.execute(
+                update(t)
+                .where(t.c.id == request_id)
+                .values(status="completed", received_at=now - timedelta(days=days), closed_at=now)
+            )
+    with personas.connect() as conn:
+        partners = {p.partner: p for p in partner_figures(conn, incident=SLUG)}
+        (incident,) = incident_figures(conn, incident=SLUG)
+
+    assert (incident.distinct_people, incident.lookups, incident.verified_visits) == (2, 2, 2)
+    assert partners["park-a"].found_affected == 2 and partners["theater-b"].found_affected == 1
+    assert partners["park-a"].overdue == 1 and partners["theater-b"].overdue == 0
+    assert partners["park-a"].median_days_to_close == 4.0
+    assert partners["theater-b"].median_days_to_close == 10.0
+    assert partners["omroep-c"].median_days_to_close is None

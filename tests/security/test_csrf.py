@@ -48,6 +48,12 @@ def test_it_knows_the_state_changing_routes() -> None:
     assert ("POST", f"/{SLUG}/lookup") in ROUTES
     assert ("POST", f"/{SLUG}/deletion") in ROUTES
     assert ("POST", "/v/" + "x" * 40) in ROUTES
+    for action in ("status", "extend", "retry"):
+        assert ("POST", f"/admin/requests/DR-0000-0000/{action}") in ROUTES
+    assert ("POST", "/admin/login") in ROUTES
+    assert ("POST", "/admin/logout") in ROUTES
+    assert ("POST", "/r/" + "x" * 40) in ROUTES
+    assert ("POST", "/api/requests/DR-0000-0000") in ROUTES
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
@@ -69,7 +75,11 @@ def test_it_refuses_every_state_change_without_a_matching_token(
 
     response = visitor.http.request(method, path, data=form)
 
-    if path.startswith("/admin/") and response.status_code == 303:
+    if path.startswith("/api/"):
+        # Signed JSON, not a form: a cross-site form cannot send application/json (415),
+        # and without the partner's signature nothing is done (401).
+        assert response.status_code == 415, response.text
+    elif path.startswith("/admin/") and response.status_code == 303:
         assert response.headers["location"] == "/admin/login"
     else:
         assert response.status_code == 403, response.text

@@ -1,0 +1,59 @@
+"""A partner's deletion requests as CSV, with every cell safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from sqlalchemy import Connection, select
+
+from portal import incidents, tables
+from portal.deletions import REJECTED
+
+COLUMNS = ("reference", "email", "received", "due", "status", "closed", "outcome")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ExportNotFound(LookupError):
+    """No such incident, or no such partner in it."""
+
+
+def partner_requests_csv(conn: Connection, *, incident: str, partner: str) -> tuple[str, int]:
+    """The CSV text and its number of rows; raises ExportNotFound."""
+    found = incidents.get_incident(conn, incident)
+    owner = incidents.get_partner(conn, found.id, partner) if found else None
+    if owner is None:
+        raise ExportNotFound(f"{incident}/{partner}")
+    r = tables.deletion_requests.c
+    rows = conn.execute(
+        select(tables.deletion_requests)
+        .where(r.partner_id == owner.id)
+        .order_by(r.received_at, r.id)
+    ).all()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([neutralise(cell) for cell in _cells(row)])
+    return out.getvalue(), len(rows)
+
+
+def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
+    outcome = ""
+    if row.closed_at is not None:
+        outcome = f"{row.status}: {row.ground}" if row.status == REJECTED else row.status
+    return [
+        row.reference,
+        row.email or "",
+        row.received_at.date().isoformat(),
+        (row.extended_due_on or row.due_on).isoformat(),
+        row.status,
+        row.closed_at.date().isoformat() if row.closed_at else "",
+        outcome,
+    ]
+
+
+def neutralise(cell: str) -> str:
+    """A cell a spreadsheet would read as a formula gets a leading apostrophe."""
+    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell

@@ -1,0 +1,118 @@
+"""What the person is told about their deletion requests: the receipt, an extension, the outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from portal import mail
+from portal.fields import from_bits
+from portal.i18n import translate
+from portal.incidents import Incident, Partner
+
+# The right to complain (GDPR Art. 77) goes to the Dutch supervisory authority.
+REGULATOR = {"name": "Autoriteit Persoonsgegevens", "website": "autoriteitpersoonsgegevens.nl"}
+
+
+@dataclass(frozen=True)
+class Receipted:
+    """One request named in a receipt."""
+
+    reference: str
+    partner: str
+    due_on: date
+
+
+def send_receipt(
+    conn: Connection,
+    *,
+    to: str,
+    lang: str,
+    incident: Incident,
+    requests: list[Receipted],
+    templates_dir: Path,
+) -> None:
+    """At once, with the reference, the partner, the due date and what happens next."""
+    message = mail.render(
+        templates_dir,
+        "deletion_receipt",
+        lang,
+        incident_title=incident.text(incident.title, lang),
+        requests=[
+            {"reference": r.reference, "partner": r.partner, "due_on": r.due_on} for r in requests
+        ],
+        contact_email=incident.contact_email,
+    )
+    mail.enqueue_email(conn, kind="deletion_receipt", to=to, message=message)
+
+
+def send_extension(
+    conn: Connection,
+    *,
+    to: str,
+    lang: str,
+    reference: str,
+    incident: Incident,
+    partner: Partner,
+    due_on: date,
+    reason: str,
+    templates_dir: Path,
+    request_id: int,
+) -> None:
+    """The new due date and why it was moved."""
+    message = mail.render(
+        templates_dir,
+        "deletion_extended",
+        lang,
+        **_common(incident, partner, lang, reference),
+        due_on=due_on,
+        reason=reason,
+    )
+    mail.enqueue_email(
+        conn, kind="deletion_extended", to=to, message=message, deletion_request_id=request_id
+    )
+
+
+def send_outcome(
+    conn: Connection,
+    *,
+    to: str,
+    lang: str,
+    reference: str,
+    incident: Incident,
+    partner: Partner,
+    status: str,
+    ground: str | None,
+    reason: str | None,
+    note: str | None,
+    kept_fields: int,
+    templates_dir: Path,
+    request_id: int,
+) -> None:
+    """Completed or rejected, with the reason; a rejection names the right to complain."""
+    name = "deletion_completed" if status == "completed" else "deletion_rejected"
+    message = mail.render(
+        templates_dir,
+        name,
+        lang,
+        **_common(incident, partner, lang, reference),
+        ground=ground,
+        ground_text=translate(f"ground_{ground}", lang) if ground else "",
+        reason=reason,
+        note=note,
+        kept=from_bits(kept_fields),
+        regulator=REGULATOR,
+    )
+    mail.enqueue_email(conn, kind=name, to=to, message=message, deletion_request_id=request_id)
+
+
+def _common(incident: Incident, partner: Partner, lang: str, reference: str) -> dict[str, object]:
+    return {
+        "incident_title": incident.text(incident.title, lang),
+        "partner": partner.name,
+        "reference": reference,
+        "contact_email": incident.contact_email,
+    }

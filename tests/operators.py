@@ -1,0 +1,61 @@
+"""Operator test helpers: the persona dora, her sign-in, and requests made by the people."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import Engine
+from starlette.testclient import TestClient
+
+from portal import accounts
+from portal.app import TEMPLATES_DIR
+from portal.config import Settings
+from portal.deletions import DeletionRequest, request_deletion
+from tests.test_lookups import sign_in_directly
+
+# Operators: dora works the queue, eve is the colleague acting at the same moment.
+DORA, DORA_PASSWORD = "dora", "a long passphrase she keeps"
+EVE, EVE_PASSWORD = "eve", "another long passphrase of hers"
+
+
+def create_operators(engine: Engine) -> None:
+    with engine.begin() as conn:
+        accounts.create_operator(conn, username=DORA, password=DORA_PASSWORD)
+        accounts.create_operator(conn, username=EVE, password=EVE_PASSWORD)
+
+
+def form_token(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no csrf_token in the page"
+    return match.group(1)
+
+
+def sign_in(client: TestClient, username: str = DORA, password: str = DORA_PASSWORD) -> None:
+    page = client.get("/admin/login")
+    response = client.post(
+        "/admin/login",
+        data={"username": username, "password": password, "csrf_token": form_token(page.text)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/admin/"
+
+
+def ask_deletion(
+    engine: Engine, settings: Settings, address: str, partner: str = "all"
+) -> list[DeletionRequest]:
+    """A person signs in and asks for deletion: the request as the public flow makes it."""
+    session = sign_in_directly(engine, settings, address)
+    with engine.begin() as conn:
+        return request_deletion(
+            conn, settings, session, partner=partner, templates_dir=TEMPLATES_DIR
+        )
+
+
+def post_form(client: TestClient, page_path: str, action: str, **fields: str):  # type: ignore[no-untyped-def]
+    """Posts a form of the page at `page_path` with that page's csrf_token, as a browser does."""
+    page = client.get(page_path)
+    assert page.status_code == 200, page.text
+    return client.post(
+        action, data={**fields, "csrf_token": form_token(page.text)}, follow_redirects=False
+    )
