@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.databases import database_url_of
 from tests.fixtures_mail import free_port
 
 
@@ -24,6 +25,11 @@ class Portal:
     instance: Path
     env: dict[str, str]
     log_path: Path
+
+    @property
+    def database_url(self) -> str:
+        """Where this portal keeps its data (its SQLite file unless a fixture chose)."""
+        return self.env.get("PORTAL_DATABASE_URL") or f"sqlite:///{self.instance / 'portal.db'}"
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -48,6 +54,9 @@ def portal_env(instance: Path, **extra: str) -> dict[str, str]:
         PORTAL_PEPPER="e2e-pepper",
         COLUMNS="200",
     )
+    # The database a fixture made for this instance (tests/databases.py), per backend.
+    if (url := database_url_of(instance)) is not None:
+        env["PORTAL_DATABASE_URL"] = url
     env.update(extra)
     return env
 

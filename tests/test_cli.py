@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from portal import db
 from portal.cli import app
+from tests.databases import Backend, database_url_of
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 
 SLUG = "ticketing-2021"
@@ -28,6 +30,8 @@ def environment(instance: Path, columns: int | None) -> dict[str, str]:
         PORTAL_PEPPER="cli-test-pepper",
         PYTHONIOENCODING="utf-8",
     )
+    if (url := database_url_of(instance)) is not None:
+        env["PORTAL_DATABASE_URL"] = url
     return env
 
 
@@ -68,9 +72,10 @@ def assert_operator_error(result: subprocess.CompletedProcess[str], *words: str)
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+def loaded(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> tuple[Path, list[str]]:
     """An instance with the personas' incident and park-a imported: (folder, outputs)."""
     folder = tmp_path_factory.mktemp("cli")
+    backend.new_database(folder / "instance")
     (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
     write_csv(folder / "park-a.csv", PARK_A)
     write_csv(folder / "theater-b.csv", THEATER_B)
@@ -82,10 +87,14 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return folder, [load.stdout, imported.stdout]
 
 
-def test_it_creates_the_database_on_init(tmp_path: Path) -> None:
+def test_it_creates_the_database_on_init(tmp_path: Path, backend: Backend) -> None:
+    url = backend.new_database(tmp_path / "instance")  # empty: no table in it yet
     result = portal(tmp_path, "init")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "instance" / "portal.db").is_file()
+    assert backend.name != "sqlite" or (tmp_path / "instance" / "portal.db").is_file()
+    engine = db.make_engine(url)
+    assert db.is_migrated(engine)
+    engine.dispose()
     assert "database ready" in result.stdout
     assert not (tmp_path / "instance" / "secret_key").exists()
 

@@ -33,6 +33,7 @@ from portal.mail import (
     render,
     sender_for,
 )
+from tests.databases import stored_bytes
 from tests.fixtures_mail import (
     SmtpServer,
     WebhookReceiver,
@@ -88,9 +89,7 @@ def counted(name: str, kind: str) -> float:
 
 
 def file_bytes(settings: Settings) -> bytes:
-    db_file = settings.instance_dir / "portal.db"
-    wal = db_file.with_name("portal.db-wal")
-    return db_file.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    return stored_bytes(settings.database_url)
 
 
 def test_it_renders_text_and_html_in_dutch_and_english() -> None:

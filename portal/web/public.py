@@ -177,7 +177,11 @@ async def deletion(request: Request) -> Response:
 
 
 async def _incident(request: Request) -> incidents.Incident:
-    incident = await with_db(request, incidents.get_incident, request.path_params["incident"])
+    slug = request.path_params["incident"]
+    # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
+    if not incidents.SLUG.fullmatch(slug):
+        raise HTTPException(404)
+    incident = await with_db(request, incidents.get_incident, slug)
     if incident is None:
         raise HTTPException(404)
     return incident
