@@ -110,10 +110,15 @@ def upsert(
 def insert_ignore(
     conn: Connection, table: Table, values: Mapping[str, Any], *, keys: list[str]
 ) -> bool:
-    """Inserts unless the keys exist; tells whether a row was inserted."""
+    """Inserts unless the keys exist; tells whether a row was inserted.
+
+    The database says so with RETURNING: SQLAlchemy keeps `rowcount` only for UPDATE and
+    DELETE, and psycopg answers -1 for an INSERT once the cursor is closed (SQLite's driver
+    happens to keep the count), which made every insert look like a conflict there.
+    """
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
 def checkpoint(engine: Engine) -> None:
