@@ -63,7 +63,9 @@ def migrate(engine: Engine) -> None:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except DatabaseError as exc:
-        raise PortalError(f"cannot open the database: {exc.orig}") from None
+        # psycopg's messages run over lines ("Is the server running ..."): the CLI prints one.
+        reason = " ".join(str(exc.orig).split())
+        raise PortalError(f"cannot open the database: {reason}") from None
     with engine.begin() as conn:
         ensure_salt(conn)
 
