@@ -26,7 +26,7 @@ import aiosmtplib
 import httpx
 from anyio import fail_after, to_thread
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, case, or_, select, update
 
 from portal import db, metrics, tables
 from portal.clock import utcnow
@@ -274,7 +274,8 @@ def build_email(row: Row[Any], settings: Settings) -> EmailMessage:
     msg["To"] = row.recipient
     msg["Subject"] = row.subject
     msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = make_msgid(domain=_domain(settings.mail_from))
+    # Kept from the row's first claim: a copy sent again is recognisably the same message.
+    msg["Message-ID"] = row.message_id or make_msgid(domain=_domain(settings.mail_from))
     msg["X-Portal-Kind"] = row.kind
     msg.set_content(row.body_text, charset="utf-8")
     msg.add_alternative(row.body_html, subtype="html", charset="utf-8")
@@ -396,6 +397,7 @@ class MailWorker:
         self.clock = clock
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._domain = _domain(settings.mail_from)
 
     async def deliver_due(self) -> int:
         """Claims due rows (up to a batch) and delivers them; returns how many were sent."""
@@ -450,9 +452,21 @@ class MailWorker:
         return claimed, sent
 
     def _claim_next(self) -> Row[Any] | None:
-        """Takes one due row with a lease; the guarded UPDATE lets only one worker win it."""
+        """Takes one due row with a lease; the guarded UPDATE lets only one worker win it.
+
+        On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers pass over the rows another is
+        claiming instead of waiting for it; SQLite has one writer and ignores the clause.
+        An email gets its Message-ID with its first claim and keeps it: a worker that dies
+        after the SMTP server took the message but before the outcome was recorded leaves
+        it to be sent again after the lease, and the copy carries the same Message-ID
+        (design §4.7: at least once, and at most once as far as the portal can tell).
+        """
         outbox, c = tables.outbox, tables.outbox.c
         now = self.clock()
+        message_id = case(
+            (and_(c.channel == EMAIL, c.message_id.is_(None)), make_msgid(domain=self._domain)),
+            else_=c.message_id,
+        )
         candidates = (
             select(c.id)
             .where(_due(now))
@@ -466,7 +480,12 @@ class MailWorker:
                     taken = conn.execute(
                         update(outbox)
                         .where(c.id == outbox_id, _due(now))
-                        .values(status=SENDING, lease_until=now + LEASE, attempts=c.attempts + 1)
+                        .values(
+                            status=SENDING,
+                            lease_until=now + LEASE,
+                            attempts=c.attempts + 1,
+                            message_id=message_id,
+                        )
                     )
                     if taken.rowcount == 1:
                         return conn.execute(select(outbox).where(c.id == outbox_id)).one()

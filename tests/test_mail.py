@@ -490,6 +490,9 @@ async def test_it_keeps_running_after_an_error_and_sends_again_after_the_lease(
         stop.set()
     assert len(smtp_server.received) == 2 and calls == [outbox_id, outbox_id]
     assert ALICE not in caplog.text
+    # The copy is recognisably the same message: one Message-ID, the one on record.
+    ids = {received.message["Message-ID"] for received in smtp_server.received}
+    assert ids == {outbox_row(engine, outbox_id).message_id}
 
 
 @pytest.mark.anyio
