@@ -102,7 +102,7 @@ def ensure_salt(conn: Connection) -> bytes:
         insert_ignore(
             conn, tables.meta, {"key": "bidx_salt", "value": secrets.token_hex(16)}, keys=["key"]
         )
-        value = conn.scalar(query)
+        value = conn.execute(query).scalar_one()
     return bytes.fromhex(value)
 
 
