@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -263,8 +262,7 @@ def mail_worker() -> None:
     settings = _settings(server=True)
     with _database(settings) as engine:
         out.print("delivering mail; stop with Ctrl+C")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(worker_for(engine, settings).run(asyncio.Event()))
+        asyncio.run(worker_for(engine, settings).run_until_signalled())
 
 
 @app.command()

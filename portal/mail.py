@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -412,12 +413,16 @@ class MailWorker:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Delivers until `stop` is set; an error is logged and the loop goes on."""
+        """Delivers until `stop` is set; an error is logged and the loop goes on.
+
+        Once `stop` is set, the message being sent is finished and recorded, and no other
+        is claimed: a worker stopped mid-send leaves nothing behind under a lease.
+        """
         self._loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._wake.clear()
             try:
-                claimed, _sent = await self._deliver_batch()
+                claimed, _sent = await self._deliver_batch(stop)
             except Exception as exc:
                 # The class only: messages of database errors can carry the row's values.
                 log.error("delivery round failed: %s", type(exc).__name__)
@@ -436,9 +441,17 @@ class MailWorker:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
 
-    async def _deliver_batch(self) -> tuple[int, int]:
+    async def run_until_signalled(self) -> None:
+        """`run` until SIGINT or SIGTERM (Ctrl+C, or the service manager stopping it)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await self.run(stop)
+
+    async def _deliver_batch(self, stop: asyncio.Event | None = None) -> tuple[int, int]:
         claimed = sent = erased = 0
-        while claimed < self.batch_size:
+        while claimed < self.batch_size and not (stop and stop.is_set()):
             row = await to_thread.run_sync(self._claim_next)
             if row is None:
                 break
