@@ -221,6 +221,11 @@ def serve(
     """
     settings = _settings(server=True)
     settings.refuse_unsafe_production()
+    if workers > 1 and not settings.redis_url:
+        logging.getLogger("portal.cli").warning(
+            "each of the %d workers keeps its own rate limits; set PORTAL_REDIS_URL to share them",
+            workers,
+        )
     with _database(settings):
         pass
     _serve(settings, host=host, port=port, workers=workers, mail=not no_mail_worker)
