@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -372,6 +371,11 @@ def serve(
     """
     settings = _served_at(_settings(server=True), host=host, port=port)
     settings.refuse_unsafe_production()
+    if workers > 1 and not settings.redis_url:
+        logging.getLogger("portal.cli").warning(
+            "each of the %d workers keeps its own rate limits; set PORTAL_REDIS_URL to share them",
+            workers,
+        )
     with _database(settings):
         pass
     _serve(settings, host=host, port=port, workers=workers, mail=not no_mail_worker)
@@ -411,8 +415,7 @@ def mail_worker() -> None:
     settings = _settings(server=True)
     with _database(settings) as engine:
         out.print("delivering mail and reminding partners; stop with Ctrl+C")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_deliver_and_remind(engine, settings))
+        asyncio.run(_deliver_and_remind(engine, settings))
 
 
 async def _deliver_and_remind(engine: Engine, settings: Settings) -> None:
@@ -422,7 +425,7 @@ async def _deliver_and_remind(engine: Engine, settings: Settings) -> None:
 
     worker, stop = worker_for(engine, settings), asyncio.Event()
     await asyncio.gather(
-        worker.run(stop),
+        worker.run_until_signalled(stop),
         remind_periodically(
             engine, settings, stop, templates_dir=TEMPLATES_DIR, queued=worker.wake
         ),

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
@@ -18,6 +18,8 @@ from portal import tables
 from portal.errors import PortalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# pg_advisory_xact_lock's key for migrations: any constant no other code uses.
+MIGRATION_LOCK = 0x706F7274616C  # "portal"
 DRIVER_HINT = "SQLite needs none; for PostgreSQL: pip install 'breach-portal[postgres]'"
 
 
@@ -60,12 +62,28 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as conn:
+            _lock_for_migration(conn)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except DatabaseError as exc:
-        raise PortalError(f"cannot open the database: {exc.orig}") from None
+        # psycopg's messages run over lines ("Is the server running ..."): the CLI prints one.
+        reason = " ".join(str(exc.orig).split())
+        raise PortalError(f"cannot open the database: {reason}") from None
     with engine.begin() as conn:
         ensure_salt(conn)
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """One process migrates at a time: servers on several hosts may start at once.
+
+    The others wait for the lock, then find the schema at head. PostgreSQL: an advisory
+    lock held until the transaction ends (its DDL is transactional). SQLite: the write lock,
+    taken up front instead of at the first CREATE.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def is_migrated(engine: Engine) -> bool:
@@ -77,10 +95,14 @@ def is_migrated(engine: Engine) -> bool:
 
 def ensure_salt(conn: Connection) -> bytes:
     """The per-deployment blind-index salt, created once and kept with the data."""
-    value = conn.scalar(select(tables.meta.c.value).where(tables.meta.c.key == "bidx_salt"))
+    query = select(tables.meta.c.value).where(tables.meta.c.key == "bidx_salt")
+    value = conn.scalar(query)
     if value is None:
-        value = secrets.token_hex(16)
-        conn.execute(tables.meta.insert().values(key="bidx_salt", value=value))
+        # Another process may create it at the same moment: the first one's value stands.
+        insert_ignore(
+            conn, tables.meta, {"key": "bidx_salt", "value": secrets.token_hex(16)}, keys=["key"]
+        )
+        value = conn.execute(query).scalar_one()
     return bytes.fromhex(value)
 
 
@@ -112,11 +134,13 @@ def insert_ignore(
 ) -> bool:
     """Inserts unless the keys exist; tells whether a row was inserted.
 
-    RETURNING tells it: psycopg reports no rowcount (-1) for this statement.
+    The database says so with RETURNING: SQLAlchemy keeps `rowcount` only for UPDATE and
+    DELETE, and psycopg answers -1 for an INSERT once the cursor is closed (SQLite's driver
+    happens to keep the count), which made every insert look like a conflict there.
     """
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return conn.execute(stmt.returning(table.c[keys[0]])).first() is not None
+    return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
 def checkpoint(engine: Engine) -> None:

@@ -317,6 +317,10 @@ class _Checker:
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
             self.problem((*path, "name"), f"{where}name is required (1-{MAX_NAME} characters)")
+        elif _control_characters(name):
+            self.problem(
+                (*path, "name"), f"{where}name must be one line without control characters"
+            )
         return {
             "slug": self.slug(entry.get("slug"), (*path, "slug"), f"{where}slug"),
             "name": name.strip() if isinstance(name, str) else "",
@@ -343,7 +347,7 @@ class _Checker:
             self.problem(
                 (*path, "webhook_url"), f"{where}webhook_url needs a webhook_secret to sign with"
             )
-        if secret is not None and not isinstance(secret, str):
+        if secret is not None and (not isinstance(secret, str) or _control_characters(secret)):
             self.problem((*path, "webhook_secret"), f"{where}webhook_secret must be a string")
         return {
             "webhook_url": url if isinstance(url, str) else None,
@@ -366,8 +370,14 @@ def _html_tags(text: str) -> list[tuple[int, str]]:
     return found
 
 
+def _control_characters(value: str) -> bool:
+    """A NUL or another control character: PostgreSQL refuses NUL in text, and the rest
+    has no place on one line."""
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+
+
 def _is_http_url(value: Any) -> bool:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or _control_characters(value):
         return False
     parts = urlsplit(value)
     return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import aiosmtplib
 import httpx
 from anyio import fail_after, to_thread
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, case, or_, select, update
 
 from portal import db, metrics, tables
 from portal.clock import utcnow
@@ -275,7 +276,8 @@ def build_email(row: Row[Any], settings: Settings) -> EmailMessage:
     msg["To"] = row.recipient
     msg["Subject"] = row.subject
     msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = make_msgid(domain=_domain(settings.mail_from))
+    # Kept from the row's first claim: a copy sent again is recognisably the same message.
+    msg["Message-ID"] = row.message_id or make_msgid(domain=_domain(settings.mail_from))
     msg["X-Portal-Kind"] = row.kind
     msg.set_content(row.body_text, charset="utf-8")
     msg.add_alternative(row.body_html, subtype="html", charset="utf-8")
@@ -397,6 +399,7 @@ class MailWorker:
         self.clock = clock
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._domain = _domain(settings.mail_from)
 
     async def deliver_due(self) -> int:
         """Claims due rows (up to a batch) and delivers them; returns how many were sent."""
@@ -411,12 +414,16 @@ class MailWorker:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Delivers until `stop` is set; an error is logged and the loop goes on."""
+        """Delivers until `stop` is set; an error is logged and the loop goes on.
+
+        Once `stop` is set, the message being sent is finished and recorded, and no other
+        is claimed: a worker stopped mid-send leaves nothing behind under a lease.
+        """
         self._loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._wake.clear()
             try:
-                claimed, _sent = await self._deliver_batch()
+                claimed, _sent = await self._deliver_batch(stop)
             except Exception as exc:
                 # The class only: messages of database errors can carry the row's values.
                 log.error("delivery round failed: %s", type(exc).__name__)
@@ -435,9 +442,20 @@ class MailWorker:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
 
-    async def _deliver_batch(self) -> tuple[int, int]:
+    async def run_until_signalled(self, stop: asyncio.Event | None = None) -> None:
+        """`run` until SIGINT or SIGTERM (Ctrl+C, or the service manager stopping it).
+
+        `stop` is set then too, so that work running beside the worker ends with it.
+        """
+        stop = stop if stop is not None else asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await self.run(stop)
+
+    async def _deliver_batch(self, stop: asyncio.Event | None = None) -> tuple[int, int]:
         claimed = sent = erased = 0
-        while claimed < self.batch_size:
+        while claimed < self.batch_size and not (stop and stop.is_set()):
             row = await to_thread.run_sync(self._claim_next)
             if row is None:
                 break
@@ -451,9 +469,21 @@ class MailWorker:
         return claimed, sent
 
     def _claim_next(self) -> Row[Any] | None:
-        """Takes one due row with a lease; the guarded UPDATE lets only one worker win it."""
+        """Takes one due row with a lease; the guarded UPDATE lets only one worker win it.
+
+        On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers pass over the rows another is
+        claiming instead of waiting for it; SQLite has one writer and ignores the clause.
+        An email gets its Message-ID with its first claim and keeps it: a worker that dies
+        after the SMTP server took the message but before the outcome was recorded leaves
+        it to be sent again after the lease, and the copy carries the same Message-ID
+        (design §4.7: at least once, and at most once as far as the portal can tell).
+        """
         outbox, c = tables.outbox, tables.outbox.c
         now = self.clock()
+        message_id = case(
+            (and_(c.channel == EMAIL, c.message_id.is_(None)), make_msgid(domain=self._domain)),
+            else_=c.message_id,
+        )
         candidates = (
             select(c.id)
             .where(_due(now))
@@ -467,7 +497,12 @@ class MailWorker:
                     taken = conn.execute(
                         update(outbox)
                         .where(c.id == outbox_id, _due(now))
-                        .values(status=SENDING, lease_until=now + LEASE, attempts=c.attempts + 1)
+                        .values(
+                            status=SENDING,
+                            lease_until=now + LEASE,
+                            attempts=c.attempts + 1,
+                            message_id=message_id,
+                        )
                     )
                     if taken.rowcount == 1:
                         return conn.execute(select(outbox).where(c.id == outbox_id)).one()

@@ -1,4 +1,4 @@
-"""Shared fixtures: settings for a fresh instance folder and a migrated SQLite engine."""
+"""Shared fixtures: settings for a fresh instance folder and a migrated engine, per backend."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from sqlalchemy import Engine
 from portal import db
 from portal.config import Settings
 
-pytest_plugins = ["tests.fixtures_mail"]
+pytest_plugins = ["tests.fixtures_mail", "tests.databases"]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
         instance_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path}/portal.db",
+        database_url=database_url,
         secret_key="test-secret",
         pepper=b"test-pepper",
     )

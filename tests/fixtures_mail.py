@@ -45,10 +45,30 @@ class MailHandler:
         self._failures = 0
         self.delay = 0.0  # seconds to wait before answering DATA, as a slow server does
         self._lock = threading.Lock()
+        self._hold = threading.Event()  # armed: keep the next message's answer back
+        self._holding = threading.Event()
+        self._released = threading.Event()
 
     def fail_next(self, count: int) -> None:
         with self._lock:
             self._failures = count
+
+    def hold_next(self) -> None:
+        """The next message is received, but its "250 OK" waits for `release()`.
+
+        That is the moment a client can die after the server has taken the message and
+        before the client knows it was taken.
+        """
+        self._released.clear()
+        self._holding.clear()
+        self._hold.set()
+
+    @property
+    def holding(self) -> bool:
+        return self._holding.is_set()
+
+    def release(self) -> None:
+        self._released.set()
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -70,6 +90,12 @@ class MailHandler:
             self.received.append(
                 Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
             )
+            held = self._hold.is_set()
+            self._hold.clear()
+        if held:
+            self._holding.set()
+            while not self._released.is_set():  # other sessions go on meanwhile
+                await asyncio.sleep(0.01)
         return "250 OK"
 
     def authenticate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.databases import database_url_of
 from tests.fixtures_mail import free_port
 
 
@@ -24,6 +26,11 @@ class Portal:
     instance: Path
     env: dict[str, str]
     log_path: Path
+
+    @property
+    def database_url(self) -> str:
+        """Where this portal keeps its data (its SQLite file unless a fixture chose)."""
+        return self.env.get("PORTAL_DATABASE_URL") or f"sqlite:///{self.instance / 'portal.db'}"
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -48,6 +55,9 @@ def portal_env(instance: Path, **extra: str) -> dict[str, str]:
         PORTAL_PEPPER="e2e-pepper",
         COLUMNS="200",
     )
+    # The database a fixture made for this instance (tests/databases.py), per backend.
+    if (url := database_url_of(instance)) is not None:
+        env["PORTAL_DATABASE_URL"] = url
     env.update(extra)
     return env
 
@@ -97,3 +107,41 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError("portal did not answer /healthz within 60 s")
+
+
+@dataclass
+class MailWorkerProcess:
+    """A running `portal mail-worker`."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, nothing recorded after this instant."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@contextmanager
+def running_mail_worker(env: dict[str, str], log_path: Path) -> Iterator[MailWorkerProcess]:
+    """Starts `portal mail-worker` with `env` (a portal's), stopped with Ctrl+C at the end."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "portal", "mail-worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield MailWorkerProcess(process, log_path)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

@@ -9,10 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, func, select, text
 from typer.testing import CliRunner
 
+from portal import db, tables
 from portal.cli import app
+from tests.databases import Backend, database_url_of
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
+from tests.fixtures_mail import wait_for_sync
 
 SLUG = "ticketing-2021"
 
@@ -28,6 +32,8 @@ def environment(instance: Path, columns: int | None) -> dict[str, str]:
         PORTAL_PEPPER="cli-test-pepper",
         PYTHONIOENCODING="utf-8",
     )
+    if (url := database_url_of(instance)) is not None:
+        env["PORTAL_DATABASE_URL"] = url
     return env
 
 
@@ -68,9 +74,10 @@ def assert_operator_error(result: subprocess.CompletedProcess[str], *words: str)
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+def loaded(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> tuple[Path, list[str]]:
     """An instance with the personas' incident and park-a imported: (folder, outputs)."""
     folder = tmp_path_factory.mktemp("cli")
+    backend.new_database(folder / "instance")
     (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
     write_csv(folder / "park-a.csv", PARK_A)
     write_csv(folder / "theater-b.csv", THEATER_B)
@@ -82,12 +89,60 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return folder, [load.stdout, imported.stdout]
 
 
-def test_it_creates_the_database_on_init(tmp_path: Path) -> None:
+def test_it_creates_the_database_on_init(tmp_path: Path, backend: Backend) -> None:
+    url = backend.new_database(tmp_path / "instance")  # empty: no table in it yet
     result = portal(tmp_path, "init")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "instance" / "portal.db").is_file()
+    assert backend.name != "sqlite" or (tmp_path / "instance" / "portal.db").is_file()
+    engine = db.make_engine(url)
+    assert db.is_migrated(engine)
+    engine.dispose()
     assert "database ready" in result.stdout
     assert not (tmp_path / "instance" / "secret_key").exists()
+
+
+@pytest.mark.backends(
+    "postgresql", reason="watches PostgreSQL's lock table; SQLite's waiting writers are unseen"
+)
+def test_it_migrates_one_process_at_a_time(tmp_path: Path, backend: Backend) -> None:
+    """Servers on several hosts start together, and each runs the migrations first."""
+    engine = db.make_engine(backend.new_database(tmp_path / "instance"))
+    with engine.connect() as holder:
+        # Hold the migration lock, so that all three reach it before any migrates.
+        holder.execute(select(func.pg_advisory_lock(db.MIGRATION_LOCK)))
+        starts = [
+            subprocess.Popen(
+                [sys.executable, "-m", "portal", "init"],
+                cwd=tmp_path,
+                env=environment(tmp_path / "instance", None),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        wait_for_sync(lambda: waiting_for_a_lock(engine) == 3, timeout=60)
+        holder.execute(select(func.pg_advisory_unlock(db.MIGRATION_LOCK)))
+    results = [(start.wait(timeout=120), *start.communicate()) for start in starts]
+    assert [status for status, _, _ in results] == [0, 0, 0], results
+    with engine.connect() as conn:
+        assert db.is_migrated(engine)
+        assert conn.scalar(select(func.count()).select_from(tables.meta)) == 1  # one salt
+    engine.dispose()
+
+
+def waiting_for_a_lock(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                )
+            )
+            or 0
+        )
 
 
 def test_it_loads_an_incident_and_imports_with_a_summary(loaded: tuple[Path, list[str]]) -> None:

@@ -14,6 +14,7 @@ from portal.config import Settings
 from portal.errors import PortalError
 from portal.importer import ImportSummary, Skipped, import_csv, plan_columns
 from portal.incidents import get_incident, get_partner, load_incident_file
+from tests.databases import stored_bytes
 
 DATA = Path(__file__).parent / "data"
 
@@ -114,7 +115,7 @@ def test_it_stores_no_address_or_value(
 
     run(engine, settings, DATA / "dutch.csv")
 
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("portal.db*"))
+    stored = stored_bytes(settings.database_url)
     assert stored
     for secret in ("alice", "Jansen", "Dorpsstraat", "1234 AB", "Utrecht", "0612345678", "bcher"):
         assert secret.lower().encode() not in stored.lower()

@@ -305,3 +305,12 @@ def test_it_refuses_a_partner_called_all(tmp_path: Path) -> None:
     assert text != VALID
     with pytest.raises(PortalError, match="'all' is taken"):
         parse_incident_file(write(tmp_path, text))
+
+
+def test_it_refuses_control_characters_in_a_name_or_webhook(engine: Engine, tmp_path: Path) -> None:
+    """A NUL would reach the database (PostgreSQL refuses it) and the partner's mail."""
+    text = VALID.replace('name = "Attractiepark A"', 'name = "Attractiepark\\u0000 A"')
+    assert text != VALID
+    with pytest.raises(PortalError, match="partner 1: name must be one line"):
+        load_incident_file(engine, write(tmp_path, text))
+    assert count(engine, tables.partners) == 0

@@ -33,6 +33,7 @@ from portal.mail import (
     render,
     sender_for,
 )
+from tests.databases import stored_bytes
 from tests.fixtures_mail import (
     SmtpServer,
     WebhookReceiver,
@@ -88,9 +89,7 @@ def counted(name: str, kind: str) -> float:
 
 
 def file_bytes(settings: Settings) -> bytes:
-    db_file = settings.instance_dir / "portal.db"
-    wal = db_file.with_name("portal.db-wal")
-    return db_file.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    return stored_bytes(settings.database_url)
 
 
 def test_it_renders_text_and_html_in_dutch_and_english() -> None:
@@ -491,6 +490,9 @@ async def test_it_keeps_running_after_an_error_and_sends_again_after_the_lease(
         stop.set()
     assert len(smtp_server.received) == 2 and calls == [outbox_id, outbox_id]
     assert ALICE not in caplog.text
+    # The copy is recognisably the same message: one Message-ID, the one on record.
+    ids = {received.message["Message-ID"] for received in smtp_server.received}
+    assert ids == {outbox_row(engine, outbox_id).message_id}
 
 
 @pytest.mark.anyio

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from portal import deletions, incidents, lookups, metrics
 from portal.blind_index import InvalidEmail, normalise
 from portal.i18n import translate
+from portal.incident_file import SLUG
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, with_db
@@ -179,7 +180,11 @@ async def deletion(request: Request) -> Response:
 
 
 async def _incident(request: Request) -> incidents.Incident:
-    incident = await with_db(request, incidents.get_incident, request.path_params["incident"])
+    slug = request.path_params["incident"]
+    # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
+    if not SLUG.fullmatch(slug):
+        raise HTTPException(404)
+    incident = await with_db(request, incidents.get_incident, slug)
     if incident is None:
         raise HTTPException(404)
     return incident

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.databases import Backend
 from tests.fixtures_mail import Received, SmtpServer, smtp_server, wait_for_sync
 from tests.server import Portal, portal_env
 
@@ -130,17 +130,20 @@ class Seed:
 
     folder: Path
     runs: dict[str, subprocess.CompletedProcess[str]]
+    backend: Backend
 
     def copy_to(self, target: Path) -> Path:
-        shutil.copytree(self.folder, target)
+        """A copy of the instance folder and of its database, attached to the copy."""
+        self.backend.copy_database(self.folder, target)
         return target
 
 
 @pytest.fixture(scope="session")
-def seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
+def seed(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Seed:
     folder = tmp_path_factory.mktemp("seed") / "instance"
     folder.mkdir()
-    return Seed(folder, load_and_import(portal_env(folder)))
+    backend.new_database(folder, copyable=True)
+    return Seed(folder, load_and_import(portal_env(folder)), backend)
 
 
 @pytest.fixture

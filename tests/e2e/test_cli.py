@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import DATA, SLUG, csv_path, run_cli
-from tests.server import portal_env
+from tests.server import portal_env, running_portal
 
 pytestmark = pytest.mark.e2e
 
@@ -97,3 +97,10 @@ def test_it_reports_every_incident_file_problem_with_its_line(env: dict[str, str
     assert "Traceback" not in run.stdout + run.stderr
     assert "no-partners.toml:" in run.stderr
     assert "at least one [[partners]] table is required" in run.stderr
+
+
+def test_it_warns_that_workers_without_redis_keep_their_own_limits(tmp_path: Path) -> None:
+    with running_portal(tmp_path / "instance", "--workers", "2") as portal:
+        assert "each of the 2 workers keeps its own rate limits" in portal.log()
+    with running_portal(tmp_path / "instance") as portal:
+        assert "rate limits" not in portal.log()

@@ -23,7 +23,7 @@ from tests.e2e.conftest import (
     wait_for_mail,
 )
 from tests.fixtures_mail import SmtpServer, free_port, wait_for_sync
-from tests.server import Portal, running_portal
+from tests.server import Portal, running_mail_worker, running_portal
 
 pytestmark = pytest.mark.e2e
 
@@ -107,3 +107,20 @@ def test_it_serves_a_separate_mail_worker(
         assert worker.returncode == 0, output.read_text()
         assert "Traceback" not in output.read_text()
     assert len(mails_to(smtp_server, ALICE)) == 2  # the link and the receipt, each once
+
+
+def test_it_finishes_the_message_it_is_sending_when_stopped(
+    instance: Path, smtp_server: SmtpServer, browsers: list[Browser], tmp_path: Path
+) -> None:
+    url = smtp_server.url()
+    with running_portal(instance, "--no-mail-worker", PORTAL_SMTP_URL=url) as portal:
+        assert open_browser(browsers, portal).look_up(ALICE).status_code == 303
+        smtp_server.handler.hold_next()
+        with running_mail_worker(portal.env, tmp_path / "mail-worker.log") as worker:
+            wait_for_sync(lambda: smtp_server.handler.holding, timeout=20)
+            worker.process.send_signal(signal.SIGTERM)  # as a service manager stops it
+            smtp_server.handler.release()
+            assert worker.process.wait(timeout=30) == 0, worker.log()
+        # The message it was sending was recorded as sent, not left under a lease.
+        assert "(link) sent on attempt 1" in worker.log()
+    assert len(mails_to(smtp_server, ALICE)) == 1

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, func, select
 
-from portal import tables
+from portal import db, tables
+from tests.databases import Backend
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import Received, SmtpServer, running_smtp_server, wait_for_sync
 from tests.server import Portal, running_portal
@@ -153,14 +154,18 @@ def load_personas(portal: Portal, folder: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def smtp() -> Iterator[SmtpServer]:
+def smtp(backend: Backend) -> Iterator[SmtpServer]:
+    """One SMTP server per backend: each backend's portals start with an empty inbox."""
     with running_smtp_server() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Site]:
+def site(
+    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, backend: Backend
+) -> Iterator[Site]:
     instance = tmp_path_factory.mktemp("security-portal")
+    backend.new_database(instance)
     with running_portal(
         instance,
         PORTAL_SMTP_URL=smtp.url(),
@@ -168,7 +173,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator
         **LIMITS,
     ) as portal:
         load_personas(portal, instance)
-        site = Site(portal, smtp, create_engine(f"sqlite:///{instance / 'portal.db'}"))
+        site = Site(portal, smtp, db.make_engine(portal.database_url))
         try:
             yield site
         finally:
@@ -178,9 +183,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def https_portal(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Portal]:
+def https_portal(
+    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, backend: Backend
+) -> Iterator[Portal]:
     """A portal whose base URL is https (TLS ends at a proxy in front of it)."""
     instance = tmp_path_factory.mktemp("https-portal")
+    backend.new_database(instance)
     with running_portal(
         instance,
         scheme="https",

@@ -23,6 +23,7 @@ from portal.errors import PortalError
 from portal.i18n import MESSAGES as I18N
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
+from tests.databases import Backend
 from tests.factories import INCIDENT
 
 SLUG = "ticketing-2021"
@@ -78,11 +79,13 @@ def test_normalise_ignores_case_and_surrounding_space(address: str, space: str) 
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Settings, Path]]:
+def store(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[tuple[Engine, Settings, Path]]:
     folder = tmp_path_factory.mktemp("properties")
     config = Settings(
         instance_dir=folder,
-        database_url=f"sqlite:///{folder}/portal.db",
+        database_url=backend.new_database(folder),
         secret_key="k",
         pepper=b"p",
     )

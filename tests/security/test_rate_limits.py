@@ -8,12 +8,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
-from portal import tables
+from portal import db, tables
 from portal.config import Settings
 from portal.errors import PortalError
 from portal.ratelimit import RateLimiter
+from tests.databases import Backend
 from tests.fixtures_mail import SmtpServer
 from tests.security.conftest import (
     SLUG,
@@ -168,10 +169,15 @@ def redis_db() -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="module")
 def redis_portal(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, redis_db: redis.Redis
+    tmp_path_factory: pytest.TempPathFactory,
+    smtp: SmtpServer,
+    redis_db: redis.Redis,
+    backend: Backend,
 ) -> Iterator[Portal]:
-    """Two worker processes sharing limits in Redis; no trusted proxy."""
+    """Two worker processes sharing limits in Redis and the database; no trusted proxy."""
+    redis_db.flushdb()
     instance = tmp_path_factory.mktemp("redis-portal")
+    backend.new_database(instance)
     with running_portal(
         instance,
         "--workers",
@@ -209,7 +215,7 @@ def test_it_shares_limits_between_workers_through_redis(
 
 
 def outbox_rows(portal: Portal) -> int:
-    engine = create_engine(f"sqlite:///{portal.instance / 'portal.db'}")
+    engine = db.make_engine(portal.database_url)
     try:
         with engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(tables.outbox)) or 0)
