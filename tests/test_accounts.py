@@ -17,6 +17,7 @@ from portal.cli import app
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.errors import PortalError
+from tests.databases import stored_bytes
 from tests.test_cli import environment
 
 PASSWORD = "a long passphrase she keeps"
@@ -42,7 +43,7 @@ def test_it_keeps_only_an_argon2id_hash_of_the_password(engine: Engine, settings
     create(engine)
     assert stored_hash(engine).startswith("$argon2id$")
     engine.dispose()
-    assert PASSWORD.encode() not in (settings.instance_dir / "portal.db").read_bytes()
+    assert PASSWORD.encode() not in stored_bytes(settings.database_url)
 
 
 @pytest.mark.parametrize(
