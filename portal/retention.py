@@ -12,6 +12,7 @@ from portal.clock import utcnow
 from portal.config import Settings
 from portal.deletions import OPEN
 from portal.errors import PortalError
+from portal.incidents import require_incident
 
 OUTBOX_PROOF_DAYS = 30
 UNDELIVERED = ("queued", "sending")
@@ -92,11 +93,7 @@ def purge_incident(engine: Engine, slug: str) -> IncidentPurge:
     Raises PortalError, erasing nothing, for an unknown or a still open incident.
     """
     with engine.begin() as conn:
-        incident_id = conn.scalar(
-            select(tables.incidents.c.id).where(tables.incidents.c.slug == slug)
-        )
-        if incident_id is None:
-            raise PortalError(f"unknown incident {slug!r}")
+        incident_id = require_incident(conn, slug).id
         _refuse_open(conn, slug, incident_id)
         report = _count(conn, slug, incident_id)
         r = tables.deletion_requests.c

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, case, func, select
 from portal import counters, tables
 from portal.clock import utcnow
 from portal.deletions import CLOSED, OPEN
-from portal.errors import PortalError
+from portal.incidents import require_incident
 
 
 @dataclass
@@ -64,10 +64,7 @@ def partner_figures(
 
 
 def _known(conn: Connection, incident: str) -> int:
-    found = conn.scalar(select(tables.incidents.c.id).where(tables.incidents.c.slug == incident))
-    if found is None:
-        raise PortalError(f"unknown incident {incident!r}")
-    return int(found)
+    return require_incident(conn, incident).id
 
 
 def _records(conn: Connection, rows: dict[int, PartnerFigures]) -> None:

@@ -120,6 +120,18 @@ def test_it_says_what_to_do_when_there_is_no_incident(tmp_path: Path) -> None:
     assert "no incidents yet: load one with portal incident load FILE.toml" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("stats", "nope"), ("purge", "--incident", "nope", "--all"), ("import", "nope", "x", "y.csv")],
+)
+def test_it_names_the_known_incidents_for_an_unknown_one(
+    loaded: Path, command: tuple[str, ...]
+) -> None:
+    result = portal(loaded, *command)
+
+    assert_operator_error(result, "unknown incident 'nope' (known: ticketing-2021)")
+
+
 # -- serve and the settings -----------------------------------------------------------------
 
 
