@@ -78,6 +78,7 @@ def forward(
         to=partner.contact_email,
         message=message,
         deletion_request_id=row.id,
+        sender_name=incident.organisation,
     )
     if partner.webhook_url and partner.webhook_secret:
         mail.enqueue_webhook(
@@ -191,6 +192,7 @@ def _remind(
         to=partner.contact_email,
         message=message,
         deletion_request_id=row.id,
+        sender_name=incident.organisation,
     )
     return 1
 

@@ -153,7 +153,9 @@ def _queue_link(
                 expires_at=now + timedelta(seconds=settings.link_ttl),
             )
         )
-        mail.enqueue_email(conn, kind="link", to=lookup.address, message=message)
+        mail.enqueue_email(
+            conn, kind="link", to=lookup.address, message=message, sender_name=incident.organisation
+        )
         counters.bump(conn, incident_id=incident.id, name=counters.LOOKUPS)
 
 

@@ -10,7 +10,6 @@ from sqlalchemy import Connection
 
 from portal import mail
 from portal.fields import from_bits
-from portal.i18n import translate
 from portal.incidents import Incident, Partner
 
 # The right to complain (GDPR Art. 77) goes to the Dutch supervisory authority.
@@ -46,7 +45,13 @@ def send_receipt(
         ],
         contact_email=incident.contact_email,
     )
-    mail.enqueue_email(conn, kind="deletion_receipt", to=to, message=message)
+    mail.enqueue_email(
+        conn,
+        kind="deletion_receipt",
+        to=to,
+        message=message,
+        sender_name=incident.organisation,
+    )
 
 
 def send_extension(
@@ -72,7 +77,12 @@ def send_extension(
         reason=reason,
     )
     mail.enqueue_email(
-        conn, kind="deletion_extended", to=to, message=message, deletion_request_id=request_id
+        conn,
+        kind="deletion_extended",
+        to=to,
+        message=message,
+        deletion_request_id=request_id,
+        sender_name=incident.organisation,
     )
 
 
@@ -100,13 +110,19 @@ def send_outcome(
         lang,
         **_common(incident, partner, lang, reference),
         ground=ground,
-        ground_text=translate(f"ground_{ground}", lang) if ground else "",
         reason=reason,
         note=note,
         kept=from_bits(kept_fields),
         regulator=REGULATOR,
     )
-    mail.enqueue_email(conn, kind=name, to=to, message=message, deletion_request_id=request_id)
+    mail.enqueue_email(
+        conn,
+        kind=name,
+        to=to,
+        message=message,
+        deletion_request_id=request_id,
+        sender_name=incident.organisation,
+    )
 
 
 def _common(incident: Incident, partner: Partner, lang: str, reference: str) -> dict[str, object]:

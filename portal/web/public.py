@@ -10,7 +10,6 @@ from starlette.routing import Route
 
 from portal import deletions, incidents, lookups, metrics
 from portal.blind_index import InvalidEmail, normalise
-from portal.i18n import translate
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, with_db
@@ -55,8 +54,7 @@ async def lookup(request: Request) -> Response:
     try:
         normalised = normalise(address if isinstance(address, str) else "")
     except InvalidEmail as exc:
-        message = translate(f"email_{exc.code}", language(request, incident))
-        return await _incident_page(request, incident, error=message)
+        return await _incident_page(request, incident, error=exc.code)
     request_ = lookups.LookupRequest(
         incident.slug, normalised, client_address(request), language(request, incident)
     )

@@ -20,7 +20,7 @@ from portal.app import create_app
 from portal.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
 from portal.config import Settings
 from portal.errors import PortalError
-from portal.i18n import MESSAGES as I18N
+from portal.i18n import SUPPORTED, translations
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.factories import INCIDENT
@@ -29,7 +29,9 @@ SLUG = "ticketing-2021"
 # Every message a refusal can carry, in English and as the pages translate it: a fixed set,
 # so none of them can echo the input.
 MESSAGES = set(InvalidEmail.MESSAGES.values()) | {
-    text for key, texts in I18N.items() if key.startswith("email_") for text in texts.values()
+    translations(lang).gettext(text)
+    for text in InvalidEmail.MESSAGES.values()
+    for lang in SUPPORTED
 }
 SOME = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
