@@ -64,7 +64,8 @@ def ask_deletion(person: Browser, partner: str) -> None:
     assert partner in {v for f in forms for v in f.values("value")}, f"no form for {partner}"
     response = person.submit(page, f"/{SLUG}/deletion", partner=partner)
     assert response.status_code == 303
-    assert response.headers["location"] == f"/{SLUG}/results"
+    # Back to the results, at that partner's element, where the message is.
+    assert response.headers["location"] == f"/{SLUG}/results#partner-{partner}"
 
 
 def due_dates() -> set[date]:

@@ -3,6 +3,7 @@ write on bad input; the lookup form never fails or echoes what it is given."""
 
 from __future__ import annotations
 
+import html
 import re
 import string
 from collections.abc import Iterator
@@ -218,7 +219,12 @@ def test_the_lookup_form_answers_303_or_400_and_never_echoes(
     assert response.status_code in (303, 400)
     if response.status_code == 400:
         assert 'data-error="email"' in response.text
+        # The form keeps what was typed, escaped, in the field's value, and only there.
+        field = re.search(r'<input id="email"[^>]*value="([^"]*)"', response.text)
+        assert field, "the email field comes back"
+        assert html.unescape(field.group(1)) == "".join(c for c in address if c.isprintable())[:320]
+        rest = response.text.replace(field.group(0), "")
         stripped = address.strip()
         known = (INCIDENT, page.text, *MESSAGES)
         if len(stripped) > 3 and not any(stripped in text for text in known):
-            assert stripped not in response.text
+            assert stripped not in rest
