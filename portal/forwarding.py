@@ -106,6 +106,9 @@ def _context(
         "fields": from_bits(row.fields),
         "contact_email": incident.contact_email,
         "link": partner_link(settings, row.reference),
+        "organisation": incident.organisation,
+        "website": incident.website,
+        "portal_url": settings.base_url,
     }
 
 

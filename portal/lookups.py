@@ -139,6 +139,9 @@ def _queue_link(
         incident_title=incident.text(incident.title, lookup.lang),
         link=f"{settings.base_url}/v/{token}",
         minutes=settings.link_ttl // 60,
+        organisation=incident.organisation,
+        website=incident.website,
+        portal_url=settings.base_url,
     )
     with engine.begin() as conn:
         conn.execute(

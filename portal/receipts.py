@@ -44,6 +44,8 @@ def send_receipt(
             {"reference": r.reference, "partner": r.partner, "due_on": r.due_on} for r in requests
         ],
         contact_email=incident.contact_email,
+        organisation=incident.organisation,
+        website=incident.website,
     )
     mail.enqueue_email(
         conn,
@@ -131,4 +133,6 @@ def _common(incident: Incident, partner: Partner, lang: str, reference: str) -> 
         "partner": partner.name,
         "reference": reference,
         "contact_email": incident.contact_email,
+        "organisation": incident.organisation,
+        "website": incident.website,
     }
