@@ -187,3 +187,9 @@ async def test_it_sends_mail_with_the_display_name(
     received = smtp_server.received[0]
     assert received.message["From"] == '"Ticket B.V." <portal@localhost>'
     assert received.mail_from == "portal@localhost"
+
+
+def test_it_answers_404_for_a_privacy_statement_with_a_slug_no_incident_can_have(
+    client: TestClient,
+) -> None:
+    assert client.get("/Not%00A-Slug/privacy").status_code == 404

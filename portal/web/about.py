@@ -9,12 +9,17 @@ from starlette.routing import Route
 
 from portal import incidents
 from portal.clock import utcnow
+from portal.incident_file import SLUG
 from portal.security_txt import security_txt
 from portal.web.pages import language, render, with_db
 
 
 async def privacy(request: Request) -> Response:
-    incident = await with_db(request, incidents.get_incident, request.path_params["incident"])
+    slug = request.path_params["incident"]
+    # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
+    incident = (
+        await with_db(request, incidents.get_incident, slug) if SLUG.fullmatch(slug) else None
+    )
     if incident is None:
         raise HTTPException(404)
     settings = request.app.state.settings
