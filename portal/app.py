@@ -18,13 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from portal import db, deletions, forwarding, logs
 from portal.config import Settings
-from portal.i18n import MESSAGES
 from portal.ratelimit import RateLimiter
-from portal.web import admin, ops, partner, public
+from portal.web import about, admin, ops, partner, public
 from portal.web.middleware import (
     AccessLog,
     BodyLimit,
@@ -32,7 +30,7 @@ from portal.web.middleware import (
     SecurityHeaders,
     loggable_path,
 )
-from portal.web.pages import language, markdown, render
+from portal.web.pages import language, page_templates, render
 
 log = logging.getLogger("portal.app")
 
@@ -67,6 +65,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *admin.routes,
             *partner.routes,
+            *about.routes,
             *public.routes,
         ],
         middleware=[
@@ -84,8 +83,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.settings = settings
     app.state.engine = engine
     app.state.templates_dir = TEMPLATES_DIR
-    app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
-    app.state.templates.env.globals.update(messages=MESSAGES, markdown=markdown)
+    app.state.templates = page_templates(TEMPLATES_DIR)
     app.state.limiter = RateLimiter(settings)
     app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
     return app

@@ -51,6 +51,7 @@ class Settings:
     limit_login_per_account: str = "10/hour"
     partner_reminder_days: int = 7
     audit_retention_days: int = 730
+    security_contact: str | None = None  # security.txt's Contact; unset: the first incident's
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
     # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
     base_url_is_default: bool = False
@@ -137,6 +138,7 @@ class Settings:
                 "PORTAL_AUDIT_RETENTION_DAYS",
                 unit="days",
             ),
+            security_contact=config("PORTAL_SECURITY_CONTACT", default=None) or None,
             generated_secrets=frozenset(generated),
         )
         settings.validate()
@@ -163,6 +165,7 @@ class Settings:
                     "PORTAL_REDIS_URL must end in a database number: redis://host:port/db"
                 )
         self._validate_mail_from()
+        self._validate_security_contact()
         self._validate_limits()
         self._validate_proxies()
 
@@ -172,6 +175,20 @@ class Settings:
         if not (at and local and domain) or any(ch.isspace() for ch in address):
             raise PortalError(
                 f"PORTAL_MAIL_FROM must be an email address, or Name <address>: {self.mail_from!r}"
+            )
+
+    def _validate_security_contact(self) -> None:
+        contact = self.security_contact
+        if contact is None:
+            return
+        parts = urlsplit(contact)
+        is_url = parts.scheme in ("https", "mailto", "tel") and bool(parts.netloc or parts.path)
+        local, at, domain = contact.rpartition("@")
+        is_address = bool(at and local and "." in domain) and not parts.scheme
+        if not (is_url or is_address) or any(ch.isspace() for ch in contact):
+            raise PortalError(
+                "PORTAL_SECURITY_CONTACT must be an email address, or a mailto:, https: or "
+                f"tel: URI (RFC 9116): {contact!r}"
             )
 
     def _validate_limits(self) -> None:

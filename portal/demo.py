@@ -23,6 +23,8 @@ DEMO_ADDRESSES = {
 
 INCIDENT_TOML = '''\
 slug = "ticketing-demo"
+organisation = "TicketDienst B.V. (demo)"
+website = "https://www.ticketdienst.example/datalek"
 languages = ["nl", "en"]
 discovered = 2021-02-22
 contact_email = "privacy@ticketing.example"
@@ -34,54 +36,74 @@ en = "Data breach at TicketDienst (demo)"
 
 [notice]
 nl = """
-**Dit is een demonstratie met verzonnen gegevens.**
+**Dit is een demonstratie. Alle namen, adressen en gegevens zijn verzonnen.**
 
-Op 22 februari 2021 ontdekten wij dat een onbevoegde toegang had tot een database van ons
-ticketsysteem. Daarin stonden gegevens van klanten van theaters, attractieparken en
-omroepen waarvoor wij kaartjes verkopen. Wij hebben de toegang direct afgesloten, alle
-wachtwoorden vervangen en de Autoriteit Persoonsgegevens ingelicht.
-
-Vul hierboven uw e-mailadres in. U krijgt een e-mail met een link; daarachter ziet u per
-organisatie precies welke gegevens van u zijn gelekt, en wat u kunt doen.
+TicketDienst verkoopt kaartjes namens theaters, attractieparken en omroepverenigingen. Op
+maandag 22 februari 2021 zag ons beveiligingsteam ongewoon veel verkeer naar een
+testomgeving van het klantensysteem. Die omgeving had per vergissing een kopie van echte
+klantgegevens en was via internet bereikbaar zonder wachtwoord. Uit de logbestanden blijkt
+dat een onbekende tussen 14 en 22 februari een deel van die kopie heeft gedownload.
 """
 en = """
-**This is a demonstration with made-up data.**
+**This is a demonstration. All names, addresses and data are made up.**
 
-On 22 February 2021 we found that someone had unauthorised access to a database of our
-ticketing system. It held data of customers of the theatres, amusement parks and
-broadcasters we sell tickets for. We closed the access at once, replaced all passwords and
-informed the Dutch Data Protection Authority.
-
-Enter your email address above. You will get an email with a link; behind it you see, per
-organisation, exactly which of your data leaked, and what you can do.
+TicketDienst sells tickets on behalf of theatres, amusement parks and broadcasting
+associations. On Monday 22 February 2021 our security team noticed unusual traffic to a test
+environment of the customer system. By mistake, that environment held a copy of real
+customer data and could be reached from the internet without a password. The logs show that
+someone unknown downloaded part of that copy between 14 and 22 February.
 """
 
-[[faq]]
-question = { nl = "Waarom krijg ik altijd dezelfde melding?", en = "Why do I always get the same message?" }
-answer = { nl = "Zo kan niemand via deze pagina uitzoeken of een ander getroffen is. Alleen wie de e-mail ontvangt, ziet het resultaat.", en = "So that nobody can use this page to find out whether someone else is affected. Only whoever receives the email sees the result." }
+[which_data]
+nl = "Wat er van u in de kopie stond, hangt af van de organisatie waar u kaartjes kocht of lid bent: altijd uw e-mailadres, meestal uw naam, en soms uw telefoonnummer, adres, geboortedatum, bankrekeningnummer of bestelgeschiedenis. Wachtwoorden en creditcardgegevens stonden niet in de kopie."
+en = "What the copy held about you depends on the organisation where you bought tickets or are a member: always your email address, usually your name, and sometimes your phone number, address, date of birth, bank account number or order history. Passwords and credit card details were not in the copy."
+
+[consequences]
+nl = "Wij hebben geen aanwijzingen dat de gegevens al zijn misbruikt. Wie ze heeft, kan u wel berichten sturen die echt lijken: een mail over een 'terugbetaling' van een voorstelling, een sms over een 'openstaande' bestelling, of een telefoontje van iemand die zegt van uw bank te zijn en uw rekeningnummer al weet."
+en = "We have no sign that the data have been misused yet. Whoever holds them can, however, send you messages that look genuine: an email about a 'refund' for a show, a text about an 'outstanding' order, or a call from someone who claims to be your bank and already knows your account number."
+
+[measures]
+nl = "Wij hebben de testomgeving dezelfde dag offline gehaald en alle kopieën van echte gegevens uit testomgevingen verwijderd. Een extern beveiligingsbedrijf onderzoekt hoe dit kon gebeuren; testomgevingen krijgen voortaan alleen nog verzonnen gegevens. Wij hebben aangifte gedaan bij de politie en het lek op 23 februari gemeld bij de Autoriteit Persoonsgegevens."
+en = "We took the test environment offline the same day and removed every copy of real data from test environments. An outside security firm is investigating how this could happen; from now on test environments only get made-up data. We have reported the crime to the police and reported the breach to the Dutch Data Protection Authority on 23 February."
+
+[advice]
+nl = "Krijgt u een bericht over kaartjes, een terugbetaling of uw lidmaatschap dat u niet verwacht? Klik niet op de link, maar ga zelf naar de website van de organisatie. TicketDienst en de organisaties hieronder vragen u nooit per mail of telefoon om uw wachtwoord, een betaling of een kopie van uw identiteitsbewijs."
+en = "Do you get a message about tickets, a refund or your membership that you did not expect? Do not click the link; go to the organisation's website yourself. TicketDienst and the organisations below never ask you by email or phone for your password, a payment or a copy of your ID."
 
 [[faq]]
-question = { nl = "Ik gebruikte meerdere e-mailadressen.", en = "I used several email addresses." }
-answer = { nl = "Controleer elk adres apart; wij weten niet welke adressen bij elkaar horen.", en = "Check each address separately; we do not know which addresses belong together." }
+question = { nl = "Waarom zegt de pagina altijd 'kijk in uw mailbox'?", en = "Why does the page always say 'check your inbox'?" }
+answer = { nl = "Zo kan niemand met deze pagina uitzoeken of iemand anders in de gegevens staat. Alleen wie de e-mail op dat adres ontvangt, ziet het resultaat.", en = "So that nobody can use this page to find out whether someone else is in the data. Only whoever receives the email at that address sees the result." }
+
+[[faq]]
+question = { nl = "Ik heb meerdere e-mailadressen gebruikt.", en = "I have used several email addresses." }
+answer = { nl = "Controleer elk adres apart. Wij weten niet welke adressen bij dezelfde persoon horen.", en = "Check each address separately. We do not know which addresses belong to the same person." }
 
 [[faq]]
 question = { nl = "Moet ik mijn wachtwoord wijzigen?", en = "Should I change my password?" }
-answer = { nl = "Ja, als uw resultaat 'wachtwoord' noemt: wijzig het hier en overal waar u het ook gebruikte.", en = "Yes, if your result lists 'password': change it here and everywhere you used it too." }
+answer = { nl = "Wachtwoorden stonden niet in de kopie. Gebruikt u hetzelfde wachtwoord op veel plaatsen? Dan is dit een goed moment om dat te veranderen.", en = "Passwords were not in the copy. Do you use the same password in many places? Then this is a good moment to change that." }
+
+[[faq]]
+question = { nl = "Kan ik mijn gegevens laten verwijderen?", en = "Can I have my data deleted?" }
+answer = { nl = "Ja. Op uw resultaatpagina kunt u elke organisatie vragen uw gegevens te verwijderen. U krijgt een ontvangstbevestiging en binnen een maand antwoord.", en = "Yes. On your result page you can ask each organisation to delete your data. You get a receipt, and an answer within a month." }
 
 [[partners]]
 slug = "park-a"
 name = "Attractiepark A"
 contact_email = "privacy@park-a.example"
+language = "nl"
 
 [[partners]]
 slug = "theater-b"
 name = "Theater B"
 contact_email = "privacy@theater-b.example"
+language = "nl"
 
 [[partners]]
 slug = "omroep-c"
 name = "Omroepvereniging C"
 contact_email = "ledenadministratie@omroep-c.example"
+language = "nl"
+certainty = "possible"  # its member list was only partly in the copy
 '''
 
 PARTNER_COLUMNS = {

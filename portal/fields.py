@@ -43,7 +43,7 @@ FIELDS: tuple[Field, ...] = (
             "nl": "Oplichters kunnen u met uw naam aanspreken om betrouwbaar over te komen. "
             "Een bericht dat uw naam kent, is daarom nog niet echt.",
             "en": "Fraudsters may address you by name to seem trustworthy. A message that "
-            "knows your name is not genuine because of that.",
+            "knows your name is not genuine for that reason alone.",
         },
         (
             "naam",
@@ -221,7 +221,8 @@ FIELDS: tuple[Field, ...] = (
         {"nl": "Klant- of lidnummer", "en": "Customer or member number"},
         {
             "nl": "Een bericht dat uw klantnummer noemt, is daardoor nog niet echt.",
-            "en": "A message that quotes your customer number is not genuine because of that.",
+            "en": "A message that quotes your customer number is not genuine for that reason "
+            "alone.",
         },
         (
             "klantnummer",

@@ -78,6 +78,7 @@ def forward(
         to=partner.contact_email,
         message=message,
         deletion_request_id=row.id,
+        sender_name=incident.organisation,
     )
     if partner.webhook_url and partner.webhook_secret:
         mail.enqueue_webhook(
@@ -105,6 +106,9 @@ def _context(
         "fields": from_bits(row.fields),
         "contact_email": incident.contact_email,
         "link": partner_link(settings, row.reference),
+        "organisation": incident.organisation,
+        "website": incident.website,
+        "portal_url": settings.base_url,
     }
 
 
@@ -191,6 +195,7 @@ def _remind(
         to=partner.contact_email,
         message=message,
         deletion_request_id=row.id,
+        sender_name=incident.organisation,
     )
     return 1
 

@@ -30,11 +30,24 @@ INCIDENT_KEYS = frozenset(
         "faq",
         "partners",
         "blind_index",
+        "organisation",
+        "website",
+        *("which_data", "consequences", "measures", "advice"),
     }
 )
 PARTNER_KEYS = frozenset(
-    {"slug", "name", "contact_email", "webhook_url", "webhook_secret", "language"}
+    {"slug", "name", "contact_email", "webhook_url", "webhook_secret", "language", "certainty"}
 )
+CERTAINTIES = ("confirmed", "possible")
+# Optional Markdown sections of the incident page, per language, beside the notice (which
+# says what happened). GDPR Art. 34(2) asks every notice for the nature of the breach (the
+# notice), a contact point (contact_email), the likely consequences and the measures taken:
+# the loader warns when one of the last two is missing.
+SECTIONS = ("which_data", "consequences", "measures", "advice")
+ARTICLE_34 = {
+    "consequences": "the likely consequences of the breach",
+    "measures": "the measures taken to address it",
+}
 FAQ_KEYS = frozenset({"question", "answer"})
 # Optional argon2id parameters of a new incident: (lowest, highest) allowed.
 KDF_LIMITS = {"memory_kib": (8192, 4 * 1024 * 1024), "time_cost": (1, 20), "parallelism": (1, 16)}
@@ -171,7 +184,41 @@ class _Checker:
             "regulator_notified": self.flag(data.get("regulator_notified")),
             "partners": self.partners(data.get("partners")),
             "kdf": self.kdf(data["blind_index"]) if "blind_index" in data else None,
+            "organisation": self.name(data.get("organisation"), ("organisation",), "organisation"),
+            "website": self.website(data.get("website")),
+            "sections": self.sections(data),
         }
+
+    def name(self, value: Any, path: tuple[str | int, ...], what: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+            self.problem(path, f"{what} must be a name of 1-{MAX_NAME} characters")
+            return None
+        return value.strip()
+
+    def website(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not _is_http_url(value):
+            self.problem(
+                ("website",), "website must be an http(s) URL, such as https://example.org"
+            )
+            return None
+        return str(value)
+
+    def sections(self, data: dict[str, Any]) -> dict[str, dict[str, str]]:
+        """The optional sections given; a warning for each Art. 34 element left out."""
+        for key, element in ARTICLE_34.items():
+            if key not in data:
+                self.warnings.append(
+                    (
+                        1,
+                        f"no [{key}]: a breach notice must tell people {element} (GDPR "
+                        "Art. 34); the page shows a general text until you add it",
+                    )
+                )
+        return {key: self.markdown(data[key], (key,), key) for key in SECTIONS if key in data}
 
     def kdf(self, table: Any) -> KdfParams:
         """The optional [blind_index] table; the defaults where it is silent."""
@@ -329,7 +376,16 @@ class _Checker:
             ),
             **self.webhook(entry, path, where),
             "language": self.partner_language(entry.get("language"), (*path, "language"), where),
+            "certainty": self.certainty(entry.get("certainty"), (*path, "certainty"), where),
         }
+
+    def certainty(self, value: Any, path: tuple[str | int, ...], where: str) -> str:
+        if value is None:
+            return CERTAINTIES[0]
+        if value not in CERTAINTIES:
+            self.problem(path, f"{where}certainty must be one of: {', '.join(CERTAINTIES)}")
+            return CERTAINTIES[0]
+        return str(value)
 
     def partner_language(self, value: Any, path: tuple[str | int, ...], where: str) -> str | None:
         if value is None or value in LANGUAGES:

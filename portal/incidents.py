@@ -27,6 +27,7 @@ class Partner:
     webhook_url: str | None
     webhook_secret: str | None
     language: str | None = None  # of the request emails to it; None: the incident's default
+    certainty: str = "confirmed"  # or "possible": the set may hold people not exposed
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Incident:
     contact_email: str
     regulator_notified: bool
     kdf: KdfParams
+    organisation: str | None = None  # who runs the portal: the header, the mail's sender name
+    website: str | None = None  # the organisation's own site, which links to the portal
+    sections: dict[str, dict[str, str]] = field(default_factory=dict)  # incident_file.SECTIONS
 
     def text(self, mapping: dict[str, str], lang: str) -> str:
         """The text in `lang`, falling back to the incident's default language."""
@@ -89,6 +93,9 @@ def _store_incident(conn: Connection, data: dict[str, Any]) -> tuple[int, bool]:
         "discovered": data["discovered"],
         "contact_email": data["contact_email"],
         "regulator_notified": data["regulator_notified"],
+        "organisation": data["organisation"],
+        "website": data["website"],
+        "sections": _json(data["sections"]),
         "updated_at": now,
     }
     t = tables.incidents
@@ -126,7 +133,7 @@ def _kdf(row: Any) -> KdfParams:
 def _store_partner(conn: Connection, incident_id: int, data: dict[str, Any]) -> bool:
     """Inserts or updates one partner by slug; tells whether it was created."""
     t = tables.partners
-    keys = ("name", "contact_email", "webhook_url", "webhook_secret", "language")
+    keys = ("name", "contact_email", "webhook_url", "webhook_secret", "language", "certainty")
     values = {k: data[k] for k in keys}
     existing = conn.scalar(
         select(t.c.id).where(t.c.incident_id == incident_id, t.c.slug == data["slug"])
@@ -193,6 +200,9 @@ def _incident(row: Any) -> Incident:
             memory_cost=row["kdf_memory_cost"],
             parallelism=row["kdf_parallelism"],
         ),
+        organisation=row["organisation"],
+        website=row["website"],
+        sections=json.loads(row["sections"] or "{}"),
     )
 
 
@@ -205,4 +215,5 @@ def _partner(row: Any) -> Partner:
         webhook_url=row["webhook_url"],
         webhook_secret=row["webhook_secret"],
         language=row["language"],
+        certainty=row["certainty"],
     )

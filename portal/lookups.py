@@ -139,6 +139,9 @@ def _queue_link(
         incident_title=incident.text(incident.title, lookup.lang),
         link=f"{settings.base_url}/v/{token}",
         minutes=settings.link_ttl // 60,
+        organisation=incident.organisation,
+        website=incident.website,
+        portal_url=settings.base_url,
     )
     with engine.begin() as conn:
         conn.execute(
@@ -153,7 +156,9 @@ def _queue_link(
                 expires_at=now + timedelta(seconds=settings.link_ttl),
             )
         )
-        mail.enqueue_email(conn, kind="link", to=lookup.address, message=message)
+        mail.enqueue_email(
+            conn, kind="link", to=lookup.address, message=message, sender_name=incident.organisation
+        )
         counters.bump(conn, incident_id=incident.id, name=counters.LOOKUPS)
 
 

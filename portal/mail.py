@@ -33,6 +33,8 @@ from portal import db, metrics, tables
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.errors import PortalError
+from portal.i18n import template_context
+from portal.sender import from_header
 
 # RFC 5322 allows 998 characters a line; folding at 78 moves a long subject's first word
 # onto a continuation line, which some clients show with a leading space.
@@ -74,7 +76,7 @@ class Message:
 def render(templates_dir: Path, name: str, lang: str, **context: Any) -> Message:
     """Renders emails/<name>/{subject.txt,body.txt,body.html} in the language `lang`."""
     env = _environment(Path(templates_dir).resolve())
-    values = {**context, "lang": lang}
+    values = {**context, **template_context(lang)}
 
     def part(filename: str) -> str:
         return env.get_template(f"emails/{name}/{filename}").render(values)
@@ -87,14 +89,18 @@ def render(templates_dir: Path, name: str, lang: str, **context: Any) -> Message
 
 @lru_cache(maxsize=8)
 def _environment(templates_dir: Path) -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(templates_dir),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    return env
 
 
 def enqueue_email(
@@ -104,9 +110,13 @@ def enqueue_email(
     to: str,
     message: Message,
     deletion_request_id: int | None = None,
+    sender_name: str | None = None,
 ) -> int:
-    """Queues an email in the caller's transaction; the worker sends it once that commits."""
-    refuse_line_breaks(to=to, subject=message.subject)
+    """Queues an email in the caller's transaction; the worker sends it once that commits.
+
+    `sender_name` names the From header when PORTAL_MAIL_FROM has no name of its own.
+    """
+    refuse_line_breaks(to=to, subject=message.subject, sender_name=sender_name or "")
     return _enqueue(
         conn,
         kind=kind,
@@ -116,6 +126,7 @@ def enqueue_email(
         body_text=message.text,
         body_html=message.html,
         deletion_request_id=deletion_request_id,
+        sender_name=sender_name,
     )
 
 
@@ -272,7 +283,7 @@ def build_email(row: Row[Any], settings: Settings) -> EmailMessage:
     """The email of an outbox row: text and HTML alternatives, UTF-8."""
     refuse_line_breaks(to=row.recipient, subject=row.subject)
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = settings.mail_from
+    msg["From"] = from_header(settings.mail_from, row.sender_name)
     msg["To"] = row.recipient
     msg["Subject"] = row.subject
     msg["Date"] = formatdate(usegmt=True)

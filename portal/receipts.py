@@ -10,7 +10,6 @@ from sqlalchemy import Connection
 
 from portal import mail
 from portal.fields import from_bits
-from portal.i18n import translate
 from portal.incidents import Incident, Partner
 
 # The right to complain (GDPR Art. 77) goes to the Dutch supervisory authority.
@@ -45,8 +44,16 @@ def send_receipt(
             {"reference": r.reference, "partner": r.partner, "due_on": r.due_on} for r in requests
         ],
         contact_email=incident.contact_email,
+        organisation=incident.organisation,
+        website=incident.website,
     )
-    mail.enqueue_email(conn, kind="deletion_receipt", to=to, message=message)
+    mail.enqueue_email(
+        conn,
+        kind="deletion_receipt",
+        to=to,
+        message=message,
+        sender_name=incident.organisation,
+    )
 
 
 def send_extension(
@@ -72,7 +79,12 @@ def send_extension(
         reason=reason,
     )
     mail.enqueue_email(
-        conn, kind="deletion_extended", to=to, message=message, deletion_request_id=request_id
+        conn,
+        kind="deletion_extended",
+        to=to,
+        message=message,
+        deletion_request_id=request_id,
+        sender_name=incident.organisation,
     )
 
 
@@ -100,13 +112,19 @@ def send_outcome(
         lang,
         **_common(incident, partner, lang, reference),
         ground=ground,
-        ground_text=translate(f"ground_{ground}", lang) if ground else "",
         reason=reason,
         note=note,
         kept=from_bits(kept_fields),
         regulator=REGULATOR,
     )
-    mail.enqueue_email(conn, kind=name, to=to, message=message, deletion_request_id=request_id)
+    mail.enqueue_email(
+        conn,
+        kind=name,
+        to=to,
+        message=message,
+        deletion_request_id=request_id,
+        sender_name=incident.organisation,
+    )
 
 
 def _common(incident: Incident, partner: Partner, lang: str, reference: str) -> dict[str, object]:
@@ -115,4 +133,6 @@ def _common(incident: Incident, partner: Partner, lang: str, reference: str) -> 
         "partner": partner.name,
         "reference": reference,
         "contact_email": incident.contact_email,
+        "organisation": incident.organisation,
+        "website": incident.website,
     }

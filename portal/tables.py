@@ -49,6 +49,9 @@ incidents = Table(
     Column("discovered", Date, nullable=True),
     Column("contact_email", String(254), nullable=False),
     Column("regulator_notified", Boolean, nullable=False, default=False),
+    Column("organisation", String(200), nullable=True),  # who runs the portal
+    Column("website", Text, nullable=True),  # the organisation's site, which links here
+    Column("sections", Text, nullable=True),  # JSON {section: {lang: markdown}}
     # The argon2id parameters of the blind index: a lookup hashes as the import did.
     Column("kdf_time_cost", Integer, nullable=False),
     Column("kdf_memory_cost", Integer, nullable=False),
@@ -68,6 +71,8 @@ partners = Table(
     Column("webhook_url", Text, nullable=True),
     Column("webhook_secret", Text, nullable=True),
     Column("language", String(8), nullable=True),  # of the request emails to it
+    # "possible": the data set may hold people whose data were not exposed.
+    Column("certainty", String(16), nullable=False, server_default="confirmed"),
     UniqueConstraint("incident_id", "slug", name="uq_partners_incident_slug"),
 )
 
@@ -172,6 +177,8 @@ outbox = Table(
     Column("subject", Text, nullable=True),
     Column("body_text", Text, nullable=True),
     Column("body_html", Text, nullable=True),
+    # The From header's display name when PORTAL_MAIL_FROM has none: the organisation.
+    Column("sender_name", String(200), nullable=True),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", DateTime, nullable=False),

@@ -34,6 +34,7 @@ from portal.deletions import (
     add_months,
     get_request,
 )
+from portal.i18n import format_date
 from tests.factories import BOB, load_personas
 from tests.operators import ask_deletion
 
@@ -236,7 +237,10 @@ def test_it_writes_the_outcome_in_the_request_language(people: Engine, settings:
         conn.execute(update(tables.deletion_requests).values(lang="nl"))
     decide(people, made.reference, REJECTED, ground="legal_claims", reason="Er loopt een geschil.")
     (mail,) = mails(people, "deletion_rejected")
-    assert mail.subject == f"Uw verwijderverzoek {made.reference} is afgewezen"
+    assert mail.subject == (
+        f"Datalekportaal: Attractiepark A heeft uw verwijderverzoek {made.reference} afgewezen "
+        "(Datalek bij TicketDienst)"
+    )
     assert (
         "klacht indienen bij de Autoriteit Persoonsgegevens (autoriteitpersoonsgegevens.nl)"
         in mail.body_text
@@ -323,7 +327,7 @@ def test_it_extends_once_from_the_due_date_and_tells_the_person(
     assert longer.status == "received"
     (mail,) = mails(people, "deletion_extended")
     assert mail.recipient == BOB
-    assert extended.isoformat() in mail.subject and "Backups are on tape." in mail.body_text
+    assert format_date(extended, "en") in mail.subject and "Backups are on tape." in mail.body_text
     assert history(people, made.id)[-1] == ("operator:dora", "received", "received", "admin")
 
 

@@ -32,6 +32,7 @@ from portal.deletions import (
     request_deletion,
 )
 from portal.fields import BY_KEY
+from portal.i18n import format_date
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from portal.lookups import VerifiedSession
@@ -217,7 +218,7 @@ def test_it_sends_each_partner_the_request_it_can_act_on(
         mail = mails[f"privacy@{slug}.example"]
         assert mail.deletion_request_id == made[slug].id
         assert made[slug].reference in mail.subject
-        for text in (made[slug].reference, ALICE, made[slug].due_on.isoformat()):
+        for text in (made[slug].reference, ALICE, format_date(made[slug].due_on, "nl")):
             assert text in mail.body_text
         # No partner language in the file: the incident's first, Dutch.
         assert mail.body_text.startswith("Aan de privacyfunctionaris")
@@ -234,7 +235,7 @@ def test_it_sends_the_person_one_receipt(personas: Engine, settings: Settings) -
     assert receipt.deletion_request_id is None
     for r in made:
         assert r.reference in receipt.body_text
-        assert r.due_on.isoformat() in receipt.body_text
+        assert format_date(r.due_on, session.lang) in receipt.body_text
     assert "Attractiepark A" in receipt.body_text
     assert "Theater B" in receipt.body_text
 

@@ -220,7 +220,7 @@ def test_it_warns_that_raw_html_in_a_notice_is_shown_as_text(tmp_path: Path) -> 
 
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.strip().splitlines()
-    assert warnings == [
+    assert [w for w in warnings if "raw HTML" in w] == [
         "warning: incident.toml:12: notice (nl) holds raw HTML (<script>, </script>): the "
         "page shows it as text, not as HTML; write Markdown instead",
         "warning: incident.toml:13: notice (en) holds raw HTML (<script>, </script>): the "
@@ -229,6 +229,22 @@ def test_it_warns_that_raw_html_in_a_notice_is_shown_as_text(tmp_path: Path) -> 
         "page shows it as text, not as HTML; write Markdown instead",
     ]
     assert f"incident {SLUG} created" in result.stdout
+
+
+def test_it_warns_of_each_missing_article_34_element(tmp_path: Path) -> None:
+    (tmp_path / "incident.toml").write_text(INCIDENT, encoding="utf-8")
+
+    result = portal(tmp_path, "incident", "load", "incident.toml")
+
+    assert result.returncode == 0, result.stderr
+    warnings = [w for w in result.stderr.splitlines() if "Art. 34" in w]
+    assert warnings == [
+        "warning: incident.toml:1: no [consequences]: a breach notice must tell people the "
+        "likely consequences of the breach (GDPR Art. 34); the page shows a general text until "
+        "you add it",
+        "warning: incident.toml:1: no [measures]: a breach notice must tell people the measures "
+        "taken to address it (GDPR Art. 34); the page shows a general text until you add it",
+    ]
 
 
 # -- help -----------------------------------------------------------------------------------

@@ -147,7 +147,12 @@ def test_it_lays_out_the_partner_request_without_align(
 
 
 def test_it_has_no_obsolete_markup_in_any_email_template() -> None:
+    layout = (TEMPLATES_DIR / "emails" / "_layout.html").read_text(encoding="utf-8")
+    assert "<title>{{ subject }}</title>" in layout
     for template in (TEMPLATES_DIR / "emails").glob("*/body.html"):
         text = template.read_text(encoding="utf-8")
-        assert "<title>" in text, template
-        assert not re.search(r"\s(align|bgcolor|valign)=", text), template
+        assert "<title>" in text or '{% extends "emails/_layout.html" %}' in text, template
+    for template in (TEMPLATES_DIR / "emails").glob("**/*.html"):
+        text = template.read_text(encoding="utf-8")
+        obsolete = r"\s(align|bgcolor|valign|cellpadding|cellspacing|border|width)="
+        assert not re.search(obsolete, text), template

@@ -5,16 +5,19 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import nh3
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.templating import Jinja2Templates
 
-from portal.i18n import choose_language, translate
+from portal.i18n import choose_language, template_context
 from portal.incidents import Incident
 from portal.web.csrf import csrf_token, set_csrf_cookie
 
@@ -29,12 +32,29 @@ def markdown(text: str) -> Markup:
     return Markup(nh3.clean(_markdown.render(text), link_rel="noopener noreferrer"))  # noqa: S704
 
 
-def language(request: Request, incident: Incident | None) -> str:
+def page_templates(directory: Path) -> Jinja2Templates:
+    """The pages' templates, with gettext (`{% trans %}`, `_()`) in whitespace-trimmed form."""
+    env = Environment(
+        loader=FileSystemLoader(directory),
+        autoescape=select_autoescape(enabled_extensions=("html",)),
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.policies["ext.i18n.trimmed"] = True
+    # The source text until a render passes its language's callables (i18n.template_context).
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    env.globals["markdown"] = markdown
+    return Jinja2Templates(env=env)
+
+
+def language(request: Request, incident: Incident | None, *, carried: str | None = None) -> str:
+    """The visitor's language: their switch (query, then cookie), the language a link or
+    session carries, their browser's, else the incident's first."""
     available = incident.languages if incident else ["nl", "en"]
     return choose_language(
         available,
         query=request.query_params.get("lang"),
         cookie=request.cookies.get(LANG_COOKIE),
+        carried=carried,
         accept=request.headers.get("accept-language"),
     )
 
@@ -49,9 +69,9 @@ def render(
 ) -> Response:
     templates = request.app.state.templates
     context.update(
-        lang=lang,
-        t=partial(translate, lang=lang),
+        template_context(lang),
         csrf_token=partial(csrf_token, request),
+        portal_url=request.app.state.settings.base_url,
         text=lambda mapping: _pick(mapping, lang),
     )
     response: Response = templates.TemplateResponse(request, template, context, status_code=status)

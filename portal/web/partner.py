@@ -15,7 +15,7 @@ from portal.fields import BY_KEY, to_bits
 from portal.tokens import TokenInvalid
 from portal.web.csrf import checked_form
 from portal.web.forms import read_decision
-from portal.web.pages import render, with_db
+from portal.web.pages import language, render, with_db
 
 
 async def request_page(request: Request) -> Response:
@@ -63,7 +63,8 @@ def _bad_link(request: Request, exc: TokenInvalid) -> Response:
         reason, status = "partner_link_closed", 410
     else:
         reason, status = "link_invalid", 400
-    return render(request, "partner/link_invalid.html", lang="en", status=status, reason=reason)
+    lang = language(request, None)
+    return render(request, "partner/link_invalid.html", lang=lang, status=status, reason=reason)
 
 
 async def api_report(request: Request) -> Response:

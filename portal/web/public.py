@@ -10,13 +10,16 @@ from starlette.routing import Route
 
 from portal import deletions, incidents, lookups, metrics
 from portal.blind_index import InvalidEmail, normalise
-from portal.i18n import translate
+from portal.clock import utcnow
 from portal.incident_file import SLUG
+from portal.results_view import results_view
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, with_db
 
 SESSION_COOKIE = "portal_session"
+# After a deletion request, which partner's element says so (a slug or "all"), once.
+FLASH_COOKIE = "portal_flash"
 
 
 async def home(request: Request) -> Response:
@@ -37,7 +40,11 @@ async def incident_page(request: Request) -> Response:
 
 
 async def _incident_page(
-    request: Request, incident: incidents.Incident, *, error: str | None = None
+    request: Request,
+    incident: incidents.Incident,
+    *,
+    error: str | None = None,
+    typed: str = "",
 ) -> Response:
     return render(
         request,
@@ -46,6 +53,7 @@ async def _incident_page(
         status=400 if error else 200,
         incident=incident,
         error=error,
+        typed=typed,
     )
 
 
@@ -56,8 +64,9 @@ async def lookup(request: Request) -> Response:
     try:
         normalised = normalise(address if isinstance(address, str) else "")
     except InvalidEmail as exc:
-        message = translate(f"email_{exc.code}", language(request, incident))
-        return await _incident_page(request, incident, error=message)
+        # The form keeps what the person typed (escaped), without control characters.
+        typed = "".join(ch for ch in str(address or "") if ch.isprintable())[:320]
+        return await _incident_page(request, incident, error=exc.code, typed=typed)
     request_ = lookups.LookupRequest(
         incident.slug, normalised, client_address(request), language(request, incident)
     )
@@ -142,14 +151,48 @@ async def results(request: Request) -> Response:
     requested = await with_db(
         request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
     )
-    return render(
+    # The session's own verified owner sees the address the results are for.
+    view = results_view(found, requested, address=_address(session))
+    response = render(
         request,
         "results.html",
-        lang=language(request, incident),
+        lang=language(request, incident, carried=session.lang),
         incident=incident,
-        results=found,
-        requests=requested,
+        view=view,
+        flash=request.cookies.get(FLASH_COOKIE),
         minutes=request.app.state.settings.session_ttl // 60,
+        today=utcnow(),
+    )
+    response.delete_cookie(FLASH_COOKIE, path=f"/{incident.slug}/")
+    return response
+
+
+def _address(session: lookups.VerifiedSession) -> str | None:
+    try:
+        return session.email()
+    except TokenInvalid:
+        return None
+
+
+async def confirm_all(request: Request) -> Response:
+    """Asking every organisation at once is asked again first (no JavaScript needed)."""
+    incident = await _incident(request)
+    session = await _session(request, incident)
+    if session is None:
+        return RedirectResponse(f"/{incident.slug}/", status_code=303)
+    found = await with_db(request, lookups.results_for, session)
+    requested = await with_db(
+        request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
+    )
+    view = results_view(found, requested, address=_address(session))
+    if not view.without_request:
+        return RedirectResponse(f"/{incident.slug}/results", status_code=303)
+    return render(
+        request,
+        "confirm_all.html",
+        lang=language(request, incident, carried=session.lang),
+        incident=incident,
+        view=view,
     )
 
 
@@ -176,7 +219,19 @@ async def deletion(request: Request) -> Response:
         raise HTTPException(404) from None
     if state.mail_worker is not None:
         state.mail_worker.wake()
-    return RedirectResponse(f"/{incident.slug}/results", status_code=303)
+    # Back where the person was, with the message there: that partner's element.
+    anchor = "requests" if partner == "all" else f"partner-{partner}"
+    response = RedirectResponse(f"/{incident.slug}/results#{anchor}", status_code=303)
+    response.set_cookie(
+        FLASH_COOKIE,
+        partner,
+        max_age=300,
+        httponly=True,
+        samesite="lax",
+        secure=state.settings.https,
+        path=f"/{incident.slug}/",
+    )
+    return response
 
 
 async def _incident(request: Request) -> incidents.Incident:
@@ -211,4 +266,5 @@ routes = [
     Route("/{incident}/sent", sent, methods=["GET"]),
     Route("/{incident}/results", results, methods=["GET"]),
     Route("/{incident}/deletion", deletion, methods=["POST"]),
+    Route("/{incident}/deletion/all", confirm_all, methods=["GET"]),
 ]

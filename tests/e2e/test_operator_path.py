@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from portal.deletions import add_months
+from portal.i18n import format_date
 from tests.e2e.conftest import (
     ALICE,
     BOB,
@@ -181,7 +182,7 @@ def test_it_works_requests_to_each_end_and_tells_the_person_each_time(
         == 303
     )
     done = wait_for_mail(smtp_server, ALICE, count=3)  # link, receipt, this
-    assert ref["park-a"] in done["Subject"] and "uitgevoerd" in done["Subject"]
+    assert ref["park-a"] in done["Subject"] and "verwijderd" in done["Subject"]
     assert "Removed from our CRM." in text_of(done, "plain")
 
     # theater-b: extended by two months, then rejected with a ground.
@@ -192,7 +193,8 @@ def test_it_works_requests_to_each_end_and_tells_the_person_each_time(
     )
     extended = wait_for_mail(smtp_server, ALICE, count=4)
     new_due = add_months(date.fromisoformat(due), 2).isoformat()
-    assert new_due in extended["Subject"] and "Our archive is on tape." in text_of(
+    shown_due = format_date(date.fromisoformat(new_due), "nl")
+    assert shown_due in extended["Subject"] and "Our archive is on tape." in text_of(
         extended, "plain"
     )
     assert decide(dora, ref["theater-b"], "extend", months="1", reason="Again.") == 409

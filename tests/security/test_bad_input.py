@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import socket
 
 import httpx
@@ -52,11 +53,17 @@ def test_it_refuses_a_bad_address_with_the_form(visitor: Visitor, address: str) 
     assert response.status_code == 400
     assert f'action="/{SLUG}/lookup"' in response.text
     assert 'data-error="email"' in response.text
+    # The form keeps what was typed (WCAG 3.3.1, issue 13), escaped, in its own field only.
+    field = re.search(r'(<input id="email"[^>]*value=")([^"]*)"', response.text)
+    assert field, "the email field comes back"
+    typed = "".join(ch for ch in address if ch.isprintable())
+    assert html.unescape(field.group(2)) == typed
+    rest = response.text.replace(field.group(0), field.group(1) + '"')
     assert "<script>alert" not in response.text
-    assert "onerror=" not in response.text and "onload=" not in response.text
+    assert "onerror=" not in rest and "onload=" not in rest
     if address.strip():
-        assert address not in response.text
-        assert html.escape(address) not in response.text, "the input is not echoed at all"
+        assert address not in rest
+        assert html.escape(address) not in rest, "the input is echoed in its field only"
 
 
 def test_it_lets_nothing_reach_a_mail_header(site: Site, visitor: Visitor) -> None:

@@ -3,6 +3,7 @@ write on bad input; the lookup form never fails or echoes what it is given."""
 
 from __future__ import annotations
 
+import html
 import re
 import string
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from portal.app import create_app
 from portal.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
 from portal.config import Settings
 from portal.errors import PortalError
-from portal.i18n import MESSAGES as I18N
+from portal.i18n import SUPPORTED, translations
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.databases import Backend
@@ -30,7 +31,9 @@ SLUG = "ticketing-2021"
 # Every message a refusal can carry, in English and as the pages translate it: a fixed set,
 # so none of them can echo the input.
 MESSAGES = set(InvalidEmail.MESSAGES.values()) | {
-    text for key, texts in I18N.items() if key.startswith("email_") for text in texts.values()
+    translations(lang).gettext(text)
+    for text in InvalidEmail.MESSAGES.values()
+    for lang in SUPPORTED
 }
 SOME = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -219,7 +222,12 @@ def test_the_lookup_form_answers_303_or_400_and_never_echoes(
     assert response.status_code in (303, 400)
     if response.status_code == 400:
         assert 'data-error="email"' in response.text
+        # The form keeps what was typed, escaped, in the field's value, and only there.
+        field = re.search(r'<input id="email"[^>]*value="([^"]*)"', response.text)
+        assert field, "the email field comes back"
+        assert html.unescape(field.group(1)) == "".join(c for c in address if c.isprintable())[:320]
+        rest = response.text.replace(field.group(0), "")
         stripped = address.strip()
         known = (INCIDENT, page.text, *MESSAGES)
         if len(stripped) > 3 and not any(stripped in text for text in known):
-            assert stripped not in response.text
+            assert stripped not in rest

@@ -1,0 +1,52 @@
+"""The pages about the portal itself: the privacy statement and /.well-known/security.txt."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from portal import incidents
+from portal.clock import utcnow
+from portal.incident_file import SLUG
+from portal.security_txt import security_txt
+from portal.web.pages import language, render, with_db
+
+
+async def privacy(request: Request) -> Response:
+    slug = request.path_params["incident"]
+    # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
+    incident = (
+        await with_db(request, incidents.get_incident, slug) if SLUG.fullmatch(slug) else None
+    )
+    if incident is None:
+        raise HTTPException(404)
+    settings = request.app.state.settings
+    return render(
+        request,
+        "privacy.html",
+        lang=language(request, incident),
+        incident=incident,
+        link_minutes=settings.link_ttl // 60,
+        session_minutes=settings.session_ttl // 60,
+        deletion_days=settings.deletion_retention_days,
+    )
+
+
+async def security(request: Request) -> Response:
+    found = await with_db(request, incidents.list_incidents)
+    text = security_txt(
+        request.app.state.settings,
+        fallback_contact=found[0].contact_email if found else None,
+        now=utcnow(),
+    )
+    if text is None:
+        raise HTTPException(404)
+    return PlainTextResponse(text)
+
+
+routes = [
+    Route("/.well-known/security.txt", security, methods=["GET"]),
+    Route("/{incident}/privacy", privacy, methods=["GET"]),
+]

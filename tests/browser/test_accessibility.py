@@ -1,0 +1,192 @@
+"""axe-core finds no WCAG 2.1 A/AA violation on any page, in Dutch and English, and every
+page reflows to 320 px (WCAG 1.4.10, which is also what a 200 % zoom of 640 px asks)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import (
+    ARTIFACTS,
+    CAROL,
+    DESKTOP,
+    ERIN,
+    NARROW,
+    OPERATOR,
+    PASSWORD,
+    SLUG,
+    Person,
+    audit,
+    no_sideways_scroll,
+    partner_link,
+    sign_in,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+class Auditor:
+    """Audits the page a step leads to: axe, reflow at 320 px, a screenshot."""
+
+    def __init__(self, person: Person, lang: str) -> None:
+        self.person, self.lang = person, lang
+        self.found: dict[str, list[dict[str, Any]]] = {}
+        self.wide: list[str] = []
+        self.seen: list[str] = []
+
+    def check(self, name: str, status: int | None = None) -> None:
+        page = self.person.page
+        assert page.locator("html").get_attribute("lang") in ("nl", "en")
+        self.seen.append(name)
+        # The markup as served, for the Nu HTML checker (CONTRIBUTING.md).
+        (ARTIFACTS / f"{self.lang}-{name}.html").write_text(page.content(), encoding="utf-8")
+        violations = audit(page)
+        if violations:
+            self.found[name] = violations
+        page.set_viewport_size(NARROW)
+        if not no_sideways_scroll(page):
+            self.wide.append(name)
+        self.person.shot(f"{self.lang}-{name}-320")
+        page.set_viewport_size(DESKTOP)
+        self.person.shot(f"{self.lang}-{name}")
+
+    def visit(self, name: str, path: str, status: int = 200) -> None:
+        response = self.person.go(path)
+        assert response.status == status, f"{name}: {response.status}"
+        self.check(name)
+
+
+def person_pages(auditor: Auditor) -> None:
+    person, page = auditor.person, auditor.person.page
+    auditor.visit("incident", f"/{SLUG}/?lang={auditor.lang}")
+    page.fill("#email", "not an address")
+    page.click("form.lookup button[type=submit]")
+    assert page.locator("[data-error-summary]").is_visible()
+    assert page.locator("#email").input_value() == "not an address"
+    auditor.check("incident-error")
+    seen = len(person.mails(ERIN))
+    page.fill("#email", ERIN)
+    page.click("form.lookup button[type=submit]")
+    page.wait_for_url(re.compile(r"/sent$"))
+    auditor.check("sent")
+    link = person.link_for(ERIN, seen=seen)
+    page.goto(link)
+    auditor.check("confirm")
+    page.click("form[data-confirm] button[type=submit]")
+    page.wait_for_url(re.compile(r"/results$"))
+    auditor.check("results")
+    auditor.visit("confirm-all", f"/{SLUG}/deletion/all")
+    auditor.visit("results-again", f"/{SLUG}/results")
+    park = page.locator('[data-partner="park-a"] button[type=submit]')
+    if park.count():
+        park.click()
+        page.wait_for_url(re.compile(r"#partner-park-a$"))
+        auditor.check("results-requested")
+    auditor.visit("link-used", link.removeprefix(person.portal.url), status=410)
+    auditor.visit("link-invalid", "/v/not-a-token", status=400)
+    auditor.visit("not-found", "/no-such-incident/", status=404)
+    auditor.visit("privacy", f"/{SLUG}/privacy")
+    sign_in(person, CAROL)
+    assert page.locator('[data-result="not-affected"]').count() == 1
+    auditor.check("results-not-affected")
+
+
+def partner_page(auditor: Auditor) -> None:
+    person = auditor.person
+    mails = [
+        m
+        for m in person.smtp.received
+        if "privacy@park-a.example" in m.rcpt_tos and ERIN.encode() in m.content
+    ]
+    assert mails, "Erin's request reached Park A"
+    link = partner_link(mails[0].message, person.portal.url)
+    auditor.visit("partner-request", link.removeprefix(person.portal.url))
+
+
+def ensure_a_request(auditor: Auditor) -> None:
+    """Erin asks Park A (once per session), so the queue has a request to open."""
+    person = auditor.person
+    sign_in(person, ERIN)
+    park = person.page.locator('[data-partner="park-a"] button[type=submit]')
+    if park.count():
+        park.click()
+        person.page.wait_for_url(re.compile(r"#partner-park-a$"))
+
+
+def admin_pages(auditor: Auditor) -> None:
+    page = auditor.person.page
+    ensure_a_request(auditor)
+    auditor.visit("admin-login", "/admin/login")
+    page.fill("#username", OPERATOR)
+    page.fill("#password", "wrong password")
+    page.click("form[data-login] button[type=submit]")
+    auditor.check("admin-login-error")
+    page.fill("#username", OPERATOR)
+    page.fill("#password", PASSWORD)
+    page.click("form[data-login] button[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+    auditor.check("admin-home")
+    auditor.visit("admin-requests", "/admin/requests")
+    reference = page.locator("[data-request]").first.get_attribute("data-request")
+    auditor.visit("admin-request", f"/admin/requests/{reference}")
+    auditor.visit("admin-audit", "/admin/audit")
+
+
+def run(open_person: Callable[..., Person], lang: str, *steps: Callable[[Auditor], None]) -> None:
+    auditor = Auditor(open_person(f"axe-{lang}", DESKTOP, lang=lang), lang)
+    for step in steps:
+        step(auditor)
+    report = "\n".join(
+        f"{name}: {v['id']} ({v['impact']}) {v['help']} at {v['nodes']}"
+        for name, violations in auditor.found.items()
+        for v in violations
+    )
+    assert not auditor.found, f"axe found violations ({lang}):\n{report}"
+    assert not auditor.wide, f"wider than 320 px ({lang}): {auditor.wide}"
+
+
+def test_axe_finds_nothing_on_the_pages_in_dutch(open_person: Any) -> None:
+    run(open_person, "nl", person_pages, partner_page)
+
+
+def test_axe_finds_nothing_on_the_pages_in_english(open_person: Any) -> None:
+    run(open_person, "en", person_pages)
+
+
+def test_axe_finds_nothing_in_the_admin_area(open_person: Any) -> None:
+    run(open_person, "en", admin_pages)
+
+
+def test_axe_sees_a_violation_when_there_is_one(open_person: Any) -> None:
+    """The audit can fail: an image without text and an unlabelled field are reported."""
+    person = open_person("axe-control", DESKTOP)
+    person.page.set_content(
+        '<!doctype html><html lang="en"><title>x</title><main><h1>x</h1>'
+        '<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="><input></main></html>'
+    )
+    found = {v["id"] for v in audit(person.page)}
+    assert {"image-alt", "label"} <= found
+
+
+def test_the_nu_checker_finds_no_error_in_the_audited_pages() -> None:
+    """The pages the audits above saved, through vnu.jar when it is at hand (npm vnu-jar)."""
+    jar = os.environ.get("VNU_JAR") or next(iter(Path("node_modules").glob("**/vnu.jar")), None)
+    if not jar or not shutil.which("java"):
+        pytest.skip("set VNU_JAR to vnu.jar (npm install vnu-jar) and have java")
+    pages = sorted(ARTIFACTS.glob("*.html"))
+    assert pages, "run with the audits above, which save each page"
+    done = subprocess.run(
+        ["java", "-jar", str(jar), "--errors-only", "--format", "text", *map(str, pages)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
