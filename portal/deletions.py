@@ -17,11 +17,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import db, forwarding, incidents, mail, metrics, receipts, tables
+from portal import db, forwarding, incidents, metrics, receipts, tables
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.errors import PortalError
 from portal.lookups import VerifiedSession, exposures_of
+from portal.mail_worker import MailWorker
 
 RECEIVED, FORWARDED, FORWARD_FAILED = "received", "forwarded", "forward_failed"
 COMPLETED, REJECTED = "completed", "rejected"
@@ -281,16 +282,18 @@ def mark_forward_failed(conn: Connection, outbox_id: int, request_id: int | None
     _move(conn, outbox_id, request_id, to=FORWARD_FAILED, allowed=(RECEIVED,))
 
 
-def mail_worker(engine: Engine, settings: Settings) -> mail.MailWorker:
+def mail_worker(engine: Engine, settings: Settings) -> MailWorker:
     """The outbox worker, telling requests when their partner's copy went out or failed."""
-    return mail.MailWorker(engine, settings, on_sent=mark_forwarded, on_failed=mark_forward_failed)
+    return MailWorker(engine, settings, on_sent=mark_forwarded, on_failed=mark_forward_failed)
 
 
 def _move(
     conn: Connection, outbox_id: int, request_id: int | None, *, to: str, allowed: tuple[str, ...]
 ) -> None:
+    if request_id is None:  # most mail (links, receipts) costs no query here
+        return
     kind = conn.scalar(select(tables.outbox.c.kind).where(tables.outbox.c.id == outbox_id))
-    if request_id is None or kind not in PARTNER_COPIES:
+    if kind not in PARTNER_COPIES:
         return
     table = tables.deletion_requests
     old = conn.scalar(select(table.c.status).where(table.c.id == request_id))

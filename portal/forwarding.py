@@ -13,7 +13,7 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal import incidents, mail, tables
+from portal import incidents, messages, outbox, tables
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.fields import from_bits
@@ -69,10 +69,10 @@ def forward(
 ) -> None:
     """Queues the request to the partner: an email, and a signed webhook when configured."""
     lang = partner_language(incident, partner)
-    message = mail.render(
+    message = messages.render(
         templates_dir, "partner_request", lang, **_context(settings, incident, partner, row, lang)
     )
-    mail.enqueue_email(
+    outbox.enqueue_email(
         conn,
         kind="partner_request",
         to=partner.contact_email,
@@ -81,7 +81,7 @@ def forward(
         sender_name=incident.organisation,
     )
     if partner.webhook_url and partner.webhook_secret:
-        mail.enqueue_webhook(
+        outbox.enqueue_webhook(
             conn,
             kind="partner_webhook",
             url=partner.webhook_url,
@@ -188,8 +188,8 @@ def _remind(
     incident, partner = owner_of(conn, row.partner_id)
     lang = partner_language(incident, partner)
     context = _context(settings, incident, partner, row, lang) | {"reminder": row.reminders_sent}
-    message = mail.render(templates_dir, "partner_reminder", lang, **context)
-    mail.enqueue_email(
+    message = messages.render(templates_dir, "partner_reminder", lang, **context)
+    outbox.enqueue_email(
         conn,
         kind="partner_reminder",
         to=partner.contact_email,

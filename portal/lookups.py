@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select, update
 from starlette.concurrency import run_in_threadpool
 
-from portal import counters, db, incidents, mail, metrics, tables
+from portal import counters, db, incidents, messages, metrics, outbox, tables
 from portal.blind_index import blind_index
 from portal.clock import utcnow
 from portal.config import Settings
@@ -132,7 +132,7 @@ def _queue_link(
 ) -> None:
     token, secret = link_tokens(settings).issue()
     now = utcnow()
-    message = mail.render(
+    message = messages.render(
         templates_dir,
         "link",
         lookup.lang,
@@ -156,7 +156,7 @@ def _queue_link(
                 expires_at=now + timedelta(seconds=settings.link_ttl),
             )
         )
-        mail.enqueue_email(
+        outbox.enqueue_email(
             conn, kind="link", to=lookup.address, message=message, sender_name=incident.organisation
         )
         counters.bump(conn, incident_id=incident.id, name=counters.LOOKUPS)

@@ -18,3 +18,6 @@ emails_sent_total = Counter("portal_emails_sent_total", "Outbox messages deliver
 emails_failed_total = Counter(
     "portal_emails_failed_total", "Outbox messages given up after 24 hours", ["kind"]
 )
+smtp_reconnects_total = Counter(
+    "portal_smtp_reconnects_total", "SMTP connections opened in place of one lost or refused"
+)

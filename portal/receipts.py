@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from portal import mail
+from portal import messages, outbox
 from portal.fields import from_bits
 from portal.incidents import Incident, Partner
 
@@ -35,7 +35,7 @@ def send_receipt(
     templates_dir: Path,
 ) -> None:
     """At once, with the reference, the partner, the due date and what happens next."""
-    message = mail.render(
+    message = messages.render(
         templates_dir,
         "deletion_receipt",
         lang,
@@ -47,7 +47,7 @@ def send_receipt(
         organisation=incident.organisation,
         website=incident.website,
     )
-    mail.enqueue_email(
+    outbox.enqueue_email(
         conn,
         kind="deletion_receipt",
         to=to,
@@ -70,7 +70,7 @@ def send_extension(
     request_id: int,
 ) -> None:
     """The new due date and why it was moved."""
-    message = mail.render(
+    message = messages.render(
         templates_dir,
         "deletion_extended",
         lang,
@@ -78,7 +78,7 @@ def send_extension(
         due_on=due_on,
         reason=reason,
     )
-    mail.enqueue_email(
+    outbox.enqueue_email(
         conn,
         kind="deletion_extended",
         to=to,
@@ -106,7 +106,7 @@ def send_outcome(
 ) -> None:
     """Completed or rejected, with the reason; a rejection names the right to complain."""
     name = "deletion_completed" if status == "completed" else "deletion_rejected"
-    message = mail.render(
+    message = messages.render(
         templates_dir,
         name,
         lang,
@@ -117,7 +117,7 @@ def send_outcome(
         kept=from_bits(kept_fields),
         regulator=REGULATOR,
     )
-    mail.enqueue_email(
+    outbox.enqueue_email(
         conn,
         kind=name,
         to=to,

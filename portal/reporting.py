@@ -23,8 +23,8 @@ from portal.deletions import (
 )
 from portal.fields import Field, from_bits
 from portal.incidents import Incident, Partner
-from portal.mail import sign_webhook
 from portal.tokens import TokenExpired
+from portal.webhooks import sign_webhook
 
 OUTCOMES = (COMPLETED, REJECTED)
 MAX_SKEW = timedelta(minutes=5)

@@ -24,7 +24,7 @@ from portal.deletions import DeletionRequest, mark_forward_failed, mark_forwarde
 from portal.forwarding import remind_periodically, send_due_reminders
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
-from portal.mail import MailWorker
+from portal.mail_worker import MailWorker
 from tests.factories import BOB, INCIDENT, PARK_A, write_csv
 from tests.fixtures_mail import SmtpServer, WebhookReceiver, running_webhook_receiver, wait_for
 from tests.operators import ask_deletion

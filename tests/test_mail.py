@@ -21,18 +21,10 @@ from sqlalchemy import Connection, Engine, Row, select, update
 from portal import db, tables
 from portal.clock import utcnow
 from portal.config import Settings
-from portal.mail import (
-    MailWorker,
-    Message,
-    OutboxDirSender,
-    SmtpSender,
-    backoff,
-    describe,
-    enqueue_email,
-    enqueue_webhook,
-    render,
-    sender_for,
-)
+from portal.delivery import OutboxDirSender, SmtpSender, sender_for
+from portal.mail_worker import MailWorker
+from portal.messages import Message, render
+from portal.outbox import backoff, describe, enqueue_email, enqueue_webhook
 from tests.databases import stored_bytes
 from tests.fixtures_mail import (
     SmtpServer,
@@ -482,7 +474,7 @@ async def test_it_keeps_running_after_an_error_and_sends_again_after_the_lease(
     stop = asyncio.Event()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(worker.run, stop)
-        await wait_for(lambda: "delivery round failed: RuntimeError" in caplog.text)
+        await wait_for(lambda: f"recording outbox {outbox_id} failed: RuntimeError" in caplog.text)
         assert outbox_row(engine, outbox_id).status == "sending"  # the hook's rollback
         clock.advance(seconds=61)  # the lease ran out: at least once, so it is sent again
         worker.wake()
@@ -514,7 +506,7 @@ async def test_it_gives_up_an_attempt_before_its_lease_runs_out(
     smtp_server: SmtpServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("portal.mail.DELIVERY_DEADLINE", 0.3)
+    monkeypatch.setattr("portal.mail_worker.DELIVERY_DEADLINE", 0.3)
     smtp_server.handler.delay = 3.0
     outbox_id = queue(engine)
     assert await MailWorker(engine, mail_settings).deliver_due() == 0

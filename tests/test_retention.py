@@ -16,7 +16,8 @@ from portal.clock import utcnow
 from portal.config import Settings
 from portal.deletions import COMPLETED, REJECTED, request_deletion
 from portal.lookups import VerifiedSession
-from portal.mail import ERASED, Message, enqueue_email
+from portal.messages import Message
+from portal.outbox import ERASED, enqueue_email
 from portal.ratelimit import RateLimiter
 from portal.retention import purge
 from tests.databases import stored_bytes

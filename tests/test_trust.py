@@ -12,11 +12,13 @@ import pytest
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from portal import mail
 from portal.app import create_app
 from portal.config import Settings
 from portal.errors import PortalError
 from portal.incidents import load_incident_file
+from portal.mail_worker import MailWorker
+from portal.messages import Message
+from portal.outbox import enqueue_email
 from portal.sender import from_header
 from tests.factories import INCIDENT
 from tests.fixtures_mail import SmtpServer, wait_for
@@ -176,12 +178,12 @@ async def test_it_sends_mail_with_the_display_name(
 ) -> None:
     load_incident_file(engine, write(tmp_path, TRUSTED))
     chosen = Settings(**{**settings.__dict__, "smtp_url": smtp_server.url()})
-    message = mail.Message("Onderwerp", "tekst", "<p>tekst</p>")
+    message = Message("Onderwerp", "tekst", "<p>tekst</p>")
     with engine.begin() as conn:
-        mail.enqueue_email(
+        enqueue_email(
             conn, kind="link", to="alice@example.org", message=message, sender_name="Ticket B.V."
         )
-    worker = mail.MailWorker(engine, chosen)
+    worker = MailWorker(engine, chosen)
     assert await worker.deliver_due() == 1
     await wait_for(lambda: len(smtp_server.received) == 1)
     received = smtp_server.received[0]

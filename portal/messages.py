@@ -1,0 +1,123 @@
+"""Emails as people read them: templates rendered per language, and the MIME message sent."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, make_msgid, parseaddr
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from portal.i18n import template_context
+from portal.sender import from_header
+
+# RFC 5322 allows 998 characters a line; folding at 78 moves a long subject's first word
+# onto a continuation line, which some clients show with a leading space.
+SMTP = SMTP_POLICY.clone(max_line_length=998)
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered email: one-line subject, plain text and HTML alternatives."""
+
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class Email:
+    """An email built for the wire, once: the envelope, the bytes, and their proof."""
+
+    kind: str
+    sender: str  # the envelope's MAIL FROM
+    recipient: str
+    message_id: str
+    data: bytes  # CRLF line ends, as the carrier gets them
+    payload_sha256: str  # of `data`: the proof kept of what was sent
+
+
+def render(templates_dir: Path, name: str, lang: str, **context: Any) -> Message:
+    """Renders emails/<name>/{subject.txt,body.txt,body.html} in the language `lang`."""
+    env = _environment(Path(templates_dir).resolve())
+    values = {**context, **template_context(lang)}
+
+    def part(filename: str) -> str:
+        return env.get_template(f"emails/{name}/{filename}").render(values)
+
+    # Template blocks may span lines; a subject header is one line.
+    subject = " ".join(part("subject.txt").split())
+    values["subject"] = subject  # the HTML part's <title>
+    return Message(subject=subject, text=part("body.txt"), html=part("body.html"))
+
+
+@lru_cache(maxsize=8)
+def _environment(templates_dir: Path) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(templates_dir),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def refuse_line_breaks(**headers: str) -> None:
+    """Header injection defence: a CR or LF in a header value is refused."""
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"line break in the {name} header refused")
+
+
+def build_email(
+    *,
+    kind: str,
+    to: str,
+    message: Message,
+    mail_from: str,
+    sender_name: str | None,
+    message_id: str | None,
+) -> Email:
+    """The MIME message, text and HTML alternatives in UTF-8, serialised for the carrier."""
+    refuse_line_breaks(to=to, subject=message.subject)
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = from_header(mail_from, sender_name)
+    msg["To"] = to
+    msg["Subject"] = message.subject
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = message_id or make_msgid(domain=domain_of(mail_from))
+    msg["X-Portal-Kind"] = kind
+    msg.set_content(message.text, charset="utf-8")
+    msg.add_alternative(message.html, subtype="html", charset="utf-8")
+    data = msg.as_bytes(policy=SMTP)
+    return Email(
+        kind=kind,
+        sender=parseaddr(mail_from)[1],
+        recipient=to,
+        message_id=str(msg["Message-ID"]),
+        data=data,
+        payload_sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def domain_of(address: str) -> str:
+    """The domain of an address (or of `Name <address>`), for Message-IDs."""
+    return parseaddr(address)[1].rpartition("@")[2] or "localhost"
+
+
+def first_link(text: str) -> str | None:
+    """The first URL of a plain-text body, or None."""
+    found = _URL.search(text)
+    return found.group(0) if found else None
