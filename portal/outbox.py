@@ -131,19 +131,22 @@ def claim(conn: Connection, *, now: datetime, limit: int, domain: str) -> list[R
     §4.7: at least once, and at most once as far as the portal can tell).
     """
     outbox, c = tables.outbox, tables.outbox.c
+    # Materialised, so that PostgreSQL takes the rows once: as a subquery it may run it
+    # again while updating, and pass the rows just updated for the next ones due.
     due = (
         select(c.id)
         .where(_due(now))
         .order_by(c.next_attempt_at, c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("due")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     # Unique per row (its id) and per claim (the random part), as RFC 5322 asks.
     new_id = literal(f"<{secrets.token_hex(8)}.") + cast(c.id, String) + literal(f"@{domain}>")
     claimed = conn.execute(
         update(outbox)
-        .where(c.id.in_(due), _due(now))
+        .where(c.id.in_(select(due.c.id)), _due(now))
         .values(
             status=SENDING,
             lease_until=now + LEASE,

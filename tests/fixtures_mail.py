@@ -30,6 +30,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    peer: Any = None  # the client's (address, port): one per connection
 
     @property
     def message(self) -> EmailMessage:
@@ -48,6 +49,9 @@ class MailHandler:
         self._hold = threading.Event()  # armed: keep the next message's answer back
         self._holding = threading.Event()
         self._released = threading.Event()
+        self.hang_up_after: int | None = None  # messages a connection may carry, then it ends
+        self.hang_up_with_421 = False  # end it with "421 closing" instead of without a word
+        self.in_data = self.most_in_data = 0  # messages being received at once, and the peak
 
     def fail_next(self, count: int) -> None:
         with self._lock:
@@ -75,11 +79,27 @@ class MailHandler:
     ) -> str:
         if self.credentials and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        carried = getattr(session, "carried", 0)
+        if self.hang_up_after is not None and carried >= self.hang_up_after:
+            if not self.hang_up_with_421:
+                server.transport.close()  # as a server that drops an idle connection
+                return "250 OK"  # never reaches the client
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+            return "421 4.7.0 too many messages on one connection, closing"
+        session.carried = carried + 1  # type: ignore[attr-defined]
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_data += 1
+        self.most_in_data = max(self.most_in_data, self.in_data)
+        try:
+            return await self._take(session, envelope)
+        finally:
+            self.in_data -= 1
+
+    async def _take(self, session: Session, envelope: Envelope) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
         with self._lock:
@@ -88,7 +108,7 @@ class MailHandler:
                 return "451 4.3.0 try again"
             content = envelope.original_content or b""
             self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, session.peer)
             )
             held = self._hold.is_set()
             self._hold.clear()
