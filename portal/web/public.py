@@ -39,12 +39,38 @@ async def incident_page(request: Request) -> Response:
     return await _incident_page(request, await _incident(request))
 
 
+async def partner_page(request: Request) -> Response:
+    """A partner's entry page: the incident's page, headed with the partner and its intro."""
+    incident = await _incident(request)
+    partner = await _entry_partner(request, incident, request.path_params["partner"])
+    if partner is None:
+        raise HTTPException(404)
+    return await _incident_page(request, incident, partner=partner)
+
+
+async def partner_without_slash(request: Request) -> Response:
+    incident = await _incident(request)
+    partner = await _entry_partner(request, incident, request.path_params["partner"])
+    if partner is None:
+        raise HTTPException(404)
+    return RedirectResponse(f"/{incident.slug}/p/{partner.slug}/", status_code=308)
+
+
+async def _entry_partner(
+    request: Request, incident: incidents.Incident, slug: object
+) -> incidents.Partner | None:
+    if not isinstance(slug, str) or not SLUG.fullmatch(slug):
+        return None
+    return await with_db(request, lookups.entry_partner, incident, slug)
+
+
 async def _incident_page(
     request: Request,
     incident: incidents.Incident,
     *,
     error: str | None = None,
     typed: str = "",
+    partner: incidents.Partner | None = None,
 ) -> Response:
     return render(
         request,
@@ -54,6 +80,7 @@ async def _incident_page(
         incident=incident,
         error=error,
         typed=typed,
+        partner=partner,
     )
 
 
@@ -61,14 +88,23 @@ async def lookup(request: Request) -> Response:
     incident = await _incident(request)
     form = await checked_form(request)
     address = form.get("email")
+    # Checked after the response, with the rest: an unknown partner is no partner.
+    partner = form.get("partner")
+    entry = partner if isinstance(partner, str) and SLUG.fullmatch(partner) else None
     try:
         normalised = normalise(address if isinstance(address, str) else "")
     except InvalidEmail as exc:
         # The form keeps what the person typed (escaped), without control characters.
         typed = "".join(ch for ch in str(address or "") if ch.isprintable())[:320]
-        return await _incident_page(request, incident, error=exc.code, typed=typed)
+        shown = await _entry_partner(request, incident, entry)
+        return await _incident_page(request, incident, error=exc.code, typed=typed, partner=shown)
     request_ = lookups.LookupRequest(
-        incident.slug, normalised, client_address(request), language(request, incident)
+        incident.slug,
+        normalised,
+        client_address(request),
+        language(request, incident),
+        partner=entry,
+        session_token=request.cookies.get(SESSION_COOKIE),
     )
     state = request.app.state
     task = BackgroundTask(_request_link, state, request_)
@@ -152,7 +188,7 @@ async def results(request: Request) -> Response:
         request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
     )
     # The session's own verified owner sees the address the results are for.
-    view = results_view(found, requested, address=_address(session))
+    view = results_view(found, requested, address=_address(session), first=session.partner_id)
     response = render(
         request,
         "results.html",
@@ -262,6 +298,8 @@ routes = [
     Route("/v/{token}", confirm, methods=["POST"]),
     Route("/{incident}", incident_without_slash, methods=["GET"]),
     Route("/{incident}/", incident_page, methods=["GET"]),
+    Route("/{incident}/p/{partner}", partner_without_slash, methods=["GET"]),
+    Route("/{incident}/p/{partner}/", partner_page, methods=["GET"]),
     Route("/{incident}/lookup", lookup, methods=["POST"]),
     Route("/{incident}/sent", sent, methods=["GET"]),
     Route("/{incident}/results", results, methods=["GET"]),

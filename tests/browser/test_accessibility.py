@@ -66,6 +66,9 @@ class Auditor:
 def person_pages(auditor: Auditor) -> None:
     person, page = auditor.person, auditor.person.page
     auditor.visit("incident", f"/{SLUG}/?lang={auditor.lang}")
+    auditor.visit("entry-page", f"/{SLUG}/p/park-a/?lang={auditor.lang}")
+    assert page.locator("[data-entry-partner=park-a] [data-intro]").is_visible()
+    auditor.visit("entry-page-general", f"/{SLUG}/p/theater-b/")
     page.fill("#email", "not an address")
     page.click("form.lookup button[type=submit]")
     assert page.locator("[data-error-summary]").is_visible()
