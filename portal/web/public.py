@@ -175,7 +175,10 @@ async def confirm(request: Request) -> Response:
 
 async def _too_many_addresses(request: Request, token: str) -> Response:
     """The 11th address: said plainly, the link left unused for another browser."""
-    slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
+    try:  # used meanwhile (another tab): said as for any used link
+        slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
+    except TokenInvalid as exc:
+        return await _bad_link(request, exc)
     incident = await with_db(request, incidents.get_incident, slug)
     return render(
         request,
