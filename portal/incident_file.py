@@ -36,7 +36,16 @@ INCIDENT_KEYS = frozenset(
     }
 )
 PARTNER_KEYS = frozenset(
-    {"slug", "name", "contact_email", "webhook_url", "webhook_secret", "language", "certainty"}
+    {
+        "slug",
+        "name",
+        "contact_email",
+        "webhook_url",
+        "webhook_secret",
+        "language",
+        "certainty",
+        "intro",
+    }
 )
 CERTAINTIES = ("confirmed", "possible")
 # Optional Markdown sections of the incident page, per language, beside the notice (which
@@ -377,7 +386,14 @@ class _Checker:
             **self.webhook(entry, path, where),
             "language": self.partner_language(entry.get("language"), (*path, "language"), where),
             "certainty": self.certainty(entry.get("certainty"), (*path, "certainty"), where),
+            "intro": self.intro(entry.get("intro"), (*path, "intro"), where),
         }
+
+    def intro(self, value: Any, path: tuple[str | int, ...], where: str) -> dict[str, str]:
+        """The optional Markdown text of the partner's entry page, per language."""
+        if value is None:
+            return {}
+        return self.markdown(value, path, f"{where}intro")
 
     def certainty(self, value: Any, path: tuple[str | int, ...], where: str) -> str:
         if value is None:

@@ -28,6 +28,9 @@ class Partner:
     webhook_secret: str | None
     language: str | None = None  # of the request emails to it; None: the incident's default
     certainty: str = "confirmed"  # or "possible": the set may hold people not exposed
+    # Markdown per language, heading its entry page /{incident}/p/{slug}/; not part of the
+    # identity (a Partner is a dict key).
+    intro: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ def _store_partner(conn: Connection, incident_id: int, data: dict[str, Any]) -> 
     t = tables.partners
     keys = ("name", "contact_email", "webhook_url", "webhook_secret", "language", "certainty")
     values = {k: data[k] for k in keys}
+    values["intro"] = _json(data["intro"]) if data.get("intro") else None
     existing = conn.scalar(
         select(t.c.id).where(t.c.incident_id == incident_id, t.c.slug == data["slug"])
     )
@@ -216,4 +220,5 @@ def _partner(row: Any) -> Partner:
         webhook_secret=row["webhook_secret"],
         language=row["language"],
         certainty=row["certainty"],
+        intro=json.loads(row["intro"] or "{}"),
     )

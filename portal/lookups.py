@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +37,10 @@ class LookupRequest:
     address: str
     client: str
     lang: str
+    # The hidden `partner` of an entry page's form, unchecked: an unknown one is ignored.
+    partner: str | None = None
+    # The visitor's session cookie, if any: a link asked from a verified session joins it.
+    session_token: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class VerifiedSession:
     verified_at: object
     secret: bytes
     sealed_email: bytes | None
+    partner_id: int | None = None  # the entry page's partner, listed first in the results
 
     def email(self) -> str:
         """The verified address; read only when the person asks for deletion."""
@@ -132,18 +138,9 @@ def _queue_link(
 ) -> None:
     token, secret = link_tokens(settings).issue()
     now = utcnow()
-    message = messages.render(
-        templates_dir,
-        "link",
-        lookup.lang,
-        incident_title=incident.text(incident.title, lookup.lang),
-        link=f"{settings.base_url}/v/{token}",
-        minutes=settings.link_ttl // 60,
-        organisation=incident.organisation,
-        website=incident.website,
-        portal_url=settings.base_url,
-    )
     with engine.begin() as conn:
+        partner = entry_partner(conn, incident, lookup.partner)
+        message = _link_message(templates_dir, settings, incident, lookup.lang, token, partner)
         conn.execute(
             tables.links.insert().values(
                 token_hash=token_hash(secret),
@@ -154,6 +151,8 @@ def _queue_link(
                 lang=lookup.lang,
                 created_at=now,
                 expires_at=now + timedelta(seconds=settings.link_ttl),
+                partner_id=partner.id if partner else None,
+                session_id=asking_session(conn, settings, incident, lookup.session_token),
             )
         )
         outbox.enqueue_email(
@@ -162,10 +161,49 @@ def _queue_link(
         counters.bump(conn, incident_id=incident.id, name=counters.LOOKUPS)
 
 
+def entry_partner(conn: Connection, incident: Incident, slug: str | None) -> Partner | None:
+    """The partner whose entry page the lookup came from; None for none or an unknown one
+    (a tampered hidden field changes nothing the person can see)."""
+    if not slug:
+        return None
+    return next((p for p in incidents.get_partners(conn, incident.id) if p.slug == slug), None)
+
+
+def asking_session(
+    conn: Connection, settings: Settings, incident: Incident, token: str | None
+) -> int | None:
+    """The id of the live session of this incident that asks for another address's link."""
+    session = load_session(conn, settings, token)
+    return session.id if session is not None and session.incident_id == incident.id else None
+
+
+def _link_message(
+    templates_dir: Path,
+    settings: Settings,
+    incident: Incident,
+    lang: str,
+    token: str,
+    partner: Partner | None,
+) -> messages.Message:
+    """The link email; from an entry page, sent on that partner's behalf and naming it."""
+    return messages.render(
+        templates_dir,
+        "partner_link" if partner else "link",
+        lang,
+        incident_title=incident.text(incident.title, lang),
+        link=f"{settings.base_url}/v/{token}",
+        minutes=settings.link_ttl // 60,
+        organisation=incident.organisation,
+        website=incident.website,
+        portal_url=settings.base_url,
+        partner_name=partner.name if partner else None,
+    )
+
+
 def peek_link(conn: Connection, settings: Settings, token: str) -> str:
     """Checks a link without using it (mail scanners open links); returns its incident slug."""
     secret = link_tokens(settings).read(token)
-    row = _link_row(conn, secret)
+    row = link_row(conn, secret)
     if row.used_at is not None:
         raise LinkUsed
     return str(row.slug)
@@ -174,7 +212,7 @@ def peek_link(conn: Connection, settings: Settings, token: str) -> str:
 def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str, VerifiedSession]:
     """Uses a link once and starts a new session; returns (session token, session)."""
     secret = link_tokens(settings).read(token)
-    row = _link_row(conn, secret)
+    row = link_row(conn, secret)
     now = utcnow()
     used = conn.execute(
         update(tables.links)
@@ -196,17 +234,26 @@ def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str,
             created_at=now,
             verified_at=now,
             expires_at=now + timedelta(seconds=settings.session_ttl),
+            partner_id=row.partner_id,
         )
     ).inserted_primary_key
     assert session_id is not None
     counters.count_visit(conn, incident_id=row.incident_id, bidx=row.bidx)
     session = VerifiedSession(
-        session_id[0], row.incident_id, row.slug, row.bidx, row.lang, now, session_secret, sealed
+        session_id[0],
+        row.incident_id,
+        row.slug,
+        row.bidx,
+        row.lang,
+        now,
+        session_secret,
+        sealed,
+        row.partner_id,
     )
     return session_token, session
 
 
-def _link_row(conn: Connection, secret: bytes):  # type: ignore[no-untyped-def]
+def link_row(conn: Connection, secret: bytes):  # type: ignore[no-untyped-def]
     row = conn.execute(
         select(tables.links, tables.incidents.c.slug)
         .join(tables.incidents)
@@ -246,6 +293,7 @@ def load_session(conn: Connection, settings: Settings, token: str | None) -> Ver
         row.verified_at,
         secret,
         row.sealed_email,
+        row.partner_id,
     )
 
 

@@ -41,11 +41,11 @@ class ResultsView:
 
     @property
     def worst(self) -> tuple[Field, PartnerShown] | None:
-        """The most serious exposed field, and the partner where it leaked (listed first)."""
+        """The most serious exposed field, and the first partner listed where it leaked."""
         if not self.partners:
             return None
-        first = self.partners[0]
-        return first.fields[0].field, first
+        worst = max(self.partners, key=lambda p: p.severity)
+        return worst.fields[0].field, worst
 
     @property
     def without_request(self) -> list[PartnerShown]:
@@ -53,11 +53,16 @@ class ResultsView:
 
 
 def results_view(
-    results: Results, requests: dict[int, DeletionRequest], *, address: str | None
+    results: Results,
+    requests: dict[int, DeletionRequest],
+    *,
+    address: str | None,
+    first: int | None = None,
 ) -> ResultsView:
-    """Partners by their most serious field (then by how much leaked, then by name); each
-    field's advice under the first partner that shows it."""
-    ordered = sorted(results.partners, key=_seriousness)
+    """Partners by their most serious field (then by how much leaked, then by name), the
+    partner `first` (an entry page's, by id) before them all; each field's advice under the
+    first partner that shows it."""
+    ordered = sorted(results.partners, key=lambda r: (r.partner.id != first, *_seriousness(r)))
     seen: dict[str, Partner] = {}
     shown = []
     for result in ordered:

@@ -48,6 +48,13 @@ def purge(engine: Engine, settings: Settings, *, now: datetime | None = None) ->
         links = conn.execute(
             delete(tables.links).where(tables.links.c.expires_at < now - timedelta(days=1))
         ).rowcount
+        # A session's further addresses go with it (also by ON DELETE CASCADE).
+        expired = select(tables.sessions.c.id).where(tables.sessions.c.expires_at < now)
+        conn.execute(
+            delete(tables.session_addresses).where(
+                tables.session_addresses.c.session_id.in_(expired)
+            )
+        )
         sessions = conn.execute(
             delete(tables.sessions).where(tables.sessions.c.expires_at < now)
         ).rowcount

@@ -73,6 +73,7 @@ partners = Table(
     Column("language", String(8), nullable=True),  # of the request emails to it
     # "possible": the data set may hold people whose data were not exposed.
     Column("certainty", String(16), nullable=False, server_default="confirmed"),
+    Column("intro", Text, nullable=True),  # JSON {lang: markdown}: its entry page's text
     UniqueConstraint("incident_id", "slug", name="uq_partners_incident_slug"),
 )
 
@@ -100,6 +101,11 @@ links = Table(
     Column("created_at", DateTime, nullable=False),
     Column("expires_at", DateTime, nullable=False),
     Column("used_at", DateTime, nullable=True),
+    # Asked on a partner's entry page: its results list that partner first.
+    Column("partner_id", Integer, nullable=True),
+    # Asked from a verified session's results page: confirmed in that same browser, the
+    # address joins that session (session_addresses) instead of starting one.
+    Column("session_id", Integer, nullable=True),
 )
 
 # A verified visit, started by confirming a link; the cookie holds the secret, we its hash.
@@ -115,6 +121,21 @@ sessions = Table(
     Column("created_at", DateTime, nullable=False),
     Column("verified_at", DateTime, nullable=False),
     Column("expires_at", DateTime, nullable=False),
+    Column("partner_id", Integer, nullable=True),  # the entry page's partner, listed first
+)
+
+# The further addresses of a session (design §2 "several addresses"), each added only by
+# confirming its own link in the session's browser; sealed by the session's secret like the
+# session's first address, and gone with the session.
+session_addresses = Table(
+    "session_addresses",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("bidx", LargeBinary(32), nullable=False),
+    Column("sealed_email", LargeBinary, nullable=False),
+    Column("verified_at", DateTime, nullable=False),
+    UniqueConstraint("session_id", "bidx", name="uq_session_addresses_session_bidx"),
 )
 
 deletion_requests = Table(

@@ -8,11 +8,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import deletions, incidents, lookups, metrics
+from portal import deletions, incidents, lookups, metrics, session_addresses
 from portal.blind_index import InvalidEmail, normalise
 from portal.clock import utcnow
 from portal.incident_file import SLUG
-from portal.results_view import results_view
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, with_db
@@ -39,12 +38,38 @@ async def incident_page(request: Request) -> Response:
     return await _incident_page(request, await _incident(request))
 
 
+async def partner_page(request: Request) -> Response:
+    """A partner's entry page: the incident's page, headed with the partner and its intro."""
+    incident = await _incident(request)
+    partner = await _entry_partner(request, incident, request.path_params["partner"])
+    if partner is None:
+        raise HTTPException(404)
+    return await _incident_page(request, incident, partner=partner)
+
+
+async def partner_without_slash(request: Request) -> Response:
+    incident = await _incident(request)
+    partner = await _entry_partner(request, incident, request.path_params["partner"])
+    if partner is None:
+        raise HTTPException(404)
+    return RedirectResponse(f"/{incident.slug}/p/{partner.slug}/", status_code=308)
+
+
+async def _entry_partner(
+    request: Request, incident: incidents.Incident, slug: object
+) -> incidents.Partner | None:
+    if not isinstance(slug, str) or not SLUG.fullmatch(slug):
+        return None
+    return await with_db(request, lookups.entry_partner, incident, slug)
+
+
 async def _incident_page(
     request: Request,
     incident: incidents.Incident,
     *,
     error: str | None = None,
     typed: str = "",
+    partner: incidents.Partner | None = None,
 ) -> Response:
     return render(
         request,
@@ -54,6 +79,7 @@ async def _incident_page(
         incident=incident,
         error=error,
         typed=typed,
+        partner=partner,
     )
 
 
@@ -61,14 +87,23 @@ async def lookup(request: Request) -> Response:
     incident = await _incident(request)
     form = await checked_form(request)
     address = form.get("email")
+    # Checked after the response, with the rest: an unknown partner is no partner.
+    partner = form.get("partner")
+    entry = partner if isinstance(partner, str) and SLUG.fullmatch(partner) else None
     try:
         normalised = normalise(address if isinstance(address, str) else "")
     except InvalidEmail as exc:
         # The form keeps what the person typed (escaped), without control characters.
         typed = "".join(ch for ch in str(address or "") if ch.isprintable())[:320]
-        return await _incident_page(request, incident, error=exc.code, typed=typed)
+        shown = await _entry_partner(request, incident, entry)
+        return await _incident_page(request, incident, error=exc.code, typed=typed, partner=shown)
     request_ = lookups.LookupRequest(
-        incident.slug, normalised, client_address(request), language(request, incident)
+        incident.slug,
+        normalised,
+        client_address(request),
+        language(request, incident),
+        partner=entry,
+        session_token=request.cookies.get(SESSION_COOKIE),
     )
     state = request.app.state
     task = BackgroundTask(_request_link, state, request_)
@@ -110,13 +145,21 @@ async def confirm(request: Request) -> Response:
         metrics.rate_limited_total.labels(limit="confirm").inc()
         wait = await state.limiter.retry_after("confirm", client)
         raise HTTPException(429, headers={"Retry-After": str(wait)})
+    token = request.path_params["token"]
     try:
         cookie, session = await with_db(
-            request, lookups.confirm_link, state.settings, request.path_params["token"]
+            request,
+            session_addresses.confirm,
+            state.settings,
+            token,
+            request.cookies.get(SESSION_COOKIE),
         )
     except TokenInvalid as exc:
         return await _bad_link(request, exc)
+    except session_addresses.TooManyAddresses:
+        return await _too_many_addresses(request, token)
     response = RedirectResponse(f"/{session.incident_slug}/results", status_code=303)
+    # A new session, or the browser's own with the address added: a new cookie either way.
     response.set_cookie(
         SESSION_COOKIE,
         cookie,
@@ -128,6 +171,23 @@ async def confirm(request: Request) -> Response:
     )
     rotate_csrf_cookie(request, response)
     return response
+
+
+async def _too_many_addresses(request: Request, token: str) -> Response:
+    """The 11th address: said plainly, the link left unused for another browser."""
+    try:  # used meanwhile (another tab): said as for any used link
+        slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
+    except TokenInvalid as exc:
+        return await _bad_link(request, exc)
+    incident = await with_db(request, incidents.get_incident, slug)
+    return render(
+        request,
+        "too_many_addresses.html",
+        lang=language(request, incident),
+        status=409,
+        incident=incident,
+        most=session_addresses.MAX_ADDRESSES,
+    )
 
 
 async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
@@ -147,18 +207,15 @@ async def results(request: Request) -> Response:
     session = await _session(request, incident)
     if session is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
-    found = await with_db(request, lookups.results_for, session)
-    requested = await with_db(
-        request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
-    )
-    # The session's own verified owner sees the address the results are for.
-    view = results_view(found, requested, address=_address(session))
+    # The session's own verified owner sees the addresses the results are for.
+    shown = await with_db(request, session_addresses.results_of, session)
     response = render(
         request,
         "results.html",
         lang=language(request, incident, carried=session.lang),
         incident=incident,
-        view=view,
+        addresses=shown,
+        most=session_addresses.MAX_ADDRESSES,
         flash=request.cookies.get(FLASH_COOKIE),
         minutes=request.app.state.settings.session_ttl // 60,
         today=utcnow(),
@@ -167,32 +224,21 @@ async def results(request: Request) -> Response:
     return response
 
 
-def _address(session: lookups.VerifiedSession) -> str | None:
-    try:
-        return session.email()
-    except TokenInvalid:
-        return None
-
-
 async def confirm_all(request: Request) -> Response:
     """Asking every organisation at once is asked again first (no JavaScript needed)."""
     incident = await _incident(request)
     session = await _session(request, incident)
     if session is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
-    found = await with_db(request, lookups.results_for, session)
-    requested = await with_db(
-        request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
-    )
-    view = results_view(found, requested, address=_address(session))
-    if not view.without_request:
+    shown = await with_db(request, session_addresses.results_of, session)
+    if not any(a.view.without_request for a in shown):
         return RedirectResponse(f"/{incident.slug}/results", status_code=303)
     return render(
         request,
         "confirm_all.html",
         lang=language(request, incident, carried=session.lang),
         incident=incident,
-        view=view,
+        addresses=shown,
     )
 
 
@@ -205,26 +251,30 @@ async def deletion(request: Request) -> Response:
     partner = form.get("partner")
     if not isinstance(partner, str) or not partner:
         raise HTTPException(400)
+    address = form.get("address")
     state = request.app.state
     try:
-        await with_db(
+        index = await with_db(
             request,
-            deletions.request_deletion,
+            session_addresses.request_deletion,
             state.settings,
             session,
             partner=partner,
+            address=address if isinstance(address, str) else None,
             templates_dir=state.templates_dir,
         )
     except deletions.PartnerNotFound:
         raise HTTPException(404) from None
     if state.mail_worker is not None:
         state.mail_worker.wake()
-    # Back where the person was, with the message there: that partner's element.
-    anchor = "requests" if partner == "all" else f"partner-{partner}"
+    # Back where the person was, with the message there: that partner's element (of that
+    # address: the first address's elements keep the plain id).
+    key = partner if partner == "all" or index <= 1 else f"{partner}-{index}"
+    anchor = "requests" if partner == "all" else f"partner-{key}"
     response = RedirectResponse(f"/{incident.slug}/results#{anchor}", status_code=303)
     response.set_cookie(
         FLASH_COOKIE,
-        partner,
+        key,
         max_age=300,
         httponly=True,
         samesite="lax",
@@ -262,6 +312,8 @@ routes = [
     Route("/v/{token}", confirm, methods=["POST"]),
     Route("/{incident}", incident_without_slash, methods=["GET"]),
     Route("/{incident}/", incident_page, methods=["GET"]),
+    Route("/{incident}/p/{partner}", partner_without_slash, methods=["GET"]),
+    Route("/{incident}/p/{partner}/", partner_page, methods=["GET"]),
     Route("/{incident}/lookup", lookup, methods=["POST"]),
     Route("/{incident}/sent", sent, methods=["GET"]),
     Route("/{incident}/results", results, methods=["GET"]),

@@ -66,6 +66,9 @@ class Auditor:
 def person_pages(auditor: Auditor) -> None:
     person, page = auditor.person, auditor.person.page
     auditor.visit("incident", f"/{SLUG}/?lang={auditor.lang}")
+    auditor.visit("entry-page", f"/{SLUG}/p/park-a/?lang={auditor.lang}")
+    assert page.locator("[data-entry-partner=park-a] [data-intro]").is_visible()
+    auditor.visit("entry-page-general", f"/{SLUG}/p/theater-b/")
     page.fill("#email", "not an address")
     page.click("form.lookup button[type=submit]")
     assert page.locator("[data-error-summary]").is_visible()
@@ -94,7 +97,9 @@ def person_pages(auditor: Auditor) -> None:
     auditor.visit("not-found", "/no-such-incident/", status=404)
     auditor.visit("privacy", f"/{SLUG}/privacy")
     sign_in(person, CAROL)
-    assert page.locator('[data-result="not-affected"]').count() == 1
+    # Carol's link was asked with Erin's visit open in this browser: it joined that visit.
+    assert page.locator("[data-addresses]").get_attribute("data-addresses") == "2"
+    assert page.locator(f'[data-result="not-affected"][data-address="{CAROL}"]').count() == 1
     auditor.check("results-not-affected")
 
 

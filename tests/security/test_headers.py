@@ -41,6 +41,7 @@ def responses(site: Site) -> dict[str, httpx.Response]:
     return {
         "home": http.get("/"),
         "incident": http.get(f"/{SLUG}/"),
+        "partner page": http.get(f"/{SLUG}/p/park-a/"),
         "lookup 303": visitor.lookup("headers-sent@example.net"),
         "lookup 400": http.post(f"/{SLUG}/lookup", data={"email": "x", "csrf_token": token}),
         "sent": http.get(f"/{SLUG}/sent"),
@@ -60,8 +61,9 @@ def responses(site: Site) -> dict[str, httpx.Response]:
 
 def kinds() -> list[str]:
     return [
-        "home", "incident", "lookup 303", "lookup 400", "sent", "confirm page", "bad link",
-        "results", "csrf 403", "404", "405", "413", "415", "static", "healthz", "metrics",
+        "home", "incident", "partner page", "lookup 303", "lookup 400", "sent", "confirm page",
+        "bad link", "results", "csrf 403", "404", "405", "413", "415", "static", "healthz",
+        "metrics",
     ]  # fmt: skip
 
 
