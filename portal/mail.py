@@ -111,10 +111,12 @@ def enqueue_email(
     message: Message,
     deletion_request_id: int | None = None,
     sender_name: str | None = None,
+    not_before: datetime | None = None,
 ) -> int:
     """Queues an email in the caller's transaction; the worker sends it once that commits.
 
     `sender_name` names the From header when PORTAL_MAIL_FROM has no name of its own.
+    `not_before`: no worker sends it earlier (a throttled schedule kept in the database).
     """
     refuse_line_breaks(to=to, subject=message.subject, sender_name=sender_name or "")
     return _enqueue(
@@ -127,6 +129,7 @@ def enqueue_email(
         body_html=message.html,
         deletion_request_id=deletion_request_id,
         sender_name=sender_name,
+        next_attempt_at=not_before,
     )
 
 
@@ -155,7 +158,14 @@ def enqueue_webhook(
     )
 
 
-def _enqueue(conn: Connection, *, kind: str, channel: str, **values: Any) -> int:
+def _enqueue(
+    conn: Connection,
+    *,
+    kind: str,
+    channel: str,
+    next_attempt_at: datetime | None = None,
+    **values: Any,
+) -> int:
     now = utcnow()
     insert = tables.outbox.insert().values(
         kind=kind,
@@ -163,7 +173,7 @@ def _enqueue(conn: Connection, *, kind: str, channel: str, **values: Any) -> int
         status=QUEUED,
         attempts=0,
         created_at=now,
-        next_attempt_at=now,
+        next_attempt_at=next_attempt_at or now,
         **values,
     )
     outbox_id: int = conn.execute(insert.returning(tables.outbox.c.id)).scalar_one()
@@ -375,6 +385,20 @@ def describe(exc: BaseException, recipient: str | None) -> str:
     return f"{type(exc).__name__}: {message}"[:300]
 
 
+def refused_permanently(exc: BaseException) -> int | None:
+    """The SMTP code when the server refused this message for good (a 5xx bounce), else None.
+
+    Only the recipient (RCPT) or the message (DATA) answered 5xx counts: a 5xx to AUTH or
+    MAIL FROM is the portal's own setup, which a retry after fixing it delivers.
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [refused.code for refused in exc.recipients]
+        return codes[0] if codes and all(500 <= code < 600 for code in codes) else None
+    if isinstance(exc, aiosmtplib.SMTPDataError) and 500 <= exc.code < 600:
+        return exc.code
+    return None
+
+
 def _due(now: datetime) -> ColumnElement[bool]:
     c = tables.outbox.c
     return or_(
@@ -564,12 +588,13 @@ class MailWorker:
 
     def _record_failure(self, row: Row[Any], exc: Exception) -> str:
         now = self.clock()
+        bounced = refused_permanently(exc)
         values: dict[str, Any] = {
             "lease_until": None,
             "last_error": describe(exc, row.recipient),
-            "response_status": exc.status if isinstance(exc, WebhookError) else None,
+            "response_status": exc.status if isinstance(exc, WebhookError) else bounced,
         }
-        if now - row.created_at < GIVE_UP_AFTER:
+        if now - row.created_at < GIVE_UP_AFTER and bounced is None:
             values |= {"status": QUEUED, "next_attempt_at": now + backoff(row.attempts)}
             self._finish(row, values, None)
             log.warning(

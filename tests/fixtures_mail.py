@@ -44,6 +44,7 @@ class MailHandler:
         self.credentials = credentials
         self._failures = 0
         self.delay = 0.0  # seconds to wait before answering DATA, as a slow server does
+        self.refuse: set[str] = set()  # recipients answered "550 no such mailbox" (a bounce)
         self._lock = threading.Lock()
         self._hold = threading.Event()  # armed: keep the next message's answer back
         self._holding = threading.Event()
@@ -77,6 +78,15 @@ class MailHandler:
             return "530 5.7.0 Authentication required"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.lower() in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
