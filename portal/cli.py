@@ -406,6 +406,12 @@ def notify(
     from portal.notices import notify as queue_notices
 
     settings = _settings()
+    if settings.base_url_is_default and not dry_run:
+        # A notice is mailed once, to everyone: a link to this machine would reach no one.
+        raise PortalError(
+            "PORTAL_BASE_URL is not set: the notices would link to http://127.0.0.1:8000, "
+            "which works on this machine only; set it to the portal's public address"
+        )
     mapping = _parse_map(map_ or [])
     with _database(settings) as engine, _progress_bar(file) as update:
         summary = queue_notices(

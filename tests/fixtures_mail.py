@@ -30,6 +30,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    at: float = 0.0  # time.monotonic() when the server took it
 
     @property
     def message(self) -> EmailMessage:
@@ -98,7 +99,9 @@ class MailHandler:
                 return "451 4.3.0 try again"
             content = envelope.original_content or b""
             self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+                Received(
+                    str(envelope.mail_from), list(envelope.rcpt_tos), content, time.monotonic()
+                )
             )
             held = self._hold.is_set()
             self._hold.clear()
