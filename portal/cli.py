@@ -359,6 +359,14 @@ def _outcome(summary: ImportSummary) -> str:
     )
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _say(text: str) -> None:
     """One line on stdout exactly as given: no markup, no wrapping (cron logs keep it whole)."""
     out.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
@@ -446,11 +454,11 @@ def _print_notify_summary(summary: NotifySummary, what: str) -> None:
         ("distinct addresses", read.addresses),
         ("new notices that would be queued" if dry else "new notices queued", summary.new),
         (
-            f"unsent notices {'that would be ' if dry else ''}merged (naming this partner too)",
+            "that would merge into unsent notices" if dry else "merged into unsent notices",
             summary.merged,
         ),
         ("already notified for this partner", summary.already),
-        ("notice already sent (partner recorded, not mailed again)", summary.after_sent),
+        ("notice sent before (partner recorded only)", summary.after_sent),
         ("not imported for this partner (no notice)", summary.not_imported),
     ]
     width = max(len(label) for label, _ in counts)
@@ -472,7 +480,13 @@ def _notify_outcome(summary: NotifySummary) -> str:
     assert summary.first_at is not None and summary.last_at is not None
     span = summary.last_at - summary.first_at
     hours = span.total_seconds() / 3600
-    verb = "would queue" if summary.dry_run else "queued"
+    if summary.dry_run:
+        seconds = (summary.new - 1) / summary.rate
+        return (
+            f"would queue {summary.new} notice(s) at {summary.rate:g}/s, sent over "
+            f"{_duration(seconds)} from when the run queues them"
+        )
+    verb = "queued"
     return (
         f"{verb} {summary.new} notice(s) at {summary.rate:g}/s: the first due "
         f"{summary.first_at:%Y-%m-%d %H:%M:%S} UTC, the last {summary.last_at:%Y-%m-%d %H:%M:%S} "
