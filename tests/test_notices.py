@@ -283,3 +283,20 @@ def _worker(engine: Engine, settings: Settings, smtp: SmtpServer) -> mail.MailWo
     from portal.deletions import mail_worker
 
     return mail_worker(engine, replace(settings, smtp_url=smtp.url()))
+
+
+def test_it_erases_an_incidents_notices_with_it_once_they_are_out(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    from portal.retention import purge_incident
+
+    run(engine, settings, personas, "park-a")
+    with pytest.raises(PortalError, match="2 notice\\(s\\) still queued"):
+        purge_incident(engine, SLUG)
+    with engine.begin() as conn:
+        conn.execute(update(tables.outbox).values(status="sent", **mail.ERASED))
+        conn.execute(update(tables.notices).values(status="sent"))
+    purge_incident(engine, SLUG)
+
+    counts = table_counts(engine)
+    assert (counts["notices"], counts["notice_partners"], counts["outbox"]) == (0, 0, 0)
