@@ -37,6 +37,7 @@ from portal.importer import ImportSummary, describe_lines, import_csv
 from portal.printable import shown
 
 if TYPE_CHECKING:
+    from portal.notices import NotifySummary
     from portal.stats import IncidentOverview
 
 # Markdown joins a docstring's wrapped lines into paragraphs: --help never breaks mid-sentence.
@@ -263,13 +264,24 @@ class _Rate(ProgressColumn):
         )
 
 
-STAGES = {"reading": ("reading {name}", "lines"), "hashing": ("hashing addresses", "addresses")}
+STAGES = {
+    "reading": ("reading {name}", "lines"),
+    "hashing": ("hashing addresses", "addresses"),
+    "queueing": ("hashing and queueing notices", "addresses"),
+}
 
 
 def _import_with_progress(
     engine: Engine, settings: Settings, *, path: Path, **options: Any
 ) -> ImportSummary:
     """import_csv with a progress bar per stage on a terminal; nothing elsewhere."""
+    with _progress_bar(path) as update:
+        return import_csv(engine, settings, path=path, progress=update, **options)
+
+
+@contextmanager
+def _progress_bar(path: Path) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage (total, done, rows/s, time left) on a terminal; else none."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -287,7 +299,7 @@ def _import_with_progress(
                 tasks[stage] = bar.add_task(label.format(name=name), total=total, unit=unit)
             bar.update(tasks[stage], completed=done, total=total)
 
-        return import_csv(engine, settings, path=path, progress=update, **options)
+        yield update
 
 
 def _print_summary(summary: ImportSummary, what: str) -> None:
@@ -347,9 +359,139 @@ def _outcome(summary: ImportSummary) -> str:
     )
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _say(text: str) -> None:
     """One line on stdout exactly as given: no markup, no wrapping (cron logs keep it whole)."""
     out.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+@app.command()
+@operator_errors
+def notify(
+    incident: Annotated[str, typer.Argument(help="The incident's slug.")],
+    partner: Annotated[str, typer.Argument(help="The partner's slug.")],
+    file: Annotated[Path, typer.Argument(help="The partner's leaked records (CSV), as imported.")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="COLUMN=FIELD, or COLUMN=- to ignore a column. Repeatable."),
+    ] = None,
+    email_column: Annotated[
+        str | None, typer.Option("--email-column", help="The column holding the email address.")
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate",
+            help="Notices sent per second, all workers together (default: PORTAL_NOTICE_RATE, 10).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Hashing threads (default: all cores).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be queued, write nothing.")
+    ] = False,
+) -> None:
+    """Queue the direct notice (GDPR Art. 34): one personal email per distinct valid address
+    of a partner's file, with a direct, single-use link to the results.
+
+    Run it after `portal import` of the same file, with the same --map and --email-column.
+    An address gets one notice per incident: a second partner's file merges into a notice
+    not yet sent, which then names both. The mail workers send at most --rate notices per
+    second, all workers together, in the order queued. Running it again, after a crash
+    too, queues only what is missing: nothing is sent twice.
+
+    Example: portal notify ticketing-2021 park-a park-a.csv --rate 20
+    """
+    from portal.app import TEMPLATES_DIR
+    from portal.notices import notify as queue_notices
+
+    settings = _settings()
+    if settings.base_url_is_default and not dry_run:
+        # A notice is mailed once, to everyone: a link to this machine would reach no one.
+        raise PortalError(
+            "PORTAL_BASE_URL is not set: the notices would link to http://127.0.0.1:8000, "
+            "which works on this machine only; set it to the portal's public address"
+        )
+    mapping = _parse_map(map_ or [])
+    with _database(settings) as engine, _progress_bar(file) as update:
+        summary = queue_notices(
+            engine,
+            settings,
+            incident=incident,
+            partner=partner,
+            path=file,
+            templates_dir=TEMPLATES_DIR,
+            mapping=mapping,
+            email_column=email_column,
+            rate=rate,
+            workers=workers,
+            dry_run=dry_run,
+            progress=update,
+        )
+    _print_notify_summary(summary, f"{file.name} for {incident}/{partner}")
+
+
+def _print_notify_summary(summary: NotifySummary, what: str) -> None:
+    """The counts that add up, every skipped line, then when the notices go out."""
+    read, dry = summary.read, summary.dry_run
+    title = "dry run: nothing written" if dry else "notify summary"
+    _say(f"{title} ({shown(what)}, {read.delimiter}-separated)")
+    counts = [
+        ("lines in the file", read.lines),
+        ("blank lines (not rows)", read.blank_lines),
+        ("rows read", read.rows),
+        ("rows with a valid address", read.imported),
+        ("rows skipped", len(read.skipped)),
+        ("rows repeating an address", summary.repeated_rows),
+        ("distinct addresses", read.addresses),
+        ("new notices that would be queued" if dry else "new notices queued", summary.new),
+        (
+            "that would merge into unsent notices" if dry else "merged into unsent notices",
+            summary.merged,
+        ),
+        ("already notified for this partner", summary.already),
+        ("notice sent before (partner recorded only)", summary.after_sent),
+        ("not imported for this partner (no notice)", summary.not_imported),
+    ]
+    width = max(len(label) for label, _ in counts)
+    for label, count in counts:
+        _say(f"  {label:<{width}}  {count:>8}")
+    columns = ", ".join(f'"{shown(c, 60)}" -> {key}' for c, key in read.columns.items())
+    _say(f"columns: {columns}")
+    if read.skipped:
+        _say(f"skipped rows ({len(read.skipped)}), by line:")
+        for reason, lines in read.skipped_by_reason().items():
+            _say(f"  {describe_lines(lines)}: {reason}")
+    _say(_notify_outcome(summary))
+
+
+def _notify_outcome(summary: NotifySummary) -> str:
+    if not summary.new:
+        verb = "would queue" if summary.dry_run else "queued"
+        return f"{verb} no new notice ({summary.merged} merged into unsent ones)"
+    assert summary.first_at is not None and summary.last_at is not None
+    span = summary.last_at - summary.first_at
+    hours = span.total_seconds() / 3600
+    if summary.dry_run:
+        seconds = (summary.new - 1) / summary.rate
+        return (
+            f"would queue {summary.new} notice(s) at {summary.rate:g}/s, sent over "
+            f"{_duration(seconds)} from when the run queues them"
+        )
+    verb = "queued"
+    return (
+        f"{verb} {summary.new} notice(s) at {summary.rate:g}/s: the first due "
+        f"{summary.first_at:%Y-%m-%d %H:%M:%S} UTC, the last {summary.last_at:%Y-%m-%d %H:%M:%S} "
+        f"UTC ({hours:.1f} h); `portal serve` or `portal mail-worker` sends them"
+    )
 
 
 @app.command()
@@ -542,6 +684,8 @@ def stats(
             highlight=False,
             soft_wrap=True,
         )
+        notices = ", ".join(f"{k} {v}" for k, v in figures.notices.items())
+        _say(f"{figures.incident}: notices: {notices}")
 
 
 @admin_app.command("create")

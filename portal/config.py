@@ -52,6 +52,8 @@ class Settings:
     partner_reminder_days: int = 7
     audit_retention_days: int = 730
     security_contact: str | None = None  # security.txt's Contact; unset: the first incident's
+    notice_link_ttl: int = 30 * 24 * 3600  # the direct link in a notice (design §7)
+    notice_rate: float = 10.0  # notices sent per second across all workers
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
     # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
     base_url_is_default: bool = False
@@ -139,6 +141,12 @@ class Settings:
                 unit="days",
             ),
             security_contact=config("PORTAL_SECURITY_CONTACT", default=None) or None,
+            notice_link_ttl=_positive_int(
+                config("PORTAL_NOTICE_LINK_TTL", default="2592000"), "PORTAL_NOTICE_LINK_TTL"
+            ),
+            notice_rate=positive_rate(
+                config("PORTAL_NOTICE_RATE", default="10"), "PORTAL_NOTICE_RATE"
+            ),
             generated_secrets=frozenset(generated),
         )
         settings.validate()
@@ -271,6 +279,22 @@ def _positive_int(value: str, name: str, *, unit: str = "seconds") -> int:
     if number <= 0:
         raise PortalError(f"{name} must be positive: {value!r}")
     return number
+
+
+MAX_NOTICE_RATE = 10_000.0
+
+
+def positive_rate(value: str, name: str) -> float:
+    """A number of messages per second: positive, finite, fractions allowed (0.5: one in 2 s)."""
+    try:
+        rate = float(value)
+    except ValueError:
+        raise PortalError(f"{name} must be a number of messages per second: {value!r}") from None
+    if not 0 < rate <= MAX_NOTICE_RATE:
+        raise PortalError(
+            f"{name} must be more than 0 and at most {MAX_NOTICE_RATE:,.0f} per second: {value!r}"
+        )
+    return rate
 
 
 def _instance_secret(instance_dir: Path, name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import db, forwarding, incidents, metrics, receipts, tables
+from portal import db, forwarding, incidents, metrics, notices, receipts, tables
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.errors import PortalError
@@ -283,8 +283,14 @@ def mark_forward_failed(conn: Connection, outbox_id: int, request_id: int | None
 
 
 def mail_worker(engine: Engine, settings: Settings) -> MailWorker:
-    """The outbox worker, telling requests when their partner's copy went out or failed."""
-    return MailWorker(engine, settings, on_sent=mark_forwarded, on_failed=mark_forward_failed)
+    """The outbox worker, telling requests when their partner's copy went out or failed,
+    and notices when they were delivered, bounced or given up on."""
+    return MailWorker(
+        engine,
+        settings,
+        on_sent=notices.both(mark_forwarded, notices.mark_sent),
+        on_failed=notices.both(mark_forward_failed, notices.mark_failed),
+    )
 
 
 def _move(

@@ -219,3 +219,18 @@ def sender_for(settings: Settings) -> Sender:
     if settings.smtp_url:
         return SmtpSender.from_url(settings.smtp_url)
     return OutboxDirSender(settings.outbox_dir)
+
+
+def refused_permanently(exc: BaseException) -> int | None:
+    """The SMTP code when the server refused this message for good (a 5xx bounce), else None.
+
+    Only the recipient (RCPT) or the message (DATA) answered 5xx counts: a 5xx to AUTH or
+    MAIL FROM is the portal's own setup, which a retry after fixing it delivers.
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [refused.code for refused in exc.recipients]
+        return codes[0] if codes and all(500 <= code < 600 for code in codes) else None
+    refused = aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError
+    if isinstance(exc, refused) and 500 <= exc.code < 600:
+        return exc.code
+    return None

@@ -28,7 +28,7 @@ from portal.blind_index import InvalidEmail, KdfParams, blind_index, normalise
 from portal.config import Settings
 from portal.csv_file import CsvFile, Row, count_lines
 from portal.errors import PortalError
-from portal.incidents import get_partner, get_partners, require_incident
+from portal.incidents import Incident, Partner, get_partner, get_partners, require_incident
 from portal.printable import shown
 
 log = logging.getLogger("portal.importer")
@@ -40,6 +40,14 @@ NAMES_SHOWN = 5
 NAME_LENGTH = 60
 READ_PROGRESS_EVERY = 5000
 HASH_PROGRESS_EVERY = 50
+
+
+def chunks(items: Iterable[tuple[str, int]], size: int) -> Iterator[list[tuple[str, int]]]:
+    """The items in lists of `size` (the last one shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
 
 # progress(stage, done, total): stage "reading" counts lines, "hashing" addresses.
 Progress = Callable[[str, int, int], None]
@@ -272,6 +280,28 @@ def _read_rows(
     return result
 
 
+def read_addresses(
+    path: Path,
+    *,
+    mapping: dict[str, str] | None = None,
+    email_column: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, int], ImportSummary]:
+    """Reads a file as the import does: each distinct valid address with its field bits.
+
+    For `portal notify`, which reads the very file an import read (same columns, `--map`,
+    errors and accounting) and needs the addresses in hand, not their blind indexes only.
+    """
+    rows = _read_rows(
+        path,
+        lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
+        progress,
+    )
+    if not rows.summary.imported:
+        raise PortalError(_nothing_to_import(path, rows.summary))
+    return rows.found, rows.summary
+
+
 def _account(result: _Rows, plan: ColumnPlan, row: Row, counts: Counter[str]) -> None:
     """Counts one row as imported (its address and field bits kept) or skipped, with why."""
     summary = result.summary
@@ -355,7 +385,7 @@ def import_csv(
     rows.summary.dry_run = dry_run
     if not rows.summary.imported:
         raise PortalError(_nothing_to_import(path, rows.summary))
-    hasher = _Hasher(settings.pepper, salt, params)
+    hasher = Hasher(settings.pepper, salt, params)
     _store(engine, partner_id, rows, hasher, workers or os.cpu_count() or 1, progress)
     _log(incident, partner, rows.summary)
     return rows.summary
@@ -387,7 +417,9 @@ def describe_lines(lines: list[int]) -> str:
 
 
 @dataclass(frozen=True)
-class _Hasher:
+class Hasher:
+    """The blind index of an address with one deployment's pepper, salt and parameters."""
+
     pepper: bytes
     salt: bytes
     params: KdfParams
@@ -400,7 +432,7 @@ def _store(
     engine: Engine,
     partner_id: int,
     rows: _Rows,
-    hasher: _Hasher,
+    hasher: Hasher,
     workers: int,
     progress: Progress | None,
 ) -> None:
@@ -409,7 +441,7 @@ def _store(
     if progress:
         progress("hashing", 0, total)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for chunk in _chunks(rows.found.items(), CHUNK):
+        for chunk in chunks(rows.found.items(), CHUNK):
             indexed: dict[bytes, int] = {}
             hashed = pool.map(hasher, [address for address, _ in chunk])
             for count, (bidx, (_, bits)) in enumerate(zip(hashed, chunk, strict=True), 1):
@@ -439,6 +471,12 @@ def _log(incident: str, partner: str, summary: ImportSummary) -> None:
 
 
 def _target(conn: Connection, incident: str, partner: str) -> tuple[int, KdfParams]:
+    found, target = require_partner(conn, incident, partner)
+    return target.id, found.kdf
+
+
+def require_partner(conn: Connection, incident: str, partner: str) -> tuple[Incident, Partner]:
+    """The incident and its partner, or the PortalError that names the known ones."""
     found = require_incident(conn, incident)
     target = get_partner(conn, found.id, partner)
     if target is None:
@@ -446,13 +484,7 @@ def _target(conn: Connection, incident: str, partner: str) -> tuple[int, KdfPara
         raise PortalError(
             f"unknown partner {shown(repr(partner))} in incident {incident!r} (known: {known})"
         )
-    return target.id, found.kdf
-
-
-def _chunks(items: Iterable[tuple[str, int]], size: int) -> Iterator[list[tuple[str, int]]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+    return found, target
 
 
 def _write_chunk(

@@ -23,10 +23,19 @@ from portal.tokens import TokenExpired, TokenInvalid, TokenService, seal, token_
 log = logging.getLogger("portal.lookups")
 
 LINK_PURPOSE = "results"
+NOTICE_PURPOSE = "notice"  # the direct link in a notice (portal/notices.py)
 
 
 class LinkUsed(TokenInvalid):
     """The link was genuine but has been used already."""
+
+
+class NoticeLinkUsed(LinkUsed):
+    """A notice's direct link that has been used already: a lookup gives a new link."""
+
+
+class NoticeLinkExpired(TokenExpired):
+    """A notice's direct link past PORTAL_NOTICE_LINK_TTL: a lookup gives a new link."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,24 @@ class Results:
 
 def link_tokens(settings: Settings) -> TokenService:
     return TokenService(settings.secret_key, purpose="link", max_age=settings.link_ttl)
+
+
+def notice_tokens(settings: Settings) -> TokenService:
+    return TokenService(settings.secret_key, purpose="notice", max_age=settings.notice_link_ttl)
+
+
+def read_link(settings: Settings, token: str) -> tuple[bytes, str]:
+    """The secret of a lookup's link or of a notice's direct link, and which of the two."""
+    try:
+        return link_tokens(settings).read(token), LINK_PURPOSE
+    except TokenExpired:
+        raise
+    except TokenInvalid:
+        pass  # signed for another purpose, perhaps a notice
+    try:
+        return notice_tokens(settings).read(token), NOTICE_PURPOSE
+    except TokenExpired:
+        raise NoticeLinkExpired from None
 
 
 def session_tokens(settings: Settings) -> TokenService:
@@ -202,17 +229,17 @@ def _link_message(
 
 def peek_link(conn: Connection, settings: Settings, token: str) -> str:
     """Checks a link without using it (mail scanners open links); returns its incident slug."""
-    secret = link_tokens(settings).read(token)
-    row = link_row(conn, secret)
+    secret, purpose = read_link(settings, token)
+    row = link_row(conn, secret, purpose)
     if row.used_at is not None:
-        raise LinkUsed
+        raise NoticeLinkUsed if purpose == NOTICE_PURPOSE else LinkUsed
     return str(row.slug)
 
 
 def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str, VerifiedSession]:
     """Uses a link once and starts a new session; returns (session token, session)."""
-    secret = link_tokens(settings).read(token)
-    row = link_row(conn, secret)
+    secret, purpose = read_link(settings, token)
+    row = link_row(conn, secret, purpose)
     now = utcnow()
     used = conn.execute(
         update(tables.links)
@@ -220,7 +247,7 @@ def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str,
         .values(used_at=now, sealed_email=None)
     )
     if used.rowcount != 1:
-        raise LinkUsed
+        raise NoticeLinkUsed if purpose == NOTICE_PURPOSE else LinkUsed
     email = unseal(secret, row.sealed_email)
     session_token, session_secret = session_tokens(settings).issue()
     sealed = seal(session_secret, email)
@@ -253,19 +280,19 @@ def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str,
     return session_token, session
 
 
-def link_row(conn: Connection, secret: bytes):  # type: ignore[no-untyped-def]
+def link_row(conn: Connection, secret: bytes, purpose: str):  # type: ignore[no-untyped-def]
     row = conn.execute(
         select(tables.links, tables.incidents.c.slug)
         .join(tables.incidents)
         .where(
             tables.links.c.token_hash == token_hash(secret),
-            tables.links.c.purpose == LINK_PURPOSE,
+            tables.links.c.purpose == purpose,
         )
     ).first()
     if row is None:
         raise TokenInvalid
     if row.expires_at <= utcnow():
-        raise TokenExpired
+        raise NoticeLinkExpired if purpose == NOTICE_PURPOSE else TokenExpired
     return row
 
 

@@ -51,10 +51,12 @@ def enqueue_email(
     message: Message,
     deletion_request_id: int | None = None,
     sender_name: str | None = None,
+    not_before: datetime | None = None,
 ) -> int:
     """Queues an email in the caller's transaction; the worker sends it once that commits.
 
     `sender_name` names the From header when PORTAL_MAIL_FROM has no name of its own.
+    `not_before`: no worker sends it earlier (a throttled schedule kept in the database).
     """
     refuse_line_breaks(to=to, subject=message.subject, sender_name=sender_name or "")
     return _enqueue(
@@ -67,6 +69,7 @@ def enqueue_email(
         body_html=message.html,
         deletion_request_id=deletion_request_id,
         sender_name=sender_name,
+        next_attempt_at=not_before,
     )
 
 
@@ -95,7 +98,14 @@ def enqueue_webhook(
     )
 
 
-def _enqueue(conn: Connection, *, kind: str, channel: str, **values: Any) -> int:
+def _enqueue(
+    conn: Connection,
+    *,
+    kind: str,
+    channel: str,
+    next_attempt_at: datetime | None = None,
+    **values: Any,
+) -> int:
     now = utcnow()
     insert = tables.outbox.insert().values(
         kind=kind,
@@ -103,7 +113,7 @@ def _enqueue(conn: Connection, *, kind: str, channel: str, **values: Any) -> int
         status=QUEUED,
         attempts=0,
         created_at=now,
-        next_attempt_at=now,
+        next_attempt_at=next_attempt_at or now,
         **values,
     )
     outbox_id: int = conn.execute(insert.returning(tables.outbox.c.id)).scalar_one()
@@ -174,19 +184,21 @@ class Outcome:
     """What became of one claimed row: delivered, failed this attempt, or not attempted.
 
     Not attempted (neither `delivery` nor `error`): the worker was stopped, or the lease
-    was too near its end to start; the row goes back as it was.
+    was too near its end to start; the row goes back as it was. `bounced`: the server
+    refused the message for good (a 5xx to RCPT or DATA), so it fails now.
     """
 
     row: Row[Any]
     delivery: Delivery | None = None
     error: Exception | None = None
     response_status: int | None = None
+    bounced: bool = False
 
     def status(self, now: datetime) -> str:
         """The row's status once recorded."""
         if self.delivery is not None:
             return SENT
-        if self.error is not None and now - self.row.created_at >= GIVE_UP_AFTER:
+        if self.error is not None and (self.bounced or now - self.row.created_at >= GIVE_UP_AFTER):
             return FAILED
         return QUEUED
 

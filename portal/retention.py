@@ -106,6 +106,10 @@ def purge_incident(engine: Engine, slug: str) -> IncidentPurge:
         r = tables.deletion_requests.c
         requests = select(r.id).where(r.incident_id == incident_id)
         conn.execute(delete(tables.outbox).where(tables.outbox.c.deletion_request_id.in_(requests)))
+        notices = select(tables.notices.c.outbox_id).where(
+            tables.notices.c.incident_id == incident_id
+        )
+        conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(notices)))
         # Everything else goes with the incident row (ON DELETE CASCADE).
         conn.execute(delete(tables.incidents).where(tables.incidents.c.id == incident_id))
         audit.record(
@@ -139,6 +143,15 @@ def _refuse_open(conn: Connection, slug: str, incident_id: int) -> None:
     if pending:
         raise PortalError(
             f"incident {slug!r} has {pending} message(s) still being delivered; "
+            "run this again once they are out"
+        )
+    n = tables.notices.c
+    queued = conn.scalar(
+        select(func.count()).where(n.incident_id == incident_id, n.status == "queued")
+    )
+    if queued:
+        raise PortalError(
+            f"incident {slug!r} has {queued} notice(s) still queued (portal notify); "
             "run this again once they are out"
         )
 

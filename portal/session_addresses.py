@@ -54,8 +54,8 @@ def confirm(
 
     Raises TooManyAddresses (nothing used) when the session is full.
     """
-    secret = lookups.link_tokens(settings).read(token)
-    row = lookups.link_row(conn, secret)
+    secret, purpose = lookups.read_link(settings, token)
+    row = lookups.link_row(conn, secret, purpose)
     session = _asking_session(conn, settings, row, cookie)
     if session is None:
         return lookups.confirm_link(conn, settings, token)

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import Connection, and_, case, func, select
 
-from portal import counters, tables
+from portal import counters, notices, tables
 from portal.clock import utcnow
 from portal.deletions import CLOSED, OPEN
 from portal.incidents import require_incident
@@ -35,6 +35,7 @@ class IncidentFigures:
     mail: dict[str, int]
     distinct_people: int = 0  # distinct addresses over all of its partners' records
     lookups: int = 0  # lookups answered with a link
+    notices: dict[str, int] = field(default_factory=dict)  # direct notices by status
 
 
 def partner_figures(
@@ -123,6 +124,7 @@ def incident_figures(conn: Connection, *, incident: str | None = None) -> list[I
                 mail,
                 distinct_people=_distinct_people(conn, incident_id),
                 lookups=whole.get(counters.LOOKUPS, 0),
+                notices=notices.figures(conn, incident_id=incident_id),
             )
         )
     return result

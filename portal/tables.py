@@ -218,6 +218,39 @@ outbox = Table(
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
 )
 
+# A direct notice (design §7): one per address (as its blind index) per incident, whichever
+# partners' files name it. The address itself is only in its outbox row, until delivery.
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("bidx", LargeBinary(32), nullable=False),
+    Column("status", String(16), nullable=False),  # queued, sent, failed, bounced
+    Column("lang", String(8), nullable=False),
+    # Its slot in the throttled schedule: the outbox row is not due before it.
+    Column("send_after", DateTime, nullable=False),
+    Column("outbox_id", ForeignKey("outbox.id", ondelete="SET NULL"), nullable=True),
+    Column("link_id", ForeignKey("links.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("sent_at", DateTime, nullable=True),
+    UniqueConstraint("incident_id", "bidx", name="uq_notices_incident_bidx"),
+    Index("ix_notices_outbox_id", "outbox_id"),
+    Index("ix_notices_send_after", "send_after"),
+)
+
+# The partners whose files named a notice's address, with the fields each file holds for it.
+# `named`: the notice as sent names the partner; false: notified after the notice went out.
+notice_partners = Table(
+    "notice_partners",
+    metadata,
+    Column("notice_id", ForeignKey("notices.id", ondelete="CASCADE"), primary_key=True),
+    Column("partner_id", ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True),
+    Column("fields", BigInteger, nullable=False),
+    Column("named", Boolean, nullable=False),
+    Column("added_at", DateTime, nullable=False),
+)
+
 # An operator of the admin area; the password only as its argon2id hash.
 operators = Table(
     "operators",

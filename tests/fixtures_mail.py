@@ -31,6 +31,7 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     peer: Any = None  # the client's (address, port): one per connection
+    at: float = 0.0  # time.monotonic() when the server took it
 
     @property
     def message(self) -> EmailMessage:
@@ -45,6 +46,7 @@ class MailHandler:
         self.credentials = credentials
         self._failures = 0
         self.delay = 0.0  # seconds to wait before answering DATA, as a slow server does
+        self.refuse: set[str] = set()  # recipients answered "550 no such mailbox" (a bounce)
         self._lock = threading.Lock()
         self._hold = threading.Event()  # armed: keep the next message's answer back
         self._holding = threading.Event()
@@ -91,6 +93,15 @@ class MailHandler:
         envelope.mail_options.extend(options)
         return "250 OK"
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.lower() in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.in_data += 1
         self.most_in_data = max(self.most_in_data, self.in_data)
@@ -108,7 +119,13 @@ class MailHandler:
                 return "451 4.3.0 try again"
             content = envelope.original_content or b""
             self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, session.peer)
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    content,
+                    session.peer,
+                    time.monotonic(),
+                )
             )
             held = self._hold.is_set()
             self._hold.clear()

@@ -53,6 +53,8 @@ def test_it_applies_the_documented_defaults(
     assert settings.limit_per_client == "20/hour"
     assert settings.trusted_proxies == frozenset()
     assert settings.deletion_retention_days == 90
+    assert settings.notice_link_ttl == 30 * 24 * 3600
+    assert settings.notice_rate == 10
     assert settings.generated_secrets == frozenset()
     assert not settings.https
 
@@ -71,8 +73,11 @@ def test_it_reads_every_variable_it_is_given(tmp_path: Path) -> None:
             LIMIT_PER_ADDRESS="3/hour",
             LIMIT_PER_CLIENT="10/minute",
             TRUSTED_PROXIES="10.0.0.1, 10.0.0.2,",
+            NOTICE_LINK_TTL="86400",
+            NOTICE_RATE="2.5",
         )
     )
+    assert (settings.notice_link_ttl, settings.notice_rate) == (86400, 2.5)
     assert settings.database_url == "postgresql://portal@db.example/portal"
     assert settings.base_url == "https://lek.example.org"
     assert settings.https
@@ -208,6 +213,13 @@ def test_it_ignores_dotenv_when_given_an_environment(
         ("LIMIT_PER_ADDRESS", "five a day"),
         ("LIMIT_PER_CLIENT", "20/fortnight"),
         ("DELETION_RETENTION_DAYS", "0"),
+        ("NOTICE_LINK_TTL", "30 days"),
+        ("NOTICE_LINK_TTL", "0"),
+        ("NOTICE_RATE", "0"),
+        ("NOTICE_RATE", "-1"),
+        ("NOTICE_RATE", "fast"),
+        ("NOTICE_RATE", "nan"),
+        ("NOTICE_RATE", "inf"),
     ],
 )
 def test_it_refuses_an_invalid_value_naming_the_variable(

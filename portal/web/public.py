@@ -191,7 +191,11 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
 
 
 async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
-    if isinstance(exc, lookups.LinkUsed):
+    if isinstance(exc, lookups.NoticeLinkUsed):
+        reason, status = "notice_used", 410
+    elif isinstance(exc, lookups.NoticeLinkExpired):
+        reason, status = "notice_expired", 410
+    elif isinstance(exc, lookups.LinkUsed):
         reason, status = "link_used", 410
     elif isinstance(exc, TokenExpired):
         reason, status = "link_expired", 410

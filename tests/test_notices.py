@@ -1,0 +1,304 @@
+"""portal notify, in process: one notice per address, merged partners, the schedule, the link."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+from starlette.testclient import TestClient
+
+from portal import notices, tables
+from portal.app import TEMPLATES_DIR, create_app
+from portal.clock import utcnow
+from portal.config import Settings
+from portal.errors import PortalError
+from portal.importer import import_csv
+from portal.mail_worker import MailWorker
+from portal.outbox import ERASED
+from portal.stats import incident_figures
+from tests.factories import ALICE, BOB, PARK_A, THEATER_B, load_personas, write_csv
+from tests.fixtures_mail import SmtpServer, running_smtp_server
+from tests.test_public import csrf
+
+SLUG = "ticketing-2021"
+BASE = "http://127.0.0.1:8000"
+
+
+@pytest.fixture
+def personas(engine: Engine, settings: Settings, tmp_path: Path) -> Path:
+    """The incident with park-a (alice, bob) and theater-b (alice) imported."""
+    load_personas(engine, settings, tmp_path)
+    return tmp_path
+
+
+def run(
+    engine: Engine, settings: Settings, folder: Path, partner: str, **options: Any
+) -> notices.NotifySummary:
+    return notices.notify(
+        engine,
+        settings,
+        incident=SLUG,
+        partner=partner,
+        path=folder / f"{partner}.csv",
+        templates_dir=TEMPLATES_DIR,
+        **options,
+    )
+
+
+def outbox(engine: Engine) -> list[Any]:
+    o = tables.outbox.c
+    with engine.connect() as conn:
+        return list(conn.execute(select(tables.outbox).where(o.kind == "notice").order_by(o.id)))
+
+
+def table_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: int(conn.scalar(select(func.count()).select_from(t)) or 0)
+            for t in tables.metadata.sorted_tables
+        }
+
+
+def link_of(row: Any) -> str:
+    found = re.search(r"http://\S+/v/\S+", row.body_text)
+    assert found, row.body_text
+    return str(found.group(0)).removeprefix(BASE)
+
+
+@pytest.fixture
+def client(engine: Engine, settings: Settings, personas: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, deliver_mail=False), base_url=BASE) as client:
+        yield client
+
+
+def test_it_queues_one_notice_per_distinct_address(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    summary = run(engine, settings, personas, "park-a")
+
+    assert (summary.new, summary.merged, summary.already, summary.not_imported) == (2, 0, 0, 0)
+    assert summary.read.rows == 2 and not summary.read.skipped
+    rows = outbox(engine)
+    assert sorted(r.recipient for r in rows) == [ALICE, BOB]
+    with engine.connect() as conn:
+        stored = conn.execute(select(tables.notices)).all()
+    assert len(stored) == 2 and {n.status for n in stored} == {"queued"}
+    assert all(ALICE not in repr(tuple(n)) and BOB not in repr(tuple(n)) for n in stored)
+
+
+def test_it_says_what_leaked_where_and_what_to_do(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    run(engine, settings, personas, "park-a")
+    alice = next(r for r in outbox(engine) if r.recipient == ALICE)
+
+    assert alice.subject == "Datalek: uw gegevens (Datalek bij TicketDienst)"
+    text = alice.body_text
+    line = next(line for line in text.splitlines() if "In de gegevens van" in line)
+    named = line.removeprefix("In de gegevens van Attractiepark A: ").split(", ")
+    assert sorted(named) == ["E-mailadres", "Naam", "Postcode", "Telefoonnummer"]
+    assert "Wij ontdekten een **lek**." in text  # what happened: the incident's notice
+    assert "Autoriteit Persoonsgegevens" in text  # the regulator was told
+    assert "privacy@ticketing.example" in text  # who to ask
+    assert "nooit om een wachtwoord, een betaling of een kopie" in text
+    assert "30 dagen geldig" in text
+    assert len(re.findall(r"http://127\.0\.0\.1:8000/v/", text)) == 1  # one link into the portal
+    assert "<script>" not in alice.body_html and "<strong>lek</strong>" in alice.body_html
+
+
+def test_it_queues_nothing_again_when_run_again(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    run(engine, settings, personas, "park-a")
+    before = table_counts(engine)
+    again = run(engine, settings, personas, "park-a")
+
+    assert (again.new, again.merged, again.already) == (0, 0, 2)
+    assert table_counts(engine) == before
+
+
+def test_it_merges_a_second_partner_into_the_unsent_notice(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    run(engine, settings, personas, "park-a")
+    old_link = link_of(next(r for r in outbox(engine) if r.recipient == ALICE))
+    summary = run(engine, settings, personas, "theater-b")
+
+    assert (summary.new, summary.merged) == (0, 1)
+    rows = outbox(engine)
+    assert len(rows) == 2
+    alice = next(r for r in rows if r.recipient == ALICE)
+    assert "Attractiepark A" in alice.body_text and "Theater B" in alice.body_text
+    assert "IBAN" in alice.body_text
+    assert link_of(alice) != old_link
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(tables.notices)) == 2
+        purposes = conn.scalars(select(tables.links.c.purpose)).all()
+    assert purposes == ["notice", "notice"]  # the replaced link is gone
+
+
+def test_it_records_a_partner_after_the_notice_went_out_without_mailing_again(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    run(engine, settings, personas, "park-a")
+    with engine.begin() as conn:
+        conn.execute(update(tables.outbox).values(status="sent", **ERASED))
+        conn.execute(update(tables.notices).values(status="sent"))
+    summary = run(engine, settings, personas, "theater-b")
+
+    assert (summary.new, summary.merged, summary.after_sent) == (0, 0, 1)
+    assert len(outbox(engine)) == 2
+    with engine.connect() as conn:
+        figures = incident_figures(conn, incident=SLUG)[0].notices
+    assert figures["sent"] == 2 and figures["partners added after sending"] == 1
+
+
+def test_it_spaces_the_notices_at_the_rate_after_the_last_one_scheduled(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    rows = [["email"]] + [[f"p{n}@example.org"] for n in range(20)]
+    write_csv(personas / "park-a.csv", [*PARK_A, *rows[1:]])
+    write_csv(personas / "theater-b.csv", [*THEATER_B, ["late@example.org", "Laat", ""]])
+    for partner in ("park-a", "theater-b"):
+        import_csv(
+            engine, settings, incident=SLUG, partner=partner, path=personas / f"{partner}.csv"
+        )
+    run(engine, settings, personas, "park-a", rate=4)
+    run(engine, settings, personas, "theater-b", rate=4)
+
+    due = sorted(r.next_attempt_at for r in outbox(engine))
+    assert len(due) == 23
+    gaps = {round((b - a).total_seconds(), 3) for a, b in pairwise(due)}
+    assert gaps == {0.25}  # the second run continues the first one's schedule
+
+
+def test_it_writes_nothing_in_a_dry_run(engine: Engine, settings: Settings, personas: Path) -> None:
+    run(engine, settings, personas, "park-a")
+    before = table_counts(engine)
+    dry = run(engine, settings, personas, "theater-b", dry_run=True)
+    fresh = run(engine, settings, personas, "park-a", dry_run=True)
+
+    assert (dry.new, dry.merged, dry.dry_run) == (0, 1, True)
+    assert (fresh.new, fresh.already) == (0, 2)
+    assert table_counts(engine) == before
+
+
+def test_it_refuses_a_partner_whose_file_was_not_imported(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    write_csv(personas / "omroep-c.csv", [["email"], [ALICE]])
+    with pytest.raises(PortalError, match="no records imported yet: run portal import"):
+        run(engine, settings, personas, "omroep-c")
+    (personas / "nobody.csv").write_text("email\nx@example.org\n", encoding="utf-8")
+    with pytest.raises(PortalError, match=r"unknown partner 'nobody'.*known: park-a"):
+        run(engine, settings, personas, "nobody")
+    assert table_counts(engine)["notices"] == 0
+
+
+def test_it_counts_an_address_the_partner_did_not_import(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    write_csv(personas / "park-a.csv", [*PARK_A, ["new@example.org", "Nieuw", "", ""]])
+    summary = run(engine, settings, personas, "park-a")
+    assert (summary.new, summary.not_imported) == (2, 1)
+
+
+def test_it_leads_from_the_notice_link_to_the_results_once(
+    client: TestClient, engine: Engine, settings: Settings, personas: Path
+) -> None:
+    run(engine, settings, personas, "park-a")
+    run(engine, settings, personas, "theater-b")
+    link = link_of(next(r for r in outbox(engine) if r.recipient == ALICE))
+
+    page = client.get(link)
+    assert page.status_code == 200 and "data-confirm" in page.text
+    assert client.get(link).status_code == 200  # a mail scanner's GET uses nothing
+    response = client.post(link, data={"csrf_token": csrf(page.text)}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/{SLUG}/results"
+    results = client.get(f"/{SLUG}/results").text
+    assert set(re.findall(r'data-partner="([\w-]+)"', results)) == {"park-a", "theater-b"}
+
+    assert client.get(link).status_code == 410
+    again = client.post(link, data={"csrf_token": csrf(results)}, follow_redirects=False)
+    assert again.status_code == 410
+    assert 'data-link-error="notice_used"' in again.text
+
+
+def test_it_says_an_expired_notice_link_has_expired(
+    client: TestClient, engine: Engine, settings: Settings, personas: Path
+) -> None:
+    run(engine, settings, personas, "park-a")
+    link = link_of(outbox(engine)[0])
+    with engine.begin() as conn:
+        conn.execute(update(tables.links).values(expires_at=utcnow() - timedelta(seconds=1)))
+    page = client.get(link)
+    assert page.status_code == 410
+    assert 'data-link-error="notice_expired"' in page.text
+    assert "nieuwe link" in page.text
+
+
+def test_it_does_not_take_a_lookup_link_for_a_notice_link(settings: Settings) -> None:
+    from portal.lookups import link_tokens, notice_tokens
+    from portal.tokens import TokenInvalid
+
+    notice, _ = notice_tokens(settings).issue()
+    lookup, _ = link_tokens(settings).issue()
+    with pytest.raises(TokenInvalid):
+        link_tokens(settings).read(notice)
+    with pytest.raises(TokenInvalid):
+        notice_tokens(settings).read(lookup)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_it_counts_a_permanent_refusal_as_a_bounce(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    run(engine, settings, personas, "park-a", rate=1000)
+    with running_smtp_server() as smtp:
+        smtp.handler.refuse.add(BOB)
+        worker = _worker(engine, settings, smtp)
+        assert await worker.deliver_due() == 1
+
+    with engine.connect() as conn:
+        figures = incident_figures(conn, incident=SLUG)[0].notices
+        rows = conn.execute(select(tables.outbox.c.recipient, tables.outbox.c.status)).all()
+    assert (figures["sent"], figures["bounced"], figures["queued"]) == (1, 1, 0)
+    assert [r.recipient for r in rows] == [None, None]  # erased on delivery and on bounce
+    assert [m.rcpt_tos for m in smtp.received] == [[ALICE]]
+
+
+def _worker(engine: Engine, settings: Settings, smtp: SmtpServer) -> MailWorker:
+    from dataclasses import replace
+
+    from portal.deletions import mail_worker
+
+    return mail_worker(engine, replace(settings, smtp_url=smtp.url()))
+
+
+def test_it_erases_an_incidents_notices_with_it_once_they_are_out(
+    engine: Engine, settings: Settings, personas: Path
+) -> None:
+    from portal.retention import purge_incident
+
+    run(engine, settings, personas, "park-a")
+    with pytest.raises(PortalError, match="2 notice\\(s\\) still queued"):
+        purge_incident(engine, SLUG)
+    with engine.begin() as conn:
+        conn.execute(update(tables.outbox).values(status="sent", **ERASED))
+        conn.execute(update(tables.notices).values(status="sent"))
+    purge_incident(engine, SLUG)
+
+    counts = table_counts(engine)
+    assert (counts["notices"], counts["notice_partners"], counts["outbox"]) == (0, 0, 0)
