@@ -182,6 +182,9 @@ def copy_exposures(conn: Connection, partner_id: int, indexed: Mapping[bytes, in
         "CREATE TEMPORARY TABLE IF NOT EXISTS exposures_in "
         "(bidx bytea NOT NULL, fields bigint NOT NULL) ON COMMIT DELETE ROWS"
     )
+    # Emptied at commit, but a second call in the same transaction must not merge the
+    # rows of the first again (under this partner).
+    conn.exec_driver_sql("TRUNCATE exposures_in")
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy("COPY exposures_in (bidx, fields) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(["bytea", "int8"])
