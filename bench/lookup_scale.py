@@ -16,7 +16,7 @@ blind indexes written in bulk: nothing hashes two million addresses. Then:
 Latency should be flat from 10 k to 2 M (B-tree lookups); bytes per exposure on SQLite
 should be <= 120.
 
-Usage: python bench/lookup_scale.py [SIZE ...] [--postgresql URL] [--queries N]
+Usage: python bench/lookup_scale.py [SIZE ...] [--postgresql URL [--skip-sqlite]] [--queries N]
 Example: python bench/lookup_scale.py 10000 2000000 --postgresql postgresql://postgres@127.0.0.1/test
 """
 
@@ -64,12 +64,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", type=int, nargs="*", default=[10_000, 2_000_000])
     parser.add_argument("--postgresql", metavar="URL")
+    parser.add_argument(
+        "--skip-sqlite", action="store_true", help="with --postgresql: PostgreSQL only"
+    )
     parser.add_argument("--queries", type=int, default=2000, help="database queries per kind")
     parser.add_argument("--pages", type=int, default=400, help="results pages per size")
     args = parser.parse_args()
     print(f"{cpu_model()}, {os.cpu_count()} logical cores, Python {platform.python_version()}")
     print(f"{KNOWN} known addresses (hashed) + random blind indexes; load {_load()}")
-    backends = ["sqlite"] + (["postgresql"] if args.postgresql else [])
+    backends = ([] if args.skip_sqlite else ["sqlite"]) + (
+        ["postgresql"] if args.postgresql else []
+    )
     for backend in backends:
         for size in args.sizes:
             with tempfile.TemporaryDirectory() as folder:
