@@ -6,6 +6,7 @@ salt at the incident's parameters, and compare. Without the pepper there is noth
 guess with: the HMAC key is 48 random url-safe characters (288 bits).
 
 Example: python bench/bruteforce.py --seconds 5
+Example: python bench/bruteforce.py --time-cost 4   (four passes: 4x the default cost)
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ def duration(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per run")
+    parser.add_argument("--time-cost", type=int, default=KdfParams.time_cost)
+    parser.add_argument("--memory-kib", type=int, default=KdfParams.memory_cost)
     args = parser.parse_args()
-    params = KdfParams()
+    params = KdfParams(time_cost=args.time_cost, memory_cost=args.memory_kib)
     cores = os.cpu_count() or 1
 
     one = guesses_per_second(1, args.seconds, params)
@@ -75,7 +78,8 @@ def main() -> None:
     print(f"machine      : {cpu_model()}, {cores} logical cores, Python {python}")
     print(
         f"argon2id     : time_cost={params.time_cost}, memory_cost={params.memory_cost} KiB "
-        f"({params.memory_cost // 1024} MiB), parallelism={params.parallelism} (defaults)"
+        f"({params.memory_cost // 1024} MiB), parallelism={params.parallelism}"
+        f"{' (defaults)' if params == KdfParams() else ''}"
     )
     print(f"one guess    : {1000 / one:.2f} ms (normalise + HMAC-SHA256 + argon2id), one core")
     print(f"per core     : {one:,.0f} guesses/s")

@@ -148,3 +148,54 @@ def checkpoint(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def write_exposures(conn: Connection, partner_id: int, indexed: Mapping[bytes, int]) -> None:
+    """Adds each blind index's field bits to its exposure at the partner (a set union).
+
+    PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT;
+    SQLite: one prepared INSERT ... ON CONFLICT run per row, in process (no round trips to
+    save). Each measured fastest there against multi-row INSERTs (`bench/import_writes.py`).
+    """
+    if conn.dialect.name == "postgresql":
+        copy_exposures(conn, partner_id, indexed)
+        return
+    t = tables.exposures
+    upsert(
+        conn,
+        t,
+        [{"partner_id": partner_id, "bidx": b, "fields": f} for b, f in indexed.items()],
+        keys=["partner_id", "bidx"],
+        update={"fields": lambda ex: t.c.fields.op("|")(ex.fields)},
+    )
+
+
+def copy_exposures(conn: Connection, partner_id: int, indexed: Mapping[bytes, int]) -> None:
+    """PostgreSQL COPY (binary) into a temporary table, merged with one INSERT ... SELECT.
+
+    The temporary table is created in the same transaction that fills it and is emptied
+    at its commit, so a pooler that hands out server connections per transaction is fine.
+    """
+    if not indexed:
+        return
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS exposures_in "
+        "(bidx bytea NOT NULL, fields bigint NOT NULL) ON COMMIT DELETE ROWS"
+    )
+    # Emptied at commit, but a second call in the same transaction must not merge the
+    # rows of the first again (under this partner).
+    conn.exec_driver_sql("TRUNCATE exposures_in")
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy("COPY exposures_in (bidx, fields) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["bytea", "int8"])
+        for bidx, bits in indexed.items():
+            copy.write_row((bidx, bits))
+    conn.exec_driver_sql(_MERGE, {"partner": partner_id})
+
+
+# Field sets only ever grow: a known exposure gains the new bits.
+_MERGE = (
+    "INSERT INTO exposures (partner_id, bidx, fields) "
+    "SELECT %(partner)s, bidx, fields FROM exposures_in "
+    "ON CONFLICT (partner_id, bidx) DO UPDATE SET fields = exposures.fields | excluded.fields"
+)

@@ -441,18 +441,23 @@ def _store(
     if progress:
         progress("hashing", 0, total)
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        hashed: dict[bytes, int] | None = None
         for chunk in chunks(rows.found.items(), CHUNK):
-            indexed: dict[bytes, int] = {}
-            hashed = pool.map(hasher, [address for address, _ in chunk])
-            for count, (bidx, (_, bits)) in enumerate(zip(hashed, chunk, strict=True), 1):
-                indexed[bidx] = bits
-                # A chunk takes seconds: the bar moves within it, the write waits for it.
+            # Queued at once: the threads hash this chunk while the previous one is written.
+            indexes = pool.map(hasher, [address for address, _ in chunk])
+            if hashed is not None:
+                _write_chunk(engine, partner_id, hashed, rows.summary)
+            hashed = {}
+            for count, (bidx, (_, bits)) in enumerate(zip(indexes, chunk, strict=True), 1):
+                hashed[bidx] = bits
+                # A chunk takes seconds: the bar moves within it.
                 if progress and count % HASH_PROGRESS_EVERY == 0 and count < len(chunk):
                     progress("hashing", done + count, total)
-            _write_chunk(engine, partner_id, indexed, rows.summary)
             done += len(chunk)
             if progress:
                 progress("hashing", done, total)
+        if hashed is not None:
+            _write_chunk(engine, partner_id, hashed, rows.summary)
 
 
 def _log(incident: str, partner: str, summary: ImportSummary) -> None:
@@ -501,7 +506,7 @@ def _write_chunk(
                 )
             )
         }
-        changed = []
+        changed: dict[bytes, int] = {}
         for bidx, bits in indexed.items():
             before = existing.get(bidx)
             if before is not None and before | bits == before:
@@ -511,12 +516,6 @@ def _write_chunk(
                 summary.new_exposures += 1
             else:
                 summary.updated_exposures += 1
-            changed.append({"partner_id": partner_id, "bidx": bidx, "fields": bits})
+            changed[bidx] = bits
         if not summary.dry_run:
-            db.upsert(
-                conn,
-                t,
-                changed,
-                keys=["partner_id", "bidx"],
-                update={"fields": lambda ex: t.c.fields.op("|")(ex.fields)},
-            )
+            db.write_exposures(conn, partner_id, changed)

@@ -348,3 +348,20 @@ def test_it_reports_a_missing_or_empty_file(
         run(engine, settings, tmp_path / "missing.csv")
     with pytest.raises(PortalError, match="header row is required"):
         run(engine, settings, write(tmp_path, ""))
+
+
+def test_it_writes_each_partners_exposures_once_in_one_transaction(
+    engine: Engine, incident: str
+) -> None:
+    """Two writes in one transaction (PostgreSQL: two COPYs through one temporary table)."""
+    with engine.begin() as conn:
+        found = get_incident(conn, "webshop-2024")
+        assert found is not None
+        shop_a, shop_b = (get_partner(conn, found.id, slug) for slug in ("shop-a", "shop-b"))
+        assert shop_a is not None and shop_b is not None
+        db.write_exposures(conn, shop_a.id, {b"a" * 32: fields.to_bits({"email"})})
+        db.write_exposures(conn, shop_b.id, {b"b" * 32: fields.to_bits({"email", "name"})})
+        db.write_exposures(conn, shop_b.id, {b"b" * 32: fields.to_bits({"phone"})})
+
+    assert exposures(engine, "shop-a") == {b"a" * 32: {"email"}}
+    assert exposures(engine, "shop-b") == {b"b" * 32: {"email", "name", "phone"}}
