@@ -78,13 +78,13 @@ partners = Table(
 )
 
 # One row per leaked email (as its blind index) per partner; `fields` is a bit set (fields.py).
+# The primary key is the only index: every query names the partner (migration 0008).
 exposures = Table(
     "exposures",
     metadata,
     Column("partner_id", ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True),
     Column("bidx", LargeBinary(32), primary_key=True),
     Column("fields", BigInteger, nullable=False),
-    Index("ix_exposures_bidx", "bidx"),
 )
 
 # An emailed link; only the SHA-256 of its secret is kept, the address only sealed by it.
