@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from traceback import extract_tb
 
+from prometheus_client import multiprocess
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,6 +22,8 @@ from starlette.staticfiles import StaticFiles
 
 from portal import db, deletions, forwarding, logs
 from portal.config import Settings
+from portal.incident_cache import IncidentCache
+from portal.lookup_queue import LookupQueue
 from portal.ratelimit import RateLimiter
 from portal.web import about, admin, ops, partner, public
 from portal.web.middleware import (
@@ -48,16 +51,22 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         tasks = []
+        app.state.lookups.start()
         if app.state.mail_worker is not None:
             tasks.append(asyncio.create_task(app.state.mail_worker.run(stop)))
             tasks.append(asyncio.create_task(reminders(engine, settings, stop, app)))
         try:
             yield
         finally:
+            # The accepted lookups first: their links' mails are then in the outbox.
+            await app.state.lookups.close()
             stop.set()
             for task in tasks:
                 await task
             engine.dispose()
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # This worker's live gauges (the queue depth) leave the sum.
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     app = Starlette(
         routes=[
@@ -86,6 +95,15 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.templates = page_templates(TEMPLATES_DIR)
     app.state.limiter = RateLimiter(settings)
     app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
+    app.state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
+    app.state.lookups = LookupQueue(
+        engine,
+        settings,
+        app.state.limiter,
+        app.state.incidents,
+        templates_dir=TEMPLATES_DIR,
+        written=app.state.mail_worker.wake if app.state.mail_worker else lambda: None,
+    )
     return app
 
 

@@ -47,6 +47,15 @@ class Portal:
         )
 
 
+def lookups_done(portal: Portal) -> int:
+    """Lookups the portal's queue has finished with (any outcome) or shed, from /metrics."""
+    total = 0.0
+    for row in httpx.get(f"{portal.url}/metrics").text.splitlines():
+        if row.startswith(("portal_lookups_processed_total{", "portal_lookups_shed_total ")):
+            total += float(row.rsplit(" ", 1)[1])
+    return int(total)
+
+
 def portal_env(instance: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     env.update(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -12,6 +11,7 @@ from portal import deletions, incidents, lookups, metrics
 from portal.blind_index import InvalidEmail, normalise
 from portal.clock import utcnow
 from portal.incident_file import SLUG
+from portal.results_query import ResultsPage, read_results
 from portal.results_view import results_view
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
@@ -23,7 +23,7 @@ FLASH_COOKIE = "portal_flash"
 
 
 async def home(request: Request) -> Response:
-    found = await with_db(request, incidents.list_incidents)
+    found = await request.app.state.incidents.incidents()
     if len(found) == 1:
         return await _incident_page(request, found[0])
     return render(request, "incidents.html", lang=language(request, None), incidents=found)
@@ -70,17 +70,10 @@ async def lookup(request: Request) -> Response:
     request_ = lookups.LookupRequest(
         incident.slug, normalised, client_address(request), language(request, incident)
     )
-    state = request.app.state
-    task = BackgroundTask(_request_link, state, request_)
-    return RedirectResponse(f"/{incident.slug}/sent", status_code=303, background=task)
-
-
-async def _request_link(state, lookup: lookups.LookupRequest) -> None:  # type: ignore[no-untyped-def]
-    queued = await lookups.request_link(
-        state.engine, state.settings, state.limiter, lookup, templates_dir=state.templates_dir
-    )
-    if queued and state.mail_worker is not None:
-        state.mail_worker.wake()
+    # Hashing, limits and the mail happen in the background (portal.lookup_queue); a shed
+    # lookup answers the same.
+    request.app.state.lookups.submit(request_)
+    return RedirectResponse(f"/{incident.slug}/sent", status_code=303)
 
 
 async def sent(request: Request) -> Response:
@@ -98,7 +91,7 @@ async def confirm_page(request: Request) -> Response:
         slug = await with_db(request, lookups.peek_link, settings, token)
     except TokenInvalid as exc:
         return await _bad_link(request, exc)
-    incident = await with_db(request, incidents.get_incident, slug)
+    incident = await request.app.state.incidents.incident(slug)
     return render(request, "confirm.html", lang=language(request, incident), incident=incident)
 
 
@@ -144,15 +137,12 @@ async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
 
 async def results(request: Request) -> Response:
     incident = await _incident(request)
-    session = await _session(request, incident)
-    if session is None:
+    page = await _results_page(request, incident)
+    if page is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
-    found = await with_db(request, lookups.results_for, session)
-    requested = await with_db(
-        request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
-    )
+    session = page.session
     # The session's own verified owner sees the address the results are for.
-    view = results_view(found, requested, address=_address(session))
+    view = results_view(page.results, page.requests, address=_address(session))
     response = render(
         request,
         "results.html",
@@ -177,14 +167,11 @@ def _address(session: lookups.VerifiedSession) -> str | None:
 async def confirm_all(request: Request) -> Response:
     """Asking every organisation at once is asked again first (no JavaScript needed)."""
     incident = await _incident(request)
-    session = await _session(request, incident)
-    if session is None:
+    page = await _results_page(request, incident)
+    if page is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
-    found = await with_db(request, lookups.results_for, session)
-    requested = await with_db(
-        request, deletions.requests_for, bidx=session.bidx, incident_id=incident.id
-    )
-    view = results_view(found, requested, address=_address(session))
+    session = page.session
+    view = results_view(page.results, page.requests, address=_address(session))
     if not view.without_request:
         return RedirectResponse(f"/{incident.slug}/results", status_code=303)
     return render(
@@ -234,12 +221,25 @@ async def deletion(request: Request) -> Response:
     return response
 
 
+async def _results_page(request: Request, incident: incidents.Incident) -> ResultsPage | None:
+    """The session and its results in one query (one thread hop, one transaction)."""
+    partners = await request.app.state.incidents.partners(incident)
+    return await with_db(
+        request,
+        read_results,
+        request.app.state.settings,
+        request.cookies.get(SESSION_COOKIE),
+        incident=incident,
+        partners=partners,
+    )
+
+
 async def _incident(request: Request) -> incidents.Incident:
     slug = request.path_params["incident"]
     # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
     if not SLUG.fullmatch(slug):
         raise HTTPException(404)
-    incident = await with_db(request, incidents.get_incident, slug)
+    incident: incidents.Incident | None = await request.app.state.incidents.incident(slug)
     if incident is None:
         raise HTTPException(404)
     return incident

@@ -1,0 +1,90 @@
+"""The incidents and their partners, kept in each process: the pages read them from memory.
+
+Every page needs its incident, and the incident page needs nothing else. They change only
+when the operator runs `portal incident load` (in another process, maybe on another host),
+which always sets the incident's `updated_at`. So the cache checks, at most once per `ttl`
+seconds and with one small query (ids and `updated_at`), whether anything changed, and
+reloads everything when it did. A page therefore shows a loaded change within `ttl`
+seconds; between checks, pages cost no database round trip for the incident at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, select
+from starlette.concurrency import run_in_threadpool
+
+from portal import incidents, tables
+from portal.incidents import Incident, Partner
+
+DEFAULT_TTL = 1.0  # seconds a page may show an incident as it was before a load
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every incident with its partners, as of one read."""
+
+    versions: tuple[tuple[int, datetime | None], ...] = ()
+    by_slug: dict[str, Incident] = field(default_factory=dict)
+    partners: dict[int, list[Partner]] = field(default_factory=dict)
+    ordered: list[Incident] = field(default_factory=list)
+
+
+class IncidentCache:
+    """Incidents by slug and their partners, revalidated at most once per `ttl` seconds."""
+
+    def __init__(self, engine: Engine, *, ttl: float = DEFAULT_TTL) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.snapshot: Snapshot | None = None
+        self.checked = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def incident(self, slug: str) -> Incident | None:
+        return (await self._fresh()).by_slug.get(slug)
+
+    async def partners(self, incident: Incident) -> list[Partner]:
+        """The incident's partners in the order they were first loaded."""
+        return (await self._fresh()).partners.get(incident.id, [])
+
+    async def incidents(self) -> list[Incident]:
+        return (await self._fresh()).ordered
+
+    async def _fresh(self) -> Snapshot:
+        snapshot = self.snapshot
+        if snapshot is not None and time.monotonic() - self.checked < self.ttl:
+            return snapshot
+        if snapshot is not None and self._lock.locked():
+            return snapshot  # another request is checking: no one waits for it
+        async with self._lock:
+            if self.snapshot is None or time.monotonic() - self.checked >= self.ttl:
+                self.snapshot = await run_in_threadpool(self._revalidate, self.snapshot)
+                self.checked = time.monotonic()
+            return self.snapshot
+
+    def _revalidate(self, snapshot: Snapshot | None) -> Snapshot:
+        with self.engine.begin() as conn:
+            versions = _versions(conn)
+            if snapshot is not None and versions == snapshot.versions:
+                return snapshot
+            return _read_all(conn, versions)
+
+
+def _versions(conn: Connection) -> tuple[tuple[int, datetime | None], ...]:
+    t = tables.incidents
+    rows = conn.execute(select(t.c.id, t.c.updated_at).order_by(t.c.id))
+    return tuple((row.id, row.updated_at) for row in rows)
+
+
+def _read_all(conn: Connection, versions: tuple[tuple[int, datetime | None], ...]) -> Snapshot:
+    ordered = incidents.list_incidents(conn)
+    return Snapshot(
+        versions=versions,
+        by_slug={incident.slug: incident for incident in ordered},
+        partners={incident.id: incidents.get_partners(conn, incident.id) for incident in ordered},
+        ordered=ordered,
+    )
