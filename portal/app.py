@@ -33,7 +33,7 @@ from portal.web.middleware import (
     SecurityHeaders,
     loggable_path,
 )
-from portal.web.pages import language, page_templates, render
+from portal.web.pages import RenderedPages, language, page_templates, render
 
 log = logging.getLogger("portal.app")
 
@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.engine = engine
     app.state.templates_dir = TEMPLATES_DIR
     app.state.templates = page_templates(TEMPLATES_DIR)
+    app.state.pages = RenderedPages()
     app.state.limiter = RateLimiter(settings)
     app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
     app.state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)

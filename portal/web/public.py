@@ -15,7 +15,7 @@ from portal.results_query import ResultsPage, read_results
 from portal.results_view import results_view
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
-from portal.web.pages import client_address, language, render, with_db
+from portal.web.pages import client_address, language, render, render_shared, with_db
 
 SESSION_COOKIE = "portal_session"
 # After a deletion request, which partner's element says so (a slug or "all"), once.
@@ -46,6 +46,10 @@ async def _incident_page(
     error: str | None = None,
     typed: str = "",
 ) -> Response:
+    if error is None:
+        # The page everyone opens: the same for all but the CSRF token, rendered once.
+        lang = language(request, incident)
+        return render_shared(request, "incident.html", lang=lang, of=incident, incident=incident)
     return render(
         request,
         "incident.html",
