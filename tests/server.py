@@ -26,6 +26,7 @@ class Portal:
     instance: Path
     env: dict[str, str]
     log_path: Path
+    pid: int = 0  # the server process (for its memory in bench/)
 
     @property
     def database_url(self) -> str:
@@ -94,7 +95,7 @@ def running_portal(
         )
         try:
             _wait_until_healthy(url, process)
-            yield Portal(url, instance, env, log_path)
+            yield Portal(url, instance, env, log_path, process.pid)
         finally:
             process.terminate()
             try:
