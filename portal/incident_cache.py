@@ -4,13 +4,16 @@ Every page needs its incident, and the incident page needs nothing else. They ch
 when the operator runs `portal incident load` (in another process, maybe on another host),
 which always sets the incident's `updated_at`. So the cache checks, at most once per `ttl`
 seconds and with one small query (ids and `updated_at`), whether anything changed, and
-reloads everything when it did. A page therefore shows a loaded change within `ttl`
-seconds; between checks, pages cost no database round trip for the incident at all.
+reloads everything when it did. The check runs beside the request that finds the snapshot
+stale, which is answered from it meanwhile: no page ever waits for the incident, except the
+first one of a process. A page shows a loaded change about `ttl` seconds later at most.
+A TTL rather than a check per request: that check would be a round trip on every page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from portal import incidents, tables
 from portal.incidents import Incident, Partner
+
+log = logging.getLogger("portal.incident_cache")
 
 DEFAULT_TTL = 1.0  # seconds a page may show an incident as it was before a load
 
@@ -43,6 +48,7 @@ class IncidentCache:
         self.snapshot: Snapshot | None = None
         self.checked = float("-inf")
         self._lock = asyncio.Lock()
+        self._checking: asyncio.Task[None] | None = None
 
     async def incident(self, slug: str) -> Incident | None:
         return (await self._fresh()).by_slug.get(slug)
@@ -55,16 +61,28 @@ class IncidentCache:
         return (await self._fresh()).ordered
 
     async def _fresh(self) -> Snapshot:
+        """The snapshot; a stale one is served while a check runs (no request waits for it)."""
         snapshot = self.snapshot
-        if snapshot is not None and time.monotonic() - self.checked < self.ttl:
-            return snapshot
-        if snapshot is not None and self._lock.locked():
-            return snapshot  # another request is checking: no one waits for it
+        if snapshot is None or self.ttl <= 0:
+            return await self._check()
+        if time.monotonic() - self.checked >= self.ttl and self._checking is None:
+            self._checking = asyncio.create_task(self._check_in_background())
+        return snapshot
+
+    async def _check(self) -> Snapshot:
         async with self._lock:
-            if self.snapshot is None or time.monotonic() - self.checked >= self.ttl:
-                self.snapshot = await run_in_threadpool(self._revalidate, self.snapshot)
-                self.checked = time.monotonic()
+            self.snapshot = await run_in_threadpool(self._revalidate, self.snapshot)
+            self.checked = time.monotonic()
             return self.snapshot
+
+    async def _check_in_background(self) -> None:
+        try:
+            await self._check()
+        except Exception as exc:  # the database is away: pages go on with what they have
+            log.warning("incident cache not revalidated: %s", type(exc).__name__)
+            self.checked = time.monotonic()
+        finally:
+            self._checking = None
 
     def _revalidate(self, snapshot: Snapshot | None) -> Snapshot:
         with self.engine.begin() as conn:

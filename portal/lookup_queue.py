@@ -36,6 +36,7 @@ log = logging.getLogger("portal.lookup_queue")
 
 MAX_BATCH = 500  # links in one transaction at most
 DRAIN_SECONDS = 20.0  # how long a shutdown waits for the accepted lookups
+WRITE_ATTEMPTS = 3  # a batch the database refused this often is given up (counted failed)
 HASH_NICENESS = 10  # CFS weight ~1/9 of a normal thread's
 T = TypeVar("T")
 
@@ -164,22 +165,33 @@ class LookupQueue:
             batch = [await self.ready.get()]
             while len(batch) < MAX_BATCH and not self.ready.empty():
                 batch.append(self.ready.get_nowait())
-            outcome = "queued"
             try:
-                await self._in(self.write_pool, lookups.write_links, self.engine, batch)
-            except Exception as exc:
-                log.error(
-                    "%d lookup links could not be written: %s", len(batch), type(exc).__name__
-                )
-                outcome = "failed"
-            else:
-                metrics.link_batches_total.inc()
-                metrics.links_written_total.inc(len(batch))
-                self.written()
+                outcome = await self._write(batch)
             finally:
                 for _ in batch:
                     self.ready.task_done()
             metrics.lookups_processed_total.labels(outcome).inc(len(batch))
+
+    async def _write(self, batch: list[PendingLink]) -> str:
+        """Writes a batch, trying again after a database error (a lock timeout, say)."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                await self._in(self.write_pool, lookups.write_links, self.engine, batch)
+            except Exception as exc:
+                # The class only: an exception's text can hold the statement's values.
+                log.error(
+                    "%d lookup links not written (attempt %d): %s",
+                    len(batch),
+                    attempt,
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(0.5 * attempt)
+            else:
+                metrics.link_batches_total.inc()
+                metrics.links_written_total.inc(len(batch))
+                self.written()
+                return "queued"
+        return "failed"
 
     async def _in(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
