@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from traceback import extract_tb
@@ -150,4 +151,8 @@ def from_env() -> Starlette:
         logs.configure()
     settings = Settings.from_env()
     settings.refuse_unsafe_production()
+    # A thread that wants the GIL waits up to this long for the one holding it: 5 ms by
+    # default, a page's whole budget. Shorter, the event loop gets back sooner from a
+    # page query's or a hash's thread (measured: bench/page_bench.py).
+    sys.setswitchinterval(0.0005)
     return create_app(settings, deliver_mail=os.environ.get("PORTAL_IN_PROCESS_MAIL", "1") == "1")
