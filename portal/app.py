@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             stop.set()
             for task in tasks:
                 await task
+            await app.state.incidents.close()
             engine.dispose()
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
                 # This worker's live gauges (the queue depth) leave the sum.

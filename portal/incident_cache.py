@@ -60,6 +60,11 @@ class IncidentCache:
     async def incidents(self) -> list[Incident]:
         return (await self._fresh()).ordered
 
+    async def close(self) -> None:
+        """Waits for a check under way: its connection must be back before the pool goes."""
+        if self._checking is not None:
+            await asyncio.gather(self._checking, return_exceptions=True)
+
     async def _fresh(self) -> Snapshot:
         """The snapshot; a stale one is served while a check runs (no request waits for it)."""
         snapshot = self.snapshot

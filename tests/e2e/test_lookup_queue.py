@@ -1,7 +1,7 @@
 """The lookup queue in a real `portal serve`: shedding, a responsive server, the cache.
 
-The incident here hashes slowly on purpose (argon2id with 64 MiB and 20 passes, about a
-second per address), so that the queue is busy for as long as a test needs it to be.
+The incident here hashes slowly on purpose (argon2id with 32 MiB and 8 passes, a quarter
+of a second per address on a quiet core), so that the queue stays busy while a test looks.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 SLUG = "ticketing-2021"
 SLOW_INCIDENT = INCIDENT.replace(
-    "[title]", "[blind_index]\nmemory_kib = 65536\ntime_cost = 20\n\n[title]", 1
+    "[title]", "[blind_index]\nmemory_kib = 32768\ntime_cost = 8\n\n[title]", 1
 )
 LIMITS = {"PORTAL_LIMIT_PER_CLIENT": "1000/hour", "PORTAL_LIMIT_PER_ADDRESS": "1000/hour"}
 
@@ -78,11 +78,11 @@ def test_it_sheds_lookups_when_the_queue_is_full_with_the_same_answer(
 
         assert {(r.status_code, r.headers["location"]) for r in answers} == {(303, f"/{SLUG}/sent")}
         # One lookup hashing and one waiting at most: the others were shed while the
-        # first one's hash (about a second) ran.
+        # first one's hash ran.
         shed = metric(portal, "portal_lookups_shed_total")
         assert shed >= 3
-        wait_for_sync(lambda: lookups_done(portal) == 5, timeout=60)
-        wait_for_sync(lambda: len(smtp.received) == 5 - shed, timeout=60)
+        wait_for_sync(lambda: lookups_done(portal) == 5, timeout=240)
+        wait_for_sync(lambda: len(smtp.received) == 5 - shed, timeout=240)
         assert set(mailed_to(smtp)) < set(addresses)
         assert metric(portal, "portal_lookups_total") == 5
 
@@ -101,7 +101,7 @@ def test_it_answers_healthz_and_pages_while_the_queue_is_busy(
         assert [r.status_code for r in health + pages] == [200] * 10
         # They were answered while lookups still waited for their hash.
         assert metric(portal, "portal_lookup_queue_depth") > 0
-        wait_for_sync(lambda: len(smtp.received) == 6, timeout=120)
+        wait_for_sync(lambda: len(smtp.received) == 6, timeout=240)
 
 
 def test_it_shows_a_loaded_change_of_the_incident(
@@ -130,7 +130,7 @@ def test_it_writes_every_link_of_a_burst_and_mails_it(
 
         post_lookups(portal, addresses)
 
-        wait_for_sync(lambda: len(smtp.received) == 30, timeout=60)
+        wait_for_sync(lambda: len(smtp.received) == 30, timeout=240)
         assert sorted(mailed_to(smtp)) == sorted(addresses)
         assert metric(portal, "portal_links_written_total") == 30
         assert metric(portal, "portal_hashes_total") == 30
