@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from traceback import extract_tb
 
+from prometheus_client import multiprocess
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,6 +23,8 @@ from starlette.staticfiles import StaticFiles
 
 from portal import db, deletions, forwarding, logs
 from portal.config import Settings
+from portal.incident_cache import IncidentCache
+from portal.lookup_queue import LookupQueue
 from portal.ratelimit import RateLimiter
 from portal.web import about, admin, ops, partner, public
 from portal.web.middleware import (
@@ -30,7 +34,7 @@ from portal.web.middleware import (
     SecurityHeaders,
     loggable_path,
 )
-from portal.web.pages import language, page_templates, render
+from portal.web.pages import RenderedPages, language, page_templates, render
 
 log = logging.getLogger("portal.app")
 
@@ -48,16 +52,23 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         tasks = []
+        app.state.lookups.start()
         if app.state.mail_worker is not None:
             tasks.append(asyncio.create_task(app.state.mail_worker.run(stop)))
             tasks.append(asyncio.create_task(reminders(engine, settings, stop, app)))
         try:
             yield
         finally:
+            # The accepted lookups first: their links' mails are then in the outbox.
+            await app.state.lookups.close()
             stop.set()
             for task in tasks:
                 await task
+            await app.state.incidents.close()
             engine.dispose()
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # This worker's live gauges (the queue depth) leave the sum.
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     app = Starlette(
         routes=[
@@ -84,8 +95,18 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.engine = engine
     app.state.templates_dir = TEMPLATES_DIR
     app.state.templates = page_templates(TEMPLATES_DIR)
+    app.state.pages = RenderedPages()
     app.state.limiter = RateLimiter(settings)
     app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
+    app.state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
+    app.state.lookups = LookupQueue(
+        engine,
+        settings,
+        app.state.limiter,
+        app.state.incidents,
+        templates_dir=TEMPLATES_DIR,
+        written=app.state.mail_worker.wake if app.state.mail_worker else lambda: None,
+    )
     return app
 
 
@@ -131,4 +152,8 @@ def from_env() -> Starlette:
         logs.configure()
     settings = Settings.from_env()
     settings.refuse_unsafe_production()
+    # A thread that wants the GIL waits up to this long for the one holding it: 5 ms by
+    # default, a page's whole budget. Shorter, the event loop gets back sooner from a
+    # page query's or a hash's thread (measured: bench/page_bench.py).
+    sys.setswitchinterval(0.0005)
     return create_app(settings, deliver_mail=os.environ.get("PORTAL_IN_PROCESS_MAIL", "1") == "1")

@@ -527,6 +527,8 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool
     import uvicorn
 
     os.environ["PORTAL_IN_PROCESS_MAIL"] = "1" if mail else "0"
+    if workers > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_folder(settings))
     out.print(f"serving on http://{host}:{port}  (base URL {settings.base_url})")
     try:
         uvicorn.run(
@@ -535,6 +537,9 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool
             host=host,
             port=port,
             workers=workers,
+            # uvloop and httptools (dependencies) where they install; else asyncio and h11.
+            loop="auto",
+            http="auto",
             access_log=False,
             log_config=None,
             proxy_headers=False,
@@ -545,6 +550,18 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool
             return
         # uvicorn has logged why (a port in use, say); the operator gets one line too.
         raise PortalError(f"could not serve on {host}:{port} (see the log line above)") from None
+
+
+def _metrics_folder(settings: Settings) -> Path:
+    """Where the workers write their metrics for /metrics to sum; emptied at each start.
+
+    Figures of a previous run would otherwise be added to this one's.
+    """
+    folder = settings.instance_dir / "prometheus"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    return folder
 
 
 @app.command("mail-worker")

@@ -57,6 +57,10 @@ class Settings:
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
     # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
     base_url_is_default: bool = False
+    # Lookups waiting to be hashed, per process; past it a lookup is shed (portal.lookup_queue).
+    lookup_queue_size: int = 1000
+    hash_threads: int = 0  # threads hashing lookups per process; 0: one per core
+    incident_cache_ttl: float = 1.0  # seconds a page may show an incident from before a load
 
     @property
     def https(self) -> bool:
@@ -146,6 +150,16 @@ class Settings:
             ),
             notice_rate=positive_rate(
                 config("PORTAL_NOTICE_RATE", default="10"), "PORTAL_NOTICE_RATE"
+            ),
+            lookup_queue_size=_positive_int(
+                config("PORTAL_LOOKUP_QUEUE_SIZE", default="1000"),
+                "PORTAL_LOOKUP_QUEUE_SIZE",
+                unit="lookups",
+            ),
+            hash_threads=_positive_int(
+                config("PORTAL_HASH_THREADS", default=str(_cores())),
+                "PORTAL_HASH_THREADS",
+                unit="threads",
             ),
             generated_secrets=frozenset(generated),
         )
@@ -332,3 +346,11 @@ def _create_secret(path: Path) -> None:
         path,
         path.name.upper(),
     )
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -20,6 +20,10 @@ from portal.errors import PortalError
 MIGRATIONS = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock's key for migrations: any constant no other code uses.
 MIGRATION_LOCK = 0x706F7274616C  # "portal"
+# Every connection a process opens stays open: as many as anyio's 40 web threads, the
+# lookup writer and the mail worker can hold at once, so that none is an "overflow"
+# connection, closed when returned and reopened (on SQLite, its PRAGMAs run again).
+KEPT_OPEN: dict[str, Any] = {"pool_size": 48, "max_overflow": 16, "pool_timeout": 30}
 DRIVER_HINT = "SQLite needs none; for PostgreSQL: pip install 'breach-portal[postgres]'"
 
 
@@ -33,12 +37,15 @@ def make_engine(url: str) -> Engine:
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(parsed, connect_args={"timeout": 30})
+            pool = {} if parsed.database in (None, "", ":memory:") else KEPT_OPEN
+            engine = create_engine(parsed, connect_args={"timeout": 30}, **pool)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
+        # No pre-ping: it would double every page's round trips. A connection the server
+        # dropped fails one request, and SQLAlchemy then renews the whole pool.
+        return create_engine(parsed, **KEPT_OPEN)
     except OSError as exc:
         raise PortalError(f"cannot create the database folder: {exc.strerror}") from None
     except (NoSuchModuleError, ModuleNotFoundError):

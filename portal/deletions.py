@@ -142,7 +142,7 @@ def requests_for(conn: Connection, *, bidx: bytes, incident_id: int) -> dict[int
             tables.deletion_requests.c.incident_id == incident_id,
         )
     ).all()
-    return {r.partner_id: _request(r) for r in rows}
+    return {r.partner_id: request_from_row(r) for r in rows}
 
 
 def get_request(conn: Connection, reference: str) -> DeletionRequest:
@@ -150,7 +150,7 @@ def get_request(conn: Connection, reference: str) -> DeletionRequest:
     row = request_row(conn, reference)
     if row is None:
         raise RequestNotFound(reference)
-    return _request(row)
+    return request_from_row(row)
 
 
 def request_row(conn: Connection, reference: str) -> Any:
@@ -228,7 +228,7 @@ def _create(
     row = request_row(conn, str(values["reference"]))
     record_change(conn, request_id=row.id, actor="person", old=None, new=RECEIVED, via="portal")
     forwarding.forward(conn, settings, incident, partner, row, templates_dir=templates_dir)
-    return _request(row)
+    return request_from_row(row)
 
 
 # -- history ---------------------------------------------------------------------------
@@ -316,7 +316,8 @@ def _move(
         record_change(conn, request_id=request_id, actor="mail", old=old, new=to, via="mail")
 
 
-def _request(row: Any) -> DeletionRequest:
+def request_from_row(row: Any) -> DeletionRequest:
+    """A deletion request from its row (any object with the columns as attributes)."""
     return DeletionRequest(
         id=row.id,
         reference=row.reference,

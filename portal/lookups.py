@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -120,6 +121,16 @@ def session_tokens(settings: Settings) -> TokenService:
     return TokenService(settings.secret_key, purpose="session", max_age=settings.session_ttl)
 
 
+@dataclass(frozen=True)
+class PendingLink:
+    """A lookup hashed and within its limits: the link row and the mail, ready to write."""
+
+    incident: Incident
+    lookup: LookupRequest
+    link: dict[str, object]
+    message: messages.Message
+
+
 async def request_link(
     engine: Engine,
     settings: Settings,
@@ -130,24 +141,47 @@ async def request_link(
 ) -> bool:
     """Hashes the address and queues a link email, unless a limit is reached.
 
-    Runs after the response has gone out, so that every lookup answers alike.
-    Tells whether a mail was queued.
+    One lookup on its own (the web's lookups go through `portal.lookup_queue`, which runs
+    the same steps in batches). Tells whether a mail was queued.
     """
     metrics.lookups_total.inc()
-    if not await limiter.hit("client", lookup.client):
-        metrics.rate_limited_total.labels(limit="client").inc()
+    if not await within_client_limit(limiter, lookup):
         return False
     incident, salt = await run_in_threadpool(_incident_and_salt, engine, lookup.incident)
     if incident is None:
         return False
-    bidx = await run_in_threadpool(
-        blind_index, lookup.address, pepper=settings.pepper, salt=salt, params=incident.kdf
-    )
-    if not await limiter.hit("address", bidx.hex()):
-        metrics.rate_limited_total.labels(limit="address").inc()
+    bidx = await run_in_threadpool(hash_address, settings, incident, salt, lookup)
+    if not await within_address_limit(limiter, bidx):
         return False
-    await run_in_threadpool(_queue_link, engine, settings, incident, bidx, lookup, templates_dir)
+    partner = await run_in_threadpool(_entry_partner_of, engine, incident, lookup.partner)
+    pending = await run_in_threadpool(
+        prepare_link, settings, incident, bidx, lookup, templates_dir, partner
+    )
+    await run_in_threadpool(write_links, engine, settings, [pending])
     return True
+
+
+async def within_client_limit(limiter: RateLimiter, lookup: LookupRequest) -> bool:
+    if await limiter.hit("client", lookup.client):
+        return True
+    metrics.rate_limited_total.labels(limit="client").inc()
+    return False
+
+
+async def within_address_limit(limiter: RateLimiter, bidx: bytes) -> bool:
+    if await limiter.hit("address", bidx.hex()):
+        return True
+    metrics.rate_limited_total.labels(limit="address").inc()
+    return False
+
+
+def hash_address(
+    settings: Settings, incident: Incident, salt: bytes, lookup: LookupRequest
+) -> bytes:
+    """The address's blind index with the incident's parameters: CPU-bound, off the loop."""
+    bidx = blind_index(lookup.address, pepper=settings.pepper, salt=salt, params=incident.kdf)
+    metrics.hashes_total.inc()
+    return bidx
 
 
 def _incident_and_salt(engine: Engine, slug: str) -> tuple[Incident | None, bytes]:
@@ -155,45 +189,86 @@ def _incident_and_salt(engine: Engine, slug: str) -> tuple[Incident | None, byte
         return incidents.get_incident(conn, slug), db.ensure_salt(conn)
 
 
-def _queue_link(
-    engine: Engine,
+def deployment_salt(engine: Engine) -> bytes:
+    with engine.begin() as conn:
+        return db.ensure_salt(conn)
+
+
+def prepare_link(
     settings: Settings,
     incident: Incident,
     bidx: bytes,
     lookup: LookupRequest,
     templates_dir: Path,
-) -> None:
+    partner: Partner | None = None,
+) -> PendingLink:
+    """Issues the link and renders its mail (CPU only: nothing is written yet).
+
+    `partner`: the entry page's partner (`entry_partner`); the mail is sent on its behalf.
+    """
     token, secret = link_tokens(settings).issue()
     now = utcnow()
+    message = _link_message(templates_dir, settings, incident, lookup.lang, token, partner)
+    link = {
+        "token_hash": token_hash(secret),
+        "purpose": LINK_PURPOSE,
+        "incident_id": incident.id,
+        "bidx": bidx,
+        "sealed_email": seal(secret, lookup.address),
+        "lang": lookup.lang,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=settings.link_ttl),
+        "partner_id": partner.id if partner else None,
+        "session_id": None,
+    }
+    return PendingLink(incident, lookup, link, message)
+
+
+def write_links(engine: Engine, settings: Settings, batch: list[PendingLink]) -> None:
+    """Writes the links, their mails and the lookup counts of a batch in one transaction.
+
+    A lookup asked from a live session of its incident records that session on its link,
+    so that confirming the link in the same browser adds the address to the session.
+    """
+    per_incident = Counter(pending.incident.id for pending in batch)
     with engine.begin() as conn:
-        partner = entry_partner(conn, incident, lookup.partner)
-        message = _link_message(templates_dir, settings, incident, lookup.lang, token, partner)
-        conn.execute(
-            tables.links.insert().values(
-                token_hash=token_hash(secret),
-                purpose=LINK_PURPOSE,
-                incident_id=incident.id,
-                bidx=bidx,
-                sealed_email=seal(secret, lookup.address),
-                lang=lookup.lang,
-                created_at=now,
-                expires_at=now + timedelta(seconds=settings.link_ttl),
-                partner_id=partner.id if partner else None,
-                session_id=asking_session(conn, settings, incident, lookup.session_token),
+        rows = [
+            pending.link
+            | {
+                "session_id": asking_session(
+                    conn, settings, pending.incident, pending.lookup.session_token
+                )
+                if pending.lookup.session_token
+                else None
+            }
+            for pending in batch
+        ]
+        conn.execute(tables.links.insert(), rows)
+        for pending in batch:
+            outbox.enqueue_email(
+                conn,
+                kind="link",
+                to=pending.lookup.address,
+                message=pending.message,
+                sender_name=pending.incident.organisation,
             )
-        )
-        outbox.enqueue_email(
-            conn, kind="link", to=lookup.address, message=message, sender_name=incident.organisation
-        )
-        counters.bump(conn, incident_id=incident.id, name=counters.LOOKUPS)
+        for incident_id, count in per_incident.items():
+            counters.bump(conn, incident_id=incident_id, name=counters.LOOKUPS, by=count)
 
 
-def entry_partner(conn: Connection, incident: Incident, slug: str | None) -> Partner | None:
+def entry_partner(partners: list[Partner], slug: str | None) -> Partner | None:
     """The partner whose entry page the lookup came from; None for none or an unknown one
     (a tampered hidden field changes nothing the person can see)."""
     if not slug:
         return None
-    return next((p for p in incidents.get_partners(conn, incident.id) if p.slug == slug), None)
+    return next((p for p in partners if p.slug == slug), None)
+
+
+def _entry_partner_of(engine: Engine, incident: Incident, slug: str | None) -> Partner | None:
+    if not slug:
+        return None
+    with engine.connect() as conn:
+        return entry_partner(incidents.get_partners(conn, incident.id), slug)
 
 
 def asking_session(

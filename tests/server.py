@@ -26,6 +26,7 @@ class Portal:
     instance: Path
     env: dict[str, str]
     log_path: Path
+    pid: int = 0  # the server process (for its memory in bench/)
 
     @property
     def database_url(self) -> str:
@@ -45,6 +46,15 @@ class Portal:
             check=check,
             timeout=300,
         )
+
+
+def lookups_done(portal: Portal) -> int:
+    """Lookups the portal's queue has finished with (any outcome) or shed, from /metrics."""
+    total = 0.0
+    for row in httpx.get(f"{portal.url}/metrics").text.splitlines():
+        if row.startswith(("portal_lookups_processed_total{", "portal_lookups_shed_total ")):
+            total += float(row.rsplit(" ", 1)[1])
+    return int(total)
 
 
 def portal_env(instance: Path, **extra: str) -> dict[str, str]:
@@ -85,7 +95,7 @@ def running_portal(
         )
         try:
             _wait_until_healthy(url, process)
-            yield Portal(url, instance, env, log_path)
+            yield Portal(url, instance, env, log_path, process.pid)
         finally:
             process.terminate()
             try:

@@ -19,7 +19,7 @@ from portal.importer import import_csv
 from portal.incident_file import parse_incident_file
 from portal.incidents import load_incident_file
 from tests.factories import ALICE, INCIDENT, PARK_A, THEATER_B, write_csv
-from tests.test_public import csrf
+from tests.test_public import csrf, lookups_done
 
 SLUG = "ticketing-2021"
 INTRO = (
@@ -61,6 +61,7 @@ def look_up(client: TestClient, page_path: str, address: str, **extra: str) -> N
     )
     assert response.status_code == 303
     assert response.headers["location"] == f"/{SLUG}/sent"
+    lookups_done(client)
 
 
 def confirm_last_link(client: TestClient, engine: Engine) -> str:

@@ -49,6 +49,12 @@ def lookup(client: TestClient, address: str) -> None:
     )
     assert response.status_code == 303
     assert response.headers["location"] == f"/{SLUG}/sent"
+    lookups_done(client)
+
+
+def lookups_done(client: TestClient) -> None:
+    """Waits until the app's lookup queue has hashed and written every lookup it took."""
+    client.portal.call(client.app.state.lookups.drain)  # type: ignore[union-attr, attr-defined]
 
 
 def sign_in(client: TestClient, engine: Engine, address: str) -> str:

@@ -134,6 +134,7 @@ class BodyTooLarge(Exception):
 # Any other method is counted and logged as "other": a label per invented method would grow
 # /metrics without bound, and a method as sent (5,000 characters, say) would fill the log.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+LOOKUP_ROUTE = "/{incident}/lookup"  # its latency is the lookup as the person sees it
 LOGGABLE_SEGMENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
 
 
@@ -172,6 +173,8 @@ class AccessLog:
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             metrics.requests_total.labels(method, route, str(status)).inc()
             metrics.request_seconds.labels(route).observe(elapsed)
+            if route == LOOKUP_ROUTE and method == "POST":
+                metrics.lookup_response_seconds.observe(elapsed)
             access_log.info(
                 "%s %s %s",
                 method,

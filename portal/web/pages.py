@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import secrets
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import nh3
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
 from portal.i18n import choose_language, template_context
@@ -36,6 +39,8 @@ def page_templates(directory: Path) -> Jinja2Templates:
     """The pages' templates, with gettext (`{% trans %}`, `_()`) in whitespace-trimmed form."""
     env = Environment(
         loader=FileSystemLoader(directory),
+        # Templates change with a release, not while serving: no stat() per render.
+        auto_reload=False,
         autoescape=select_autoescape(enabled_extensions=("html",)),
         extensions=["jinja2.ext.i18n"],
     )
@@ -59,6 +64,45 @@ def language(request: Request, incident: Incident | None, *, carried: str | None
     )
 
 
+class RenderedPages:
+    """Pages that are the same for every visitor but the CSRF token, rendered once.
+
+    Each is kept with the object it shows (an incident from `portal.incident_cache`): when
+    the cache holds a new object, the page is rendered anew. The token goes in per request,
+    in place of a marker no text can contain (a random value of this process).
+    """
+
+    def __init__(self) -> None:
+        self.marker = f"csrf-{secrets.token_hex(16)}"
+        self.pages: dict[tuple[str, str, int], tuple[object, str]] = {}
+
+    def page(self, request: Request, template: str, *, lang: str, of: Any, **context: Any) -> str:
+        key = (template, lang, getattr(of, "id", 0))
+        kept = self.pages.get(key)
+        if kept is None or kept[0] is not of:
+            context.update(_context(request, lang), csrf_token=lambda: self.marker, request=request)
+            html = request.app.state.templates.get_template(template).render(context)
+            self.pages[key] = kept = (of, html)
+        return kept[1].replace(self.marker, csrf_token(request))
+
+
+def render_shared(
+    request: Request, template: str, *, lang: str, of: Any, **context: Any
+) -> Response:
+    """Like `render`, from `RenderedPages`: for a page that shows only `of` (and the token)."""
+    html = request.app.state.pages.page(request, template, lang=lang, of=of, **context)
+    return _with_cookies(request, HTMLResponse(html), lang)
+
+
+def _context(request: Request, lang: str) -> dict[str, Any]:
+    return {
+        **template_context(lang),
+        "csrf_token": partial(csrf_token, request),
+        "portal_url": request.app.state.settings.base_url,
+        "text": lambda mapping: _pick(mapping, lang),
+    }
+
+
 def render(
     request: Request,
     template: str,
@@ -68,13 +112,12 @@ def render(
     **context: Any,
 ) -> Response:
     templates = request.app.state.templates
-    context.update(
-        template_context(lang),
-        csrf_token=partial(csrf_token, request),
-        portal_url=request.app.state.settings.base_url,
-        text=lambda mapping: _pick(mapping, lang),
-    )
+    context.update(_context(request, lang))
     response: Response = templates.TemplateResponse(request, template, context, status_code=status)
+    return _with_cookies(request, response, lang)
+
+
+def _with_cookies(request: Request, response: Response, lang: str) -> Response:
     set_csrf_cookie(request, response)
     chosen = request.query_params.get("lang")
     if chosen == lang:
@@ -101,7 +144,24 @@ async def with_db(request: Request, fn: Callable[..., T], *args: Any, **kwargs: 
         with engine.begin() as conn:
             return fn(conn, *args, **kwargs)
 
-    return await run_in_threadpool(call)
+    return await anyio.to_thread.run_sync(call, limiter=_db_threads(request))
+
+
+# Page queries run on a few threads of their own rather than on anyio's 40: every thread
+# that runs Python holds the GIL in turn, and with dozens of them ready the event loop
+# waits its turn behind each (measured: twice the results pages per second with 4-8).
+DB_THREADS = 8
+
+
+def _db_threads(request: Request) -> anyio.CapacityLimiter:
+    """The app's page-query limiter on the running event loop (a test may start several)."""
+    state = request.app.state
+    loop = asyncio.get_running_loop()
+    kept = getattr(state, "db_threads", None)
+    if kept is None or kept[0] is not loop:
+        kept = state.db_threads = (loop, anyio.CapacityLimiter(DB_THREADS))
+    limiter: anyio.CapacityLimiter = kept[1]
+    return limiter
 
 
 def client_address(request: Request) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -12,9 +11,11 @@ from portal import deletions, incidents, lookups, metrics, session_addresses
 from portal.blind_index import InvalidEmail, normalise
 from portal.clock import utcnow
 from portal.incident_file import SLUG
+from portal.results_query import ResultsPage, read_results
+from portal.results_view import results_view
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
-from portal.web.pages import client_address, language, render, with_db
+from portal.web.pages import client_address, language, render, render_shared, with_db
 
 SESSION_COOKIE = "portal_session"
 # After a deletion request, which partner's element says so (a slug or "all"), once.
@@ -22,7 +23,7 @@ FLASH_COOKIE = "portal_flash"
 
 
 async def home(request: Request) -> Response:
-    found = await with_db(request, incidents.list_incidents)
+    found = await request.app.state.incidents.incidents()
     if len(found) == 1:
         return await _incident_page(request, found[0])
     return render(request, "incidents.html", lang=language(request, None), incidents=found)
@@ -60,7 +61,8 @@ async def _entry_partner(
 ) -> incidents.Partner | None:
     if not isinstance(slug, str) or not SLUG.fullmatch(slug):
         return None
-    return await with_db(request, lookups.entry_partner, incident, slug)
+    partners = await request.app.state.incidents.partners(incident)
+    return lookups.entry_partner(partners, slug)
 
 
 async def _incident_page(
@@ -71,6 +73,10 @@ async def _incident_page(
     typed: str = "",
     partner: incidents.Partner | None = None,
 ) -> Response:
+    if error is None and partner is None:
+        # The page everyone opens: the same for all but the CSRF token, rendered once.
+        lang = language(request, incident)
+        return render_shared(request, "incident.html", lang=lang, of=incident, incident=incident)
     return render(
         request,
         "incident.html",
@@ -105,17 +111,10 @@ async def lookup(request: Request) -> Response:
         partner=entry,
         session_token=request.cookies.get(SESSION_COOKIE),
     )
-    state = request.app.state
-    task = BackgroundTask(_request_link, state, request_)
-    return RedirectResponse(f"/{incident.slug}/sent", status_code=303, background=task)
-
-
-async def _request_link(state, lookup: lookups.LookupRequest) -> None:  # type: ignore[no-untyped-def]
-    queued = await lookups.request_link(
-        state.engine, state.settings, state.limiter, lookup, templates_dir=state.templates_dir
-    )
-    if queued and state.mail_worker is not None:
-        state.mail_worker.wake()
+    # Hashing, limits and the mail happen in the background (portal.lookup_queue); a shed
+    # lookup answers the same.
+    request.app.state.lookups.submit(request_)
+    return RedirectResponse(f"/{incident.slug}/sent", status_code=303)
 
 
 async def sent(request: Request) -> Response:
@@ -133,7 +132,7 @@ async def confirm_page(request: Request) -> Response:
         slug = await with_db(request, lookups.peek_link, settings, token)
     except TokenInvalid as exc:
         return await _bad_link(request, exc)
-    incident = await with_db(request, incidents.get_incident, slug)
+    incident = await request.app.state.incidents.incident(slug)
     return render(request, "confirm.html", lang=language(request, incident), incident=incident)
 
 
@@ -208,11 +207,12 @@ async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
 
 async def results(request: Request) -> Response:
     incident = await _incident(request)
-    session = await _session(request, incident)
-    if session is None:
+    page = await _results_page(request, incident)
+    if page is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
+    session = page.session
     # The session's own verified owner sees the addresses the results are for.
-    shown = await with_db(request, session_addresses.results_of, session)
+    shown = await _addresses(request, page)
     response = render(
         request,
         "results.html",
@@ -231,10 +231,11 @@ async def results(request: Request) -> Response:
 async def confirm_all(request: Request) -> Response:
     """Asking every organisation at once is asked again first (no JavaScript needed)."""
     incident = await _incident(request)
-    session = await _session(request, incident)
-    if session is None:
+    page = await _results_page(request, incident)
+    if page is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
-    shown = await with_db(request, session_addresses.results_of, session)
+    session = page.session
+    shown = await _addresses(request, page)
     if not any(a.view.without_request for a in shown):
         return RedirectResponse(f"/{incident.slug}/results", status_code=303)
     return render(
@@ -288,12 +289,44 @@ async def deletion(request: Request) -> Response:
     return response
 
 
+async def _results_page(request: Request, incident: incidents.Incident) -> ResultsPage | None:
+    """The session and its results in one query (one thread hop, one transaction)."""
+    partners = await request.app.state.incidents.partners(incident)
+    return await with_db(
+        request,
+        read_results,
+        request.app.state.settings,
+        request.cookies.get(SESSION_COOKIE),
+        incident=incident,
+        partners=partners,
+    )
+
+
+async def _addresses(request: Request, page: ResultsPage) -> list[session_addresses.AddressResults]:
+    """The results per verified address: from the page's one query when the session holds
+    one address (notice day's common case), else read per address."""
+    session = page.session
+    if page.more_addresses:
+        return await with_db(request, session_addresses.results_of, session)
+    view = results_view(
+        page.results, page.requests, address=_address(session), first=session.partner_id
+    )
+    return [session_addresses.AddressResults(1, view)]
+
+
+def _address(session: lookups.VerifiedSession) -> str | None:
+    try:
+        return session.email()
+    except TokenInvalid:
+        return None
+
+
 async def _incident(request: Request) -> incidents.Incident:
     slug = request.path_params["incident"]
     # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
     if not SLUG.fullmatch(slug):
         raise HTTPException(404)
-    incident = await with_db(request, incidents.get_incident, slug)
+    incident: incidents.Incident | None = await request.app.state.incidents.incident(slug)
     if incident is None:
         raise HTTPException(404)
     return incident
