@@ -73,6 +73,45 @@ def enqueue_email(
     )
 
 
+@dataclass(frozen=True)
+class QueuedEmail:
+    """One email of a batch for `enqueue_emails`."""
+
+    to: str
+    message: Message
+    sender_name: str | None = None
+
+
+def enqueue_emails(conn: Connection, *, kind: str, emails: Sequence[QueuedEmail]) -> int:
+    """Queues a batch of emails in one statement of the caller's transaction, logging
+    nothing (the lookup writer logs its batch once it has committed). Returns the count."""
+    if not emails:
+        return 0
+    now = utcnow()
+    rows = []
+    for email in emails:
+        subject = email.message.subject
+        refuse_line_breaks(to=email.to, subject=subject, sender_name=email.sender_name or "")
+        rows.append(
+            {
+                "kind": kind,
+                "channel": EMAIL,
+                "status": QUEUED,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+                "recipient": email.to,
+                "subject": subject,
+                "body_text": email.message.text,
+                "body_html": email.message.html,
+                "sender_name": email.sender_name,
+            }
+        )
+    conn.execute(tables.outbox.insert(), rows)
+    metrics.emails_queued_total.labels(kind).inc(len(rows))
+    return len(rows)
+
+
 def enqueue_webhook(
     conn: Connection,
     *,
