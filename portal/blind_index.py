@@ -31,8 +31,6 @@ class InvalidEmail(ValueError):
         "control": "The address contains control characters.",
         "too_long": "The address is longer than 254 characters.",
         "local_too_long": "The part before the @ is longer than 64 characters.",
-        "not_ascii": "Letters with accents or other special characters before the @ are not "
-        "supported.",
         "mixed_script": "The domain mixes alphabets, as look-alike domains do.",
         "lookalike": "The domain imitates another one with look-alike letters.",
         "invalid": "This is not a valid email address.",
@@ -69,9 +67,8 @@ def normalise(address: str) -> str:
     local, _, domain = address.rpartition("@")
     if len(local.encode()) > MAX_LOCAL_OCTETS:
         raise InvalidEmail("local_too_long")
-    # Such a mailbox needs SMTPUTF8 all the way; most servers would never deliver the link.
-    if not local.isascii():
-        raise InvalidEmail("not_ascii")
+    # A non-ASCII local part (RFC 6531) is an address like any other: its mail goes out with
+    # SMTPUTF8 (portal.delivery), and a relay without it fails that message with the reason.
     labels = domain.split(".")
     for label in labels:
         if _mixes_scripts(label):
@@ -79,7 +76,7 @@ def normalise(address: str) -> str:
         if labels[-1].isascii() and _imitates_latin(label):
             raise InvalidEmail("lookalike")
     try:
-        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise InvalidEmail("invalid", str(exc)) from None
     return f"{valid.local_part.lower()}@{valid.ascii_domain.lower()}"

@@ -703,6 +703,21 @@ def stats(
         )
         notices = ", ".join(f"{k} {v}" for k, v in figures.notices.items())
         _say(f"{figures.incident}: notices: {notices}")
+        if figures.mail_failures:
+            reasons = "; ".join(
+                f"{count} {FAILURE_REASONS.get(reason, reason)}"
+                for reason, count in sorted(figures.mail_failures.items())
+            )
+            _say(f"{figures.incident}: mail given up: {reasons}")
+
+
+# What `portal stats` says of a kind of mail failure (the error's class in last_error).
+FAILURE_REASONS = {
+    "NoSmtpUtf8": "the relay does not offer SMTPUTF8, which a non-ASCII address needs",
+    "SMTPRecipientRefused": "refused by the recipient's server (bounced)",
+    "SMTPRecipientsRefused": "refused by the recipient's server (bounced)",
+    "SMTPDataError": "the message refused by the server",
+}
 
 
 @admin_app.command("create")

@@ -110,6 +110,9 @@ class SmtpSender:
         try:
             await self._envelope(client, email)
             return client
+        except NoSmtpUtf8:
+            self._idle.append(client)  # nothing was said: the connection serves the next
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             await self._after_refusal(client, exc)
             if exc.code != CLOSING:
@@ -122,6 +125,9 @@ class SmtpSender:
         client = await self._connect()
         try:
             await self._envelope(client, email)
+        except NoSmtpUtf8:
+            self._idle.append(client)
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             await self._after_refusal(client, exc)
             raise
@@ -133,6 +139,11 @@ class SmtpSender:
     async def _envelope(self, client: aiosmtplib.SMTP, email: Email) -> None:
         # RFC 6531: a mailbox with non-ASCII letters needs SMTPUTF8, else the server says no.
         utf8 = not (email.sender.isascii() and email.recipient.isascii())
+        if utf8:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            if not client.supports_extension("smtputf8"):
+                raise NoSmtpUtf8
         options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
         await client.mail(email.sender, options=options, encoding=encoding)
         await client.rcpt(email.recipient, encoding=encoding)
@@ -219,6 +230,20 @@ def sender_for(settings: Settings) -> Sender:
     if settings.smtp_url:
         return SmtpSender.from_url(settings.smtp_url)
     return OutboxDirSender(settings.outbox_dir)
+
+
+class NoSmtpUtf8(Exception):
+    """The relay does not offer SMTPUTF8, which a non-ASCII mailbox needs: final for that
+    message (a retry would meet the same relay), shown to the operator as the reason."""
+
+    def __str__(self) -> str:
+        return "the SMTP relay does not offer SMTPUTF8, needed for a non-ASCII mailbox"
+
+
+def fails_for_good(exc: BaseException) -> bool:
+    """Whether this attempt's failure is final: a 5xx bounce, or no SMTPUTF8 for a mailbox
+    that needs it."""
+    return isinstance(exc, NoSmtpUtf8) or refused_permanently(exc) is not None
 
 
 def refused_permanently(exc: BaseException) -> int | None:

@@ -57,7 +57,6 @@ WHY_INVALID = {
     "control": "not a valid address: it holds control characters",
     "too_long": "not a valid address: longer than 254 characters",
     "local_too_long": "not a valid address: more than 64 characters before the @",
-    "not_ascii": "not a valid address: accented or other non-ASCII letters before the @",
     "mixed_script": "not a valid address: the domain mixes alphabets",
     "lookalike": "not a valid address: the domain imitates another with look-alike letters",
 }

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Row
 from portal import db, metrics, outbox
 from portal.clock import utcnow
 from portal.config import Settings
-from portal.delivery import Sender, refused_permanently, sender_for
+from portal.delivery import Sender, fails_for_good, refused_permanently, sender_for
 from portal.messages import Email, Message, build_email, domain_of
 from portal.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
 from portal.webhooks import WebhookError, partner_webhook_secret, post_webhook
@@ -224,8 +224,8 @@ class MailWorker:
         except Exception as exc:
             if isinstance(exc, WebhookError):
                 return Outcome(job.row, error=exc, response_status=exc.status)
-            bounced = refused_permanently(exc)
-            return Outcome(job.row, error=exc, response_status=bounced, bounced=bool(bounced))
+            code = refused_permanently(exc)
+            return Outcome(job.row, error=exc, response_status=code, bounced=fails_for_good(exc))
         return Outcome(job.row, delivery=delivery)
 
     async def _deliver(self, job: _Job) -> Delivery:

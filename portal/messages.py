@@ -22,6 +22,7 @@ from portal.sender import from_header
 # RFC 5322 allows 998 characters a line; folding at 78 moves a long subject's first word
 # onto a continuation line, which some clients show with a leading space.
 SMTP = SMTP_POLICY.clone(max_line_length=998)
+SMTPUTF8 = SMTP.clone(utf8=True)
 _URL = re.compile(r"https?://[^\s<>\"']+")
 
 
@@ -170,7 +171,10 @@ def _folded(name: str, value: str) -> bytes:
 def _with_email_package(
     kind: str, to: str, message: Message, mail_from: str, sender_name: str | None, msgid: str
 ) -> bytes:
-    msg = EmailMessage(policy=SMTP)
+    # A non-ASCII mailbox (RFC 6531) is written as UTF-8 in the headers (RFC 6532): its
+    # mail goes only over SMTPUTF8, which portal.delivery asks for and checks.
+    policy = SMTP if to.isascii() else SMTPUTF8
+    msg = EmailMessage(policy=policy)
     msg["From"] = from_header(mail_from, sender_name)
     msg["To"] = to
     msg["Subject"] = message.subject
@@ -179,7 +183,7 @@ def _with_email_package(
     msg["X-Portal-Kind"] = kind
     msg.set_content(message.text, charset="utf-8")
     msg.add_alternative(message.html, subtype="html", charset="utf-8")
-    return msg.as_bytes(policy=SMTP)
+    return msg.as_bytes(policy=policy)
 
 
 def domain_of(address: str) -> str:

@@ -36,6 +36,8 @@ class IncidentFigures:
     distinct_people: int = 0  # distinct addresses over all of its partners' records
     lookups: int = 0  # lookups answered with a link
     notices: dict[str, int] = field(default_factory=dict)  # direct notices by status
+    # Mail given up, by reason (the error's kind: "NoSmtpUtf8", "SMTPRecipientRefused", ...).
+    mail_failures: dict[str, int] = field(default_factory=dict)
 
 
 def partner_figures(
@@ -109,6 +111,14 @@ def incident_figures(conn: Connection, *, incident: str | None = None) -> list[I
     i, links, outbox = tables.incidents, tables.links, tables.outbox
     counts = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status))
     mail: dict[str, int] = {status: count for status, count in counts}
+    failures: dict[str, int] = {}
+    for error, count in conn.execute(
+        select(outbox.c.last_error, func.count())
+        .where(outbox.c.status == "failed")
+        .group_by(outbox.c.last_error)
+    ):
+        reason = (error or "unknown").split(":", 1)[0]
+        failures[reason] = failures.get(reason, 0) + count
     query = select(i.c.id, i.c.slug).order_by(i.c.slug)
     if incident is not None:
         query = query.where(i.c.id == _known(conn, incident))
@@ -125,6 +135,7 @@ def incident_figures(conn: Connection, *, incident: str | None = None) -> list[I
                 distinct_people=_distinct_people(conn, incident_id),
                 lookups=whole.get(counters.LOOKUPS, 0),
                 notices=notices.figures(conn, incident_id=incident_id),
+                mail_failures=failures,
             )
         )
     return result

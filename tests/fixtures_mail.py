@@ -175,14 +175,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_smtp_server(credentials: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
-    """An SMTP server on a free port; with credentials it refuses mail before AUTH."""
+def running_smtp_server(
+    credentials: tuple[str, str] | None = None, *, smtputf8: bool = True
+) -> Iterator[SmtpServer]:
+    """An SMTP server on a free port; with credentials it refuses mail before AUTH.
+
+    It offers SMTPUTF8 (RFC 6531) unless `smtputf8` is False, as an older relay would.
+    """
     handler = MailHandler(credentials)
     port = free_port()
     auth: dict[str, Any] = {"authenticator": handler.authenticate} if credentials else {}
     # AUTH is offered without TLS on this loopback test server only.
     controller = Controller(
-        handler, hostname="127.0.0.1", port=port, auth_require_tls=False, **auth
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        auth_require_tls=False,
+        enable_SMTPUTF8=smtputf8,
+        **auth,
     )
     controller.start()
     try:

@@ -20,7 +20,9 @@ from portal.config import Settings
 from portal.mail_worker import MailWorker
 from portal.messages import render
 from portal.outbox import enqueue_email
-from tests.fixtures_mail import SmtpServer
+from portal.stats import incident_figures
+from tests.factories import load_personas
+from tests.fixtures_mail import SmtpServer, running_smtp_server
 from tests.test_mail import Clock
 
 TEMPLATES = Path(__file__).parent / "data"
@@ -137,3 +139,42 @@ async def test_it_retries_a_message_whose_connection_broke_during_data_with_its_
     [row] = outbox_rows(engine)
     # Had the server kept the first copy, the two would be recognisably one message.
     assert [r.message["Message-ID"] for r in smtp_server.received] == [row.message_id]
+
+
+@pytest.mark.anyio
+async def test_it_sends_a_non_ascii_mailbox_with_smtputf8(
+    engine: Engine, mail_settings: Settings, smtp_server: SmtpServer
+) -> None:
+    with engine.begin() as conn:
+        message = render(TEMPLATES, "hello", "en", incident="Parks", link="http://x/v/1")
+        enqueue_email(conn, kind="link", to="jörg@xn--bcher-kva.de", message=message)
+    assert await MailWorker(engine, mail_settings).deliver_due() == 1
+    [received] = smtp_server.received
+    assert received.rcpt_tos == ["jörg@xn--bcher-kva.de"]
+    assert received.message["To"] == "jörg@xn--bcher-kva.de"  # UTF-8 header, RFC 6532
+    [row] = outbox_rows(engine)
+    assert (row.status, row.recipient) == ("sent", None)
+
+
+@pytest.mark.anyio
+async def test_it_fails_a_non_ascii_mailbox_at_once_with_the_reason_on_a_relay_without_smtputf8(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    load_personas(engine, settings, tmp_path)  # an incident for portal stats to report on
+    with running_smtp_server(smtputf8=False) as old_relay:
+        relay_settings = replace(settings, smtp_url=old_relay.url(), mail_from="p@example.net")
+        with engine.begin() as conn:
+            for to in ("jörg@example.de", "jan@example.de"):
+                message = render(TEMPLATES, "hello", "en", incident="Parks", link="http://x/v/1")
+                enqueue_email(conn, kind="link", to=to, message=message)
+        assert await MailWorker(engine, relay_settings).deliver_due() == 1
+        assert [r.rcpt_tos for r in old_relay.received] == [["jan@example.de"]]
+    failed, sent = outbox_rows(engine)
+    # Final at the first attempt (the same relay would refuse it again), erased, and said.
+    assert (failed.status, failed.attempts, failed.recipient) == ("failed", 1, None)
+    assert failed.last_error.startswith("NoSmtpUtf8: the SMTP relay does not offer SMTPUTF8")
+    assert "jörg" not in failed.last_error
+    assert sent.status == "sent"
+    with engine.connect() as conn:
+        [figures] = incident_figures(conn, incident="ticketing-2021")
+    assert figures.mail_failures == {"NoSmtpUtf8": 1}

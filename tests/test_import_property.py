@@ -38,8 +38,9 @@ GOOD = [
     "  carol@example.net ",
     "dave+tag@example.com",
     "jan@bücher.de",
+    "jörg@bücher.de",  # RFC 6531: a non-ASCII local part
 ]
-BAD = ["", "   ", "geen-adres", "a@@example.org", "jan@localhost", "x y@example.org", "jörg@ex.de"]
+BAD = ["", "   ", "geen-adres", "a@@example.org", "jan@localhost", "x y@example.org"]
 # Cell text: quotes, separators and line breaks, but never an @ (so no line of a cell is
 # itself a row with an address, which the importer would rightly refuse as a lost quote).
 TEXT = st.text(alphabet=st.sampled_from(list("ab Z\"',;\t\n0é")), max_size=8)

@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 from portal import tables
 from portal.app import create_app
 from portal.config import Settings
-from tests.factories import ALICE, BOB, CAROL, load_personas
+from portal.importer import import_csv
+from tests.factories import ALICE, BOB, CAROL, load_personas, write_csv
 
 SLUG = "ticketing-2021"
 
@@ -187,3 +188,16 @@ def test_it_counts_invented_methods_under_one_label(client: TestClient) -> None:
     exported = client.get("/metrics").text
     assert "XAAA" not in exported
     assert 'portal_requests_total{method="other",route="/",status="405"}' in exported
+
+
+def test_it_finds_an_address_with_a_non_ascii_local_part_however_it_is_typed(
+    client: TestClient, engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    # RFC 6531: imported, looked up and mailed like any other address (design §4.1).
+    rows = [["email", "iban"], ["Jo\u0308rg@Bu\u0308cher.de", "NL91ABNA0417164300"]]
+    path = write_csv(tmp_path / "jorg.csv", rows)
+    import_csv(engine, settings, incident=SLUG, partner="theater-b", path=path)
+    page = sign_in(client, engine, "jörg@bücher.de")
+    assert 'data-partner="theater-b"' in page
+    assert 'data-address="jörg@xn--bcher-kva.de"' in page
+    assert 'data-field="iban"' in page
