@@ -58,7 +58,7 @@ class Settings:
     # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
     base_url_is_default: bool = False
     # Lookups waiting to be hashed, per process; past it a lookup is shed (portal.lookup_queue).
-    lookup_queue_size: int = 1000
+    lookup_queue_size: int = 10000
     hash_threads: int = 0  # threads hashing lookups per process; 0: one per core
     incident_cache_ttl: float = 1.0  # seconds a page may show an incident from before a load
 
@@ -152,7 +152,7 @@ class Settings:
                 config("PORTAL_NOTICE_RATE", default="10"), "PORTAL_NOTICE_RATE"
             ),
             lookup_queue_size=_positive_int(
-                config("PORTAL_LOOKUP_QUEUE_SIZE", default="1000"),
+                config("PORTAL_LOOKUP_QUEUE_SIZE", default="10000"),
                 "PORTAL_LOOKUP_QUEUE_SIZE",
                 unit="lookups",
             ),
