@@ -8,9 +8,9 @@ then:
 1. paced: RATE lookups per second for SECONDS seconds, alternating known and unknown
    addresses, over 64 kept-alive connections of a minimal HTTP client (httpx cost the
    client more than the server: it, not the portal, set the pace); each lookup's time
-   counts from when it was due, waiting for a free connection included; prints the response-time percentiles (target
-   p99 ≤ 25 ms) and how long after the last response every link mail was at the SMTP
-   server (target ≤ 10 s);
+   counts from when it was due, waiting for a free connection included; prints the
+   response-time percentiles (target p99 ≤ 25 ms) and how long after the last response
+   every link mail was at the SMTP server (target ≤ 10 s);
 2. flood: wrk, 64 connections posting lookups (each a new address) back to back for FLOOD
    seconds; prints how many
    answers were not a 303 or took over 2 s (target: none), /healthz's time right after
