@@ -653,14 +653,15 @@ def stats(
     ] = None,
 ) -> None:
     """Print per-partner figures: records, people found affected, deletion requests by
-    status, overdue and median days to close; and per incident: distinct people, lookups,
-    verified visits and mail.
+    status, overdue and median days to close, direct notices naming the partner (queued,
+    sent, failed); and per incident: distinct people, lookups, verified visits, mail and
+    notices. /admin/ shows the same figures.
 
     Nothing here says who looked up what: lookups and visits are counted, not recorded.
 
     Example: portal stats ticketing-2021
     """
-    from portal.stats import incident_figures, partner_figures
+    from portal.stats import PARTNER_NOTICES, incident_figures, partner_figures
 
     settings = _settings()
     with _database(settings) as engine, engine.connect() as conn:
@@ -692,6 +693,12 @@ def stats(
             "-" if median is None else f"{median:g}",
         )
     Console(width=max(out.width, 160)).print(table)
+    noticed = Table(title="per partner: direct notices naming it, by status")
+    for column in ("incident", "partner", *(f"notices {s}" for s in PARTNER_NOTICES)):
+        noticed.add_column(column, justify="left" if column in ("incident", "partner") else "right")
+    for row in partners:
+        noticed.add_row(row.incident, row.partner, *(str(row.notices[s]) for s in PARTNER_NOTICES))
+    Console(width=max(out.width, 160)).print(noticed)
     for figures in incidents:
         mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
         out.print(

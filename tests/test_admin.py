@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
-from portal import tables
-from portal.app import create_app
+from portal import notices, tables
+from portal.app import TEMPLATES_DIR, create_app
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.deletions import DeletionRequest
@@ -28,6 +28,7 @@ from tests.operators import (
     ask_deletion,
     create_operators,
     form_token,
+    portal_cli,
     post_form,
     sign_in,
 )
@@ -669,6 +670,63 @@ def test_it_shows_figures_per_partner(people: Engine, settings: Settings, dora: 
     assert re.search(r'data-stat="distinct_people">2<', page)
     assert re.search(r'data-stat="verified_visits">2<', page)
     assert re.search(r'data-stat="lookups">2<', page)
+
+
+def test_it_shows_the_notice_figures_that_portal_stats_shows(
+    people: Engine, settings: Settings, dora: TestClient, tmp_path: Path
+) -> None:
+    def notify(partner: str) -> None:
+        notices.notify(
+            people, settings, incident=SLUG, partner=partner, path=tmp_path / f"{partner}.csv",
+            templates_dir=TEMPLATES_DIR,
+        )  # fmt: skip
+
+    def set_notice(address: str, status: str) -> None:
+        n, o = tables.notices.c, tables.outbox.c
+        with people.begin() as conn:
+            outbox_id = conn.scalar(select(o.id).where(o.kind == "notice", o.recipient == address))
+            conn.execute(
+                update(tables.notices).where(n.outbox_id == outbox_id).values(status=status)
+            )
+
+    notify("park-a")  # alice and bob
+    set_notice(ALICE, "sent")
+    set_notice(BOB, "failed")
+    notify("theater-b")  # alice: her notice went out, theater-b is recorded after sending
+
+    page = dora.get("/admin/").text
+    stats = portal_cli(settings, "stats", SLUG)
+    assert stats.returncode == 0, stats.stderr
+    printed_text = stats.stdout.decode("utf-8")
+
+    def shown(partner: str) -> dict[str, int]:
+        row = re.search(rf'<tr data-partner="{partner}">(.*?)</tr>', page, re.S).group(1)  # type: ignore[union-attr]
+        return {
+            name: int(value) for name, value in re.findall(r'data-stat="notices_(\w+)">(\d+)<', row)
+        }
+
+    per_partner = printed_text.split("direct notices naming it")[1]
+    printed = {
+        partner: dict(zip(("queued", "sent", "failed"), map(int, numbers), strict=True))
+        for partner, *numbers in re.findall(
+            rf"{SLUG}\W+([\w-]+)\W+(\d+)\W+(\d+)\W+(\d+)", per_partner
+        )
+    }
+    assert printed == {p: shown(p) for p in ("omroep-c", "park-a", "theater-b")}
+    assert printed["park-a"] == {"queued": 0, "sent": 1, "failed": 1}
+    assert printed["theater-b"] == {"queued": 0, "sent": 0, "failed": 0}
+
+    line = re.search(rf"^{SLUG}: notices: (.*)$", printed_text, re.M).group(1)  # type: ignore[union-attr]
+    by_incident = {name: int(count) for name, count in re.findall(r"([a-z ]+) (\d+)", line)}
+    facts = re.search(r'<section data-incident="[^"]+"(.*?)</dl>', page, re.S).group(1)  # type: ignore[union-attr]
+    on_page = {
+        name.replace("_", " "): int(count)
+        for name, count in re.findall(r'data-stat="notices_(\w+)">(\d+)<', facts)
+    }
+    assert {k.strip(", "): v for k, v in by_incident.items()} == on_page
+    assert on_page == {
+        "queued": 0, "sent": 1, "failed": 1, "bounced": 0, "partners added after sending": 1
+    }  # fmt: skip
 
 
 def test_it_counts_no_person_in_the_counters(people: Engine, settings: Settings) -> None:

@@ -134,7 +134,7 @@ def _end(conn: Any, session: OperatorSession) -> None:
 
 async def home(request: Request) -> Response:
     figures = await with_db(request, _figures)
-    return page(request, "home.html", figures=figures)
+    return page(request, "home.html", figures=figures, notice_statuses=stats.PARTNER_NOTICES)
 
 
 def _figures(conn: Any) -> list[tuple[stats.IncidentFigures, list[stats.PartnerFigures]]]:
