@@ -308,14 +308,9 @@ async def export_csv(request: Request) -> Response:
     )
 
 
-def _export(conn: Any, incident: str, partner: str, username: str) -> str:
-    body, rows = export.partner_requests_csv(conn, incident=incident, partner=partner)
-    audit.record(
-        conn,
-        actor=f"operator:{username}",
-        action="export",
-        object=f"{incident}/{partner}",
-        detail=f"{rows} request(s)",
+def _export(conn: Any, incident: str, partner: str, username: str) -> bytes:
+    body, _rows = export.export_requests(
+        conn, incident=incident, partner=partner, actor=f"operator:{username}"
     )
     return body
 
