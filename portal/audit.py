@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 
 from sqlalchemy import Connection, func, select
 
@@ -41,6 +41,32 @@ def record(
             at=utcnow(), actor=actor, action=action, object=object[:MAX_OBJECT], detail=detail
         )
     )
+
+
+def record_daily(
+    conn: Connection, *, actor: str, action: str, object: str, detail: str | None = None
+) -> bool:
+    """Appends one entry unless `actor` did `action` to `object` already today (UTC).
+
+    For what is worth knowing once a day rather than at every page view: who saw a
+    person's address. Returns whether it wrote one.
+    """
+    t = tables.audit_log
+    today = datetime.combine(utcnow().date(), time())
+    done = conn.scalar(
+        select(t.c.id)
+        .where(
+            t.c.at >= today,
+            t.c.actor == actor,
+            t.c.action == action,
+            t.c.object == object[:MAX_OBJECT],
+        )
+        .limit(1)
+    )
+    if done is not None:
+        return False
+    record(conn, actor=actor, action=action, object=object, detail=detail)
+    return True
 
 
 def entries(conn: Connection, *, limit: int = 200, offset: int = 0) -> list[Entry]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -653,14 +655,15 @@ def stats(
     ] = None,
 ) -> None:
     """Print per-partner figures: records, people found affected, deletion requests by
-    status, overdue and median days to close; and per incident: distinct people, lookups,
-    verified visits and mail.
+    status, overdue and median days to close, direct notices naming the partner (queued,
+    sent, failed); and per incident: distinct people, lookups, verified visits, mail and
+    notices. /admin/ shows the same figures.
 
     Nothing here says who looked up what: lookups and visits are counted, not recorded.
 
     Example: portal stats ticketing-2021
     """
-    from portal.stats import incident_figures, partner_figures
+    from portal.stats import PARTNER_NOTICES, incident_figures, partner_figures
 
     settings = _settings()
     with _database(settings) as engine, engine.connect() as conn:
@@ -692,6 +695,12 @@ def stats(
             "-" if median is None else f"{median:g}",
         )
     Console(width=max(out.width, 160)).print(table)
+    noticed = Table(title="per partner: direct notices naming it, by status")
+    for column in ("incident", "partner", *(f"notices {s}" for s in PARTNER_NOTICES)):
+        noticed.add_column(column, justify="left" if column in ("incident", "partner") else "right")
+    for row in partners:
+        noticed.add_row(row.incident, row.partner, *(str(row.notices[s]) for s in PARTNER_NOTICES))
+    Console(width=max(out.width, 160)).print(noticed)
     for figures in incidents:
         mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
         out.print(
@@ -709,6 +718,77 @@ def stats(
                 for reason, count in sorted(figures.mail_failures.items())
             )
             _say(f"{figures.incident}: mail given up: {reasons}")
+
+
+@app.command("export")
+@operator_errors
+def export_command(
+    incident: Annotated[str, typer.Argument(help="The incident's slug.")],
+    partner: Annotated[str, typer.Argument(help="The partner's slug.")],
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the CSV to this file, readable by you alone (mode 0600), instead of "
+            "to standard output.",
+        ),
+    ] = None,
+) -> None:
+    """Write a partner's deletion requests as CSV: the file /admin/ exports (reference,
+    email, received, due, status, closed, outcome; cells that a spreadsheet would run as a
+    formula start with ').
+
+    The file holds the people's addresses. With --out it is written readable by you alone
+    (mode 0600), whole or not at all. Every export is written in the audit log, as one from
+    the admin area is, with the name you are logged in as on this machine (cli:NAME).
+
+    Example: portal export ticketing-2021 park-a --out park-a-requests.csv
+    """
+    from portal.export import export_requests
+    from portal.importer import require_partner
+
+    settings = _settings()
+    actor = f"cli:{_os_user()}"
+    # One transaction: if the CSV cannot be written, the audit log does not say it was.
+    with _database(settings) as engine, engine.begin() as conn:
+        require_partner(conn, incident, partner)
+        body, rows = export_requests(conn, incident=incident, partner=partner, actor=actor)
+        if out_file is None:
+            sys.stdout.buffer.write(body)
+            sys.stdout.buffer.flush()
+        else:
+            _write_private(out_file, body)
+    if out_file is not None:
+        _say(f"exported {rows} request(s) of {incident}/{partner} to {out_file} (mode 0600)")
+
+
+def _os_user() -> str:
+    """The login name that ran the command, for the audit log; "(unknown)" if it has none
+    that reads as a plain name (the log holds no address)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = ""
+    return name if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name) else "(unknown)"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Writes `data` to `path`, readable by its owner alone, whole or not at all."""
+    try:
+        # mkstemp makes the file with mode 0600; os.replace puts it in place in one step.
+        fd, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(aside, path)
+    except OSError as exc:
+        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        Path(aside).unlink(missing_ok=True)
 
 
 # What `portal stats` says of a kind of mail failure (the error's class in last_error).

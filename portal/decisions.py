@@ -35,6 +35,9 @@ from portal.deletions import (
 )
 
 MAX_TEXT = 2000
+# Beside the fields of a rejection that lacks them.
+NEEDS_GROUND = f"Choose the ground of the rejection ({', '.join(GROUNDS)})."
+NEEDS_REASON = "Write the reason the person will read."
 
 
 def change_status(
@@ -58,9 +61,11 @@ def change_status(
     """
     note, reason = _text(note), _text(reason)
     if to == REJECTED and (ground not in GROUNDS or not reason):
+        missing = {"ground": NEEDS_GROUND} if ground not in GROUNDS else {}
         raise RequestRefused(
             f"{reference}: a rejection needs a ground ({', '.join(GROUNDS)}) and a reason "
-            "the person will read"
+            "the person will read",
+            fields=missing | ({} if reason else {"reason": NEEDS_REASON}),
         )
     values: dict[str, Any] = {"status": to}
     if to == FORWARDED:
@@ -76,7 +81,9 @@ def change_status(
             "partner_reference": _text(partner_reference, 200),
             "kept_fields": kept_fields if to == REJECTED else None,
         }
-    old = _decide(conn, reference, actor, version, values, lambda current: _allowed(current, to))
+    old = _decide(
+        conn, reference, actor, version, values, lambda current: _allowed(current, to), "status"
+    )
     record_change(
         conn, request_id=old.id, actor=actor.label, old=old.status, new=to, note=note, via=actor.via
     )
@@ -103,9 +110,15 @@ def extend(
     today = today or utcnow().date()
     reason = _text(reason)
     if months not in EXTENSION_MONTHS:
-        raise RequestRefused(f"{reference}: an extension is 1 or 2 months")
+        raise RequestRefused(
+            f"{reference}: an extension is 1 or 2 months",
+            fields={"months": "Choose 1 or 2 months."},
+        )
     if not reason:
-        raise RequestRefused(f"{reference}: an extension needs a reason the person will read")
+        raise RequestRefused(
+            f"{reference}: an extension needs a reason the person will read",
+            fields={"reason": NEEDS_REASON},
+        )
 
     def check(current: DeletionRequest) -> str | None:
         if current.is_closed:
@@ -214,12 +227,14 @@ def _decide(
     version: int | None,
     values: dict[str, Any],
     check: Any,
+    field: str | None = None,
 ) -> DeletionRequest:
     """Writes a decision with a guarded UPDATE; returns the request as it was before.
 
     The UPDATE matches only the status and version just read, so of two decisions made at
     once exactly one is written; the other is told. A move by the mail worker (which leaves
-    the version alone) between the read and the write is read again, not refused.
+    the version alone) between the read and the write is read again, not refused. What
+    `check` refuses is laid at `field`'s door, when the form has one to blame.
     """
     t = tables.deletion_requests
     for _attempt in range(3):
@@ -228,7 +243,7 @@ def _decide(
             raise RequestRefused(_changed_meanwhile(current))
         problem = check(current)
         if problem:
-            raise RequestRefused(problem)
+            raise RequestRefused(problem, fields={field: problem} if field else None)
         written = conn.execute(
             update(t)
             .where(

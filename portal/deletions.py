@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -50,7 +51,15 @@ class RequestNotFound(LookupError):
 
 
 class RequestRefused(PortalError):
-    """A change the lifecycle refuses: the message says why (HTTP 409)."""
+    """A change the lifecycle refuses: the message says why (HTTP 409).
+
+    `fields` names the form fields at fault, each with what is wrong with it, so that a
+    form can show it beside the field; a refusal of the whole change names none.
+    """
+
+    def __init__(self, message: str, *, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = dict(fields or {})
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ from portal.clock import utcnow
 from portal.deletions import CLOSED, OPEN
 from portal.incidents import require_incident
 
+# The notice figures shown per partner (`portal stats`, /admin/); bounces come per partner
+# with the bounce handling of design §8.
+PARTNER_NOTICES = (notices.QUEUED, notices.SENT, notices.FAILED)
+
 
 @dataclass
 class PartnerFigures:
@@ -25,6 +29,8 @@ class PartnerFigures:
     found_affected: int = 0  # verified visits whose address occurs at this partner
     overdue: int = 0
     median_days_to_close: float | None = None
+    # Direct notices that name this partner, by status (a notice naming two counts at each).
+    notices: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +64,7 @@ def partner_figures(
     rows = {r.id: PartnerFigures(r.incident, r.slug, name=r.name) for r in found}
     _records(conn, rows)
     _requests(conn, rows, today)
+    _notices(conn, rows)
     for incident_id in {r.incident_id for r in found}:
         counted = counters.totals(conn, incident_id=incident_id)
         for partner_id, names in counted.items():
@@ -78,6 +85,21 @@ def _records(conn: Connection, rows: dict[int, PartnerFigures]) -> None:
         .group_by(e.c.partner_id)
     ):
         rows[partner_id].records = count
+
+
+def _notices(conn: Connection, rows: dict[int, PartnerFigures]) -> None:
+    """Notices by status per partner they name; a partner recorded after sending is not named."""
+    n, np = tables.notices.c, tables.notice_partners.c
+    for row in rows.values():
+        row.notices = dict.fromkeys(PARTNER_NOTICES, 0)
+    for partner_id, status, count in conn.execute(
+        select(np.partner_id, n.status, func.count())
+        .select_from(tables.notice_partners.join(tables.notices))
+        .where(np.partner_id.in_(rows), np.named.is_(True))
+        .group_by(np.partner_id, n.status)
+    ):
+        if status in PARTNER_NOTICES:
+            rows[partner_id].notices[status] = count
 
 
 def _requests(conn: Connection, rows: dict[int, PartnerFigures], today: date) -> None:

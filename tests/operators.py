@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from typing import Any
 
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
@@ -59,3 +63,26 @@ def post_form(client: TestClient, page_path: str, action: str, **fields: str):  
     return client.post(
         action, data={**fields, "csrf_token": form_token(page.text)}, follow_redirects=False
     )
+
+
+def portal_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[Any]:
+    """`portal ARGS` in a real process on the app's database; stdout as bytes, stderr text."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    environment.update(
+        PORTAL_INSTANCE_DIR=str(settings.instance_dir),
+        PORTAL_DATABASE_URL=settings.database_url,
+        PORTAL_SECRET_KEY=settings.secret_key,
+        PORTAL_PEPPER=settings.pepper.decode(),
+        PYTHONIOENCODING="utf-8",
+        **env,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "portal", *args],
+        env=environment,
+        cwd=settings.instance_dir,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    done.stderr = done.stderr.decode("utf-8")
+    return done

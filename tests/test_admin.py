@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
-from portal import tables
-from portal.app import create_app
+from portal import notices, tables
+from portal.app import TEMPLATES_DIR, create_app
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.deletions import DeletionRequest
@@ -28,6 +28,7 @@ from tests.operators import (
     ask_deletion,
     create_operators,
     form_token,
+    portal_cli,
     post_form,
     sign_in,
 )
@@ -308,6 +309,133 @@ def test_it_answers_409_with_the_message_for_what_the_lifecycle_refuses(
     assert "Invoices are kept for 7 years." in page and "legal obligation" in page
 
 
+def field_tag(page: str, tag: str, field_id: str) -> str:
+    """The opening tag of the form control with this id."""
+    match = re.search(rf'<{tag}[^>]*\bid="{field_id}"[^>]*>', page)
+    assert match, f"no <{tag} id={field_id}>"
+    return match.group(0)
+
+
+def marks_invalid(page: str, tag: str, field_id: str) -> bool:
+    """The control says it is invalid and points at its error, which is on the page."""
+    opening = field_tag(page, tag, field_id)
+    described = re.search(r'aria-describedby="([^"]+)"', opening)
+    return (
+        'aria-invalid="true"' in opening
+        and described is not None
+        and f'id="{described.group(1)}"' in page
+    )
+
+
+def error_text(page: str, field_id: str) -> str:
+    match = re.search(rf'<p class="error" id="{field_id}-error"[^>]*>(.*?)</p>', page, re.S)
+    assert match, f"no error beside {field_id}"
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+
+def test_it_shows_a_refused_rejection_in_its_form_as_typed_with_the_error_beside_the_field(
+    people: Engine, settings: Settings, dora: TestClient
+) -> None:
+    alice = by_partner(ask_deletion(people, settings, ALICE), people)
+    path = f"/admin/requests/{alice['park-a'].reference}"
+
+    refused = post_form(
+        dora, path, f"{path}/status", status="rejected", ground="", reason="  ",
+        note="Asked the partner by phone.", kept="phone", partner_reference="PA-77",
+    )  # fmt: skip
+
+    assert refused.status_code == 409
+    page = refused.text
+    assert 'data-error-status="409"' in page and "a rejection needs a ground" in page
+    assert re.search(r'<input type="radio" id="status-rejected"[^>]*\bchecked', page)
+    assert not re.search(
+        r'<input type="radio" id="status-(forwarded|completed)"[^>]*\bchecked', page
+    )
+    assert ">Asked the partner by phone.</textarea>" in page
+    assert re.search(r'<input type="checkbox" name="kept" value="phone" checked>', page)
+    assert not re.search(r'<input type="checkbox" name="kept" value="name" checked>', page)
+    assert 'value="PA-77"' in field_tag(page, "input", "partner_reference")
+    assert marks_invalid(page, "select", "ground") and marks_invalid(page, "textarea", "reason")
+    assert "ground" in error_text(page, "ground") and "reason" in error_text(page, "reason")
+    assert not marks_invalid(page, "textarea", "note")
+    assert history(page) == [("", "received", "system")], "nothing was written"
+
+    # Ground given, reason still missing: only the reason is at fault; the ground stays chosen.
+    with_ground = dora.post(
+        f"{path}/status",
+        data={"status": "rejected", "ground": "legal_claims", "csrf_token": form_token(page)},
+    )
+    assert with_ground.status_code == 409
+    assert re.search(r'<option value="legal_claims" selected>', with_ground.text)
+    assert not marks_invalid(with_ground.text, "select", "ground")
+    assert marks_invalid(with_ground.text, "textarea", "reason")
+
+    # The refused page's own form goes through: its CSRF token is still good.
+    done = dora.post(
+        f"{path}/status",
+        data={
+            "status": "rejected", "ground": "legal_claims", "reason": "A claim is pending.",
+            "version": re.search(r'name="version" value="(\d+)"', page).group(1),  # type: ignore[union-attr]
+            "csrf_token": form_token(with_ground.text),
+        },
+        follow_redirects=False,
+    )  # fmt: skip
+    assert (done.status_code, done.headers["location"]) == (303, path)
+    assert 'data-status="rejected"' in dora.get(path).text
+
+
+def test_it_lays_an_invalid_transition_at_the_status_field(
+    people: Engine, settings: Settings, dora: TestClient
+) -> None:
+    (made,) = ask_deletion(people, settings, BOB, "park-a")
+    path = f"/admin/requests/{made.reference}"
+
+    refused = post_form(dora, path, f"{path}/status", status="received", note="typed")
+
+    assert refused.status_code == 409
+    assert marks_invalid(refused.text, "input", "status-forwarded")
+    assert "cannot go from received to received" in error_text(refused.text, "status")
+    assert ">typed</textarea>" in refused.text
+
+
+def test_it_preselects_no_status_and_asks_for_one(
+    people: Engine, settings: Settings, dora: TestClient
+) -> None:
+    (made,) = ask_deletion(people, settings, BOB, "park-a")
+    path = f"/admin/requests/{made.reference}"
+    page = dora.get(path).text
+
+    radios = re.findall(r'<input type="radio"[^>]*name="status"[^>]*>', page)
+    assert len(radios) == 3 and not any("checked" in radio for radio in radios)
+    assert '<select id="status"' not in page, "a select would always have one chosen"
+
+    unchosen = post_form(dora, path, f"{path}/status", note="Deleted from the CRM.")
+
+    assert unchosen.status_code == 400
+    assert error_text(unchosen.text, "status") == "Error: Choose the new status."
+    assert marks_invalid(unchosen.text, "input", "status-completed")
+    assert ">Deleted from the CRM.</textarea>" in unchosen.text
+    assert 'data-status="received"' in unchosen.text and history(unchosen.text) == [
+        ("", "received", "system")
+    ]
+
+
+def test_it_shows_a_refused_extension_in_its_form_as_typed(
+    people: Engine, settings: Settings, dora: TestClient
+) -> None:
+    (made,) = ask_deletion(people, settings, BOB, "park-a")
+    path = f"/admin/requests/{made.reference}"
+
+    refused = post_form(dora, path, f"{path}/extend", months="2", reason=" ")
+
+    assert refused.status_code == 409
+    assert re.search(r'<option value="2" selected>', refused.text)
+    assert marks_invalid(refused.text, "textarea", "ext-reason")
+    assert not marks_invalid(refused.text, "textarea", "reason"), "the other form's reason"
+    assert "reason the person will read" in error_text(refused.text, "ext-reason")
+    assert 'data-form="extend"' in refused.text
+
+
 def test_it_extends_once_and_refuses_late_or_twice(
     people: Engine, settings: Settings, dora: TestClient
 ) -> None:
@@ -474,6 +602,51 @@ def test_it_keeps_the_audit_log_newest_first(
     assert BOB not in page
 
 
+def viewed_entries(engine: Engine, reference: str) -> list[tuple[str, str]]:
+    a = tables.audit_log.c
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(a.actor, a.object).where(a.action == "request_viewed").order_by(a.id)
+        )
+        return [(actor, object_) for actor, object_ in found if object_ == reference]
+
+
+def test_it_audits_a_view_of_a_request_once_a_day_per_operator(
+    people: Engine, settings: Settings, dora: TestClient
+) -> None:
+    (made,) = ask_deletion(people, settings, BOB, "park-a")
+    path = f"/admin/requests/{made.reference}"
+    for _ in range(3):
+        assert dora.get(path).status_code == 200
+    assert post_form(dora, path, f"{path}/status", status="forwarded").status_code == 303
+    assert dora.get(path).status_code == 200
+    with client_for(settings) as eve:
+        sign_in(eve, EVE, EVE_PASSWORD)
+        eve.get(path)
+        eve.get(path)
+
+    assert viewed_entries(people, made.reference) == [
+        ("operator:dora", made.reference),
+        ("operator:eve", made.reference),
+    ]
+    page = dora.get("/admin/audit").text
+    actions = re.findall(r'<tr data-audit="\d+" data-action="([^"]+)" data-actor="([^"]+)"', page)
+    assert actions.count(("request_viewed", "operator:dora")) == 1
+    assert actions.count(("request_forwarded", "operator:dora")) == 1
+    assert BOB not in page
+
+    # The next day (UTC), her first view is written again.
+    a = tables.audit_log.c
+    with people.begin() as conn:
+        conn.execute(
+            update(tables.audit_log)
+            .where(a.action == "request_viewed")
+            .values(at=utcnow() - timedelta(days=1))
+        )
+    dora.get(path)
+    assert viewed_entries(people, made.reference).count(("operator:dora", made.reference)) == 2
+
+
 def test_it_shows_figures_per_partner(people: Engine, settings: Settings, dora: TestClient) -> None:
     ask_deletion(people, settings, ALICE)
     (bob,) = ask_deletion(people, settings, BOB, "park-a")
@@ -497,6 +670,63 @@ def test_it_shows_figures_per_partner(people: Engine, settings: Settings, dora: 
     assert re.search(r'data-stat="distinct_people">2<', page)
     assert re.search(r'data-stat="verified_visits">2<', page)
     assert re.search(r'data-stat="lookups">2<', page)
+
+
+def test_it_shows_the_notice_figures_that_portal_stats_shows(
+    people: Engine, settings: Settings, dora: TestClient, tmp_path: Path
+) -> None:
+    def notify(partner: str) -> None:
+        notices.notify(
+            people, settings, incident=SLUG, partner=partner, path=tmp_path / f"{partner}.csv",
+            templates_dir=TEMPLATES_DIR,
+        )  # fmt: skip
+
+    def set_notice(address: str, status: str) -> None:
+        n, o = tables.notices.c, tables.outbox.c
+        with people.begin() as conn:
+            outbox_id = conn.scalar(select(o.id).where(o.kind == "notice", o.recipient == address))
+            conn.execute(
+                update(tables.notices).where(n.outbox_id == outbox_id).values(status=status)
+            )
+
+    notify("park-a")  # alice and bob
+    set_notice(ALICE, "sent")
+    set_notice(BOB, "failed")
+    notify("theater-b")  # alice: her notice went out, theater-b is recorded after sending
+
+    page = dora.get("/admin/").text
+    stats = portal_cli(settings, "stats", SLUG)
+    assert stats.returncode == 0, stats.stderr
+    printed_text = stats.stdout.decode("utf-8")
+
+    def shown(partner: str) -> dict[str, int]:
+        row = re.search(rf'<tr data-partner="{partner}">(.*?)</tr>', page, re.S).group(1)  # type: ignore[union-attr]
+        return {
+            name: int(value) for name, value in re.findall(r'data-stat="notices_(\w+)">(\d+)<', row)
+        }
+
+    per_partner = printed_text.split("direct notices naming it")[1]
+    printed = {
+        partner: dict(zip(("queued", "sent", "failed"), map(int, numbers), strict=True))
+        for partner, *numbers in re.findall(
+            rf"{SLUG}\W+([\w-]+)\W+(\d+)\W+(\d+)\W+(\d+)", per_partner
+        )
+    }
+    assert printed == {p: shown(p) for p in ("omroep-c", "park-a", "theater-b")}
+    assert printed["park-a"] == {"queued": 0, "sent": 1, "failed": 1}
+    assert printed["theater-b"] == {"queued": 0, "sent": 0, "failed": 0}
+
+    line = re.search(rf"^{SLUG}: notices: (.*)$", printed_text, re.M).group(1)  # type: ignore[union-attr]
+    by_incident = {name: int(count) for name, count in re.findall(r"([a-z ]+) (\d+)", line)}
+    facts = re.search(r'<section data-incident="[^"]+"(.*?)</dl>', page, re.S).group(1)  # type: ignore[union-attr]
+    on_page = {
+        name.replace("_", " "): int(count)
+        for name, count in re.findall(r'data-stat="notices_(\w+)">(\d+)<', facts)
+    }
+    assert {k.strip(", "): v for k, v in by_incident.items()} == on_page
+    assert on_page == {
+        "queued": 0, "sent": 1, "failed": 1, "bounced": 0, "partners added after sending": 1
+    }  # fmt: skip
 
 
 def test_it_counts_no_person_in_the_counters(people: Engine, settings: Settings) -> None:

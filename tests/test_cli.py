@@ -266,6 +266,7 @@ def test_it_shows_an_example_in_a_real_process(tmp_path: Path) -> None:
         ["mail-worker"],
         ["purge"],
         ["stats"],
+        ["export"],
         ["demo"],
     ],
 )

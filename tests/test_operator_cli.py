@@ -263,7 +263,7 @@ COMMANDS = list(commands(typer.main.get_command(app)))
 
 
 def test_it_has_help_for_the_commands_of_the_design() -> None:
-    for command in ("import", "serve", "purge", "stats", "demo", "init", "mail-worker"):
+    for command in ("import", "serve", "purge", "stats", "export", "demo", "init", "mail-worker"):
         assert (command,) in COMMANDS
     assert ("incident", "load") in COMMANDS
     assert ("incident", "list") in COMMANDS

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -26,6 +28,9 @@ LOGIN_REFUSED = "Unknown username or wrong password."
 LOGIN_THROTTLED = "Too many failed logins. Wait a while, then try again."
 OPERATOR_STATUSES = ("forwarded", "completed", "rejected")
 AUDIT_PAGE = 200
+NO_STATUS = "Choose the new status."
+# The detail of the audit entry written at an operator's first view of a request in a day.
+VIEWED = "first view today (UTC); it shows the person's address"
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -129,7 +134,7 @@ def _end(conn: Any, session: OperatorSession) -> None:
 
 async def home(request: Request) -> Response:
     figures = await with_db(request, _figures)
-    return page(request, "home.html", figures=figures)
+    return page(request, "home.html", figures=figures, notice_statuses=stats.PARTNER_NOTICES)
 
 
 def _figures(conn: Any) -> list[tuple[stats.IncidentFigures, list[stats.PartnerFigures]]]:
@@ -160,7 +165,18 @@ def _queue(
     return queue.list_requests(conn, wanted, today=today), queue.filter_choices(conn)
 
 
-async def request_page(request: Request) -> Response:
+@dataclass(frozen=True)
+class Refusal:
+    """A decision not made: shown on the request's page, in the form that asked for it."""
+
+    form: str  # status, extend or retry
+    message: str
+    errors: dict[str, str]  # a field's name: what is wrong with it
+    typed: dict[str, Any]  # the form as it was sent, to fill it in again
+    status: int = 409
+
+
+async def request_page(request: Request, *, refusal: Refusal | None = None) -> Response:
     reference = request.path_params["reference"]
     try:
         detail = await with_db(request, _viewed, reference, _operator(request).username)
@@ -169,7 +185,9 @@ async def request_page(request: Request) -> Response:
     return page(
         request,
         "request.html",
+        status=refusal.status if refusal else 200,
         detail=detail,
+        refusal=refusal,
         today=utcnow().date(),
         statuses=OPERATOR_STATUSES,
         grounds=GROUNDS,
@@ -180,17 +198,36 @@ async def request_page(request: Request) -> Response:
 
 def _viewed(conn: Any, reference: str, username: str) -> queue.RequestDetail:
     detail = queue.request_detail(conn, reference)
-    # It shows a person's address: who looked, and when, is kept (no address in the entry).
-    audit.record(conn, actor=f"operator:{username}", action="request_viewed", object=reference)
+    # It shows a person's address: who saw it is kept, once a day, not at every reload
+    # (and never the address itself).
+    audit.record_daily(
+        conn,
+        actor=f"operator:{username}",
+        action="request_viewed",
+        object=reference,
+        detail=VIEWED,
+    )
     return detail
+
+
+def _typed(form: FormData, *names: str) -> dict[str, Any]:
+    """What the operator sent, as sent: to fill the form in again when it is refused."""
+    typed: dict[str, Any] = {n: v for n in names if isinstance(v := form.get(n), str)}
+    typed["kept"] = [k for k in form.getlist("kept") if isinstance(k, str)]
+    return typed
 
 
 async def set_status(request: Request) -> Response:
     form = await checked_form(request, max_fields=40)
     decision = read_decision(form)
+    typed = _typed(form, "status", "note", "ground", "reason", "partner_reference")
+    if not decision.status:
+        refusal = Refusal("status", NO_STATUS, {"status": NO_STATUS}, typed, status=400)
+        return await request_page(request, refusal=refusal)
     state = request.app.state
     return await _decide(
         request,
+        ("status", typed),
         decisions.change_status,
         to=decision.status,
         actor=_actor(request),
@@ -208,6 +245,7 @@ async def extend(request: Request) -> Response:
     form = await checked_form(request)
     return await _decide(
         request,
+        ("extend", _typed(form, "months", "reason")),
         decisions.extend,
         months=number(form, "months") or 0,
         reason=text(form, "reason"),
@@ -222,6 +260,7 @@ async def retry(request: Request) -> Response:
     state = request.app.state
     return await _decide(
         request,
+        ("retry", {}),
         decisions.retry,
         state.settings,
         actor=_actor(request),
@@ -231,15 +270,21 @@ async def retry(request: Request) -> Response:
 
 
 async def _decide(
-    request: Request, decide: Callable[..., Any], *args: Any, **kwargs: Any
+    request: Request,
+    sent: tuple[str, dict[str, Any]],
+    decide: Callable[..., Any],
+    *args: Any,
+    **kwargs: Any,
 ) -> Response:
+    """Makes the decision, then 303 to the request; refused, its page with the form as sent."""
     reference = request.path_params["reference"]
     try:
         await with_db(request, decide, *args, reference=reference, **kwargs)
     except RequestNotFound:
         raise HTTPException(404) from None
     except RequestRefused as exc:
-        return page(request, "refused.html", status=409, reference=reference, message=str(exc))
+        form, typed = sent
+        return await request_page(request, refusal=Refusal(form, str(exc), exc.fields, typed))
     if request.app.state.mail_worker is not None:
         request.app.state.mail_worker.wake()
     return RedirectResponse(f"{ADMIN_PATH}/requests/{reference}", status_code=303)
@@ -263,14 +308,9 @@ async def export_csv(request: Request) -> Response:
     )
 
 
-def _export(conn: Any, incident: str, partner: str, username: str) -> str:
-    body, rows = export.partner_requests_csv(conn, incident=incident, partner=partner)
-    audit.record(
-        conn,
-        actor=f"operator:{username}",
-        action="export",
-        object=f"{incident}/{partner}",
-        detail=f"{rows} request(s)",
+def _export(conn: Any, incident: str, partner: str, username: str) -> bytes:
+    body, _rows = export.export_requests(
+        conn, incident=incident, partner=partner, actor=f"operator:{username}"
     )
     return body
 

@@ -27,7 +27,9 @@ from tests.server import Portal, portal_env, running_portal
 DATA = Path(__file__).parent / "data"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 SLUG = "ticketing-2021"
-PARTNERS = ("park-a", "theater-b", "omroep-c")
+# A partner with a long name and 20 people (layout01..20@example.net) who ask it for deletion.
+LONG_PARTNER = "openluchttheatersamenwerkingsverband-noord-holland-zuid"
+PARTNERS = ("park-a", "theater-b", "omroep-c", LONG_PARTNER)
 # Each test has people of its own: deletion requests are made once per partner.
 ALICE = "alice@example.com"  # all three partners, an IBAN at Theater B: the phone flow
 BOB = "bob@example.org"  # Park A only: the keyboard

@@ -141,6 +141,12 @@ def admin_pages(auditor: Auditor) -> None:
     auditor.visit("admin-requests", "/admin/requests")
     reference = page.locator("[data-request]").first.get_attribute("data-request")
     auditor.visit("admin-request", f"/admin/requests/{reference}")
+    # A rejection without ground or reason: the form again, the errors beside the fields.
+    page.check("#status-rejected")
+    page.click("form[data-form=status] button[type=submit]")
+    page.wait_for_selector("[data-refusal]")
+    assert page.locator("#ground").get_attribute("aria-invalid") == "true"
+    auditor.check("admin-request-refused")
     auditor.visit("admin-audit", "/admin/audit")
 
 
