@@ -17,6 +17,7 @@ from typing import Any, cast
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from portal.i18n import template_context
+from portal.mail_markdown import site
 from portal.sender import from_header
 
 # RFC 5322 allows 998 characters a line; folding at 78 moves a long subject's first word
@@ -73,6 +74,7 @@ def _environment(templates_dir: Path) -> Environment:
         extensions=["jinja2.ext.i18n"],
     )
     env.policies["ext.i18n.trimmed"] = True
+    env.filters["site"] = site  # the portal named without being linked to
     env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
     return env
 

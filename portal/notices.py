@@ -30,9 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import nh3
-from markdown_it import MarkdownIt
-from markupsafe import Markup
 from sqlalchemy import Connection, Engine, func, select, update
 
 from portal import db, fields, outbox, tables
@@ -49,6 +46,7 @@ from portal.importer import (
 )
 from portal.incidents import Incident, Partner, get_partners
 from portal.lookups import NOTICE_PURPOSE, notice_tokens
+from portal.mail_markdown import MailMarkdown
 from portal.messages import Message, render
 from portal.printable import shown
 from portal.tokens import seal, token_hash
@@ -65,7 +63,6 @@ CHUNK = 200
 # Where a rendered notice gets its link's token (URL-safe: escaping leaves it alone).
 TOKEN_SLOT = "portal-notice-token-slot"  # noqa: S105 - a placeholder, not a secret
 RENDERED_KEPT = 1024
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False})
 
 
 @dataclass
@@ -390,6 +387,15 @@ def _next_slot(conn: Connection, step: timedelta) -> datetime:
     return now if last is None else max(now, last + step)
 
 
+@dataclass(frozen=True)
+class NamedPartner:
+    """A partner as a notice names it: sure or not that the person's data leaked there."""
+
+    name: str
+    possible: bool  # its data set also holds people whose data were not exposed
+    fields: list[fields.Field]
+
+
 def render_notice(
     templates_dir: Path,
     settings: Settings,
@@ -399,10 +405,14 @@ def render_notice(
     link: str,
 ) -> Message:
     """The notice in `lang`: what happened, which partners hold which data, what to do."""
-    exposed = [(partner, fields.from_bits(bits)) for partner, bits in partners]
-    union = {f.key: f for _, found in exposed for f in found}
+    named = [
+        NamedPartner(p.name, p.certainty == "possible", fields.from_bits(bits))
+        for p, bits in partners
+    ]
+    union = {f.key: f for partner in named for f in partner.fields}
     advice = sorted(union.values(), key=lambda f: (-f.severity, f.bit))
     notice = incident.text(incident.notice, lang)
+    markdown = MailMarkdown(settings.base_url)
     return render(
         templates_dir,
         "notice",
@@ -415,17 +425,14 @@ def render_notice(
         contact=incident.contact_email,
         discovered=incident.discovered,
         regulator_notified=incident.regulator_notified,
-        notice_text=notice,
-        notice_html=_html(notice),
-        partners=[(p.name, [f.label[lang] for f in found]) for p, found in exposed],
+        notice_text=markdown.text(notice),
+        notice_html=markdown.html(notice),
+        partners=named,
+        only_possible=all(partner.possible for partner in named),
         advice=[f.advice[lang] for f in advice],
         link=link,
         days=settings.notice_link_ttl // 86400,
     )
-
-
-def _html(markdown: str) -> Markup:
-    return Markup(nh3.clean(_markdown.render(markdown), link_rel="noopener noreferrer"))  # noqa: S704
 
 
 # -- delivery --------------------------------------------------------------------------

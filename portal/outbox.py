@@ -126,15 +126,19 @@ def enqueue_webhook(
         raise ValueError("a webhook needs a secret to be signed with")
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError("a webhook URL must be http:// or https://")
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return _enqueue(
         conn,
         kind=kind,
         channel=WEBHOOK,
         recipient=url,
-        body_text=body,
+        body_text=webhook_body(payload),
         deletion_request_id=deletion_request_id,
     )
+
+
+def webhook_body(payload: dict[str, Any]) -> str:
+    """The bytes signed and POSTed: compact JSON with sorted keys (docs/partners.md)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 def _enqueue(

@@ -1,4 +1,5 @@
-"""The transcripts in docs/operator.md are what the commands print, exactly.
+"""The docs show what the portal does, exactly: docs/operator.md's transcripts are what the
+commands print, and docs/partners.md's webhook body is what a partner receives.
 
 Each ```console block is a shell session: `$ cat FILE` with its content writes the file,
 `$ [NAME=value ...] portal ARGS` runs the real command and must print the lines that follow
@@ -8,14 +9,21 @@ docs/incident.example.toml as incident.toml.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
+from portal.config import Settings
+from portal.fields import to_bits
+from portal.forwarding import webhook_payload
+from portal.outbox import webhook_body
 from tests.test_cli import environment
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -74,3 +82,41 @@ def test_it_prints_what_the_operator_guide_shows(tmp_path: Path) -> None:
             continue
         printed = run(tmp_path, step.command)
         assert printed == step.output, f"$ {step.command}\n{printed}"
+
+
+# -- docs/partners.md: the webhook body ---------------------------------------------------
+
+WEBHOOK_BODY = re.compile(r"^POST /hooks/erasure HTTP/1.1\n.*?\n\n(\{.*?)^```$", re.S | re.M)
+
+
+def documented_webhook_body() -> list[tuple[str, object]]:
+    found = WEBHOOK_BODY.search((DOCS / "partners.md").read_text(encoding="utf-8"))
+    assert found, "docs/partners.md shows the webhook's request"
+    return json.loads(found.group(1), object_pairs_hook=list)  # type: ignore[no-any-return]
+
+
+def test_it_shows_the_webhook_body_exactly_as_the_portal_sends_it() -> None:
+    shown = documented_webhook_body()
+    keys = dict(shown)["fields"]
+    assert isinstance(keys, list)
+    settings = Settings(
+        instance_dir=DOCS,
+        database_url="sqlite://",
+        secret_key="docs",
+        pepper=b"docs",
+        base_url="https://lek.example.org",
+    )
+    request = SimpleNamespace(
+        reference="DR-7K3Q-9XPM",
+        email="alice@example.org",
+        verified_at=datetime(2024, 3, 1, 10, 1, 57, 482913),
+        received_at=datetime(2024, 3, 1, 10, 2, 11, 123456),
+        due_on=date(2024, 4, 1),
+        extended_due_on=None,
+        fields=to_bits(keys),
+    )
+    incident = SimpleNamespace(slug="ticketing-2021", contact_email="privacy@ticketdienst.example")
+    payload = webhook_payload(settings, incident, SimpleNamespace(slug="park-a"), request)  # type: ignore[arg-type]
+    body = re.sub(r"/r/[\w.-]+", "/r/<token>", webhook_body(payload))
+    # Keys, their order and every value: `fields` in the order sent (most serious first).
+    assert json.loads(body, object_pairs_hook=list) == shown

@@ -19,10 +19,11 @@ from portal.clock import utcnow
 from portal.config import Settings
 from portal.errors import PortalError
 from portal.importer import import_csv
+from portal.incidents import load_incident_file
 from portal.mail_worker import MailWorker
 from portal.outbox import ERASED
 from portal.stats import incident_figures
-from tests.factories import ALICE, BOB, PARK_A, THEATER_B, load_personas, write_csv
+from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv
 from tests.fixtures_mail import SmtpServer, running_smtp_server
 from tests.test_public import csrf
 
@@ -100,16 +101,100 @@ def test_it_says_what_leaked_where_and_what_to_do(
 
     assert alice.subject == "Datalek: uw gegevens (Datalek bij TicketDienst)"
     text = alice.body_text
-    line = next(line for line in text.splitlines() if "In de gegevens van" in line)
-    named = line.removeprefix("In de gegevens van Attractiepark A: ").split(", ")
-    assert sorted(named) == ["E-mailadres", "Naam", "Postcode", "Telefoonnummer"]
-    assert "Wij ontdekten een **lek**." in text  # what happened: the incident's notice
+    lines = text.splitlines()
+    at = lines.index("Gelekt bij Attractiepark A:")
+    assert lines[at + 1 : at + 5] == [  # most serious first, marked as on the results page
+        "- E-mailadres: ● Let op",
+        "- Telefoonnummer: ● Let op",
+        "- Naam: ○ Weinig risico",
+        "- Postcode: ○ Weinig risico",
+    ]
+    assert "Wij ontdekten een lek." in text  # what happened: the incident's notice
     assert "Autoriteit Persoonsgegevens" in text  # the regulator was told
     assert "privacy@ticketing.example" in text  # who to ask
     assert "nooit om een wachtwoord, een betaling of een kopie" in text
     assert "30 dagen geldig" in text
     assert len(re.findall(r"http://127\.0\.0\.1:8000/v/", text)) == 1  # one link into the portal
     assert "<script>" not in alice.body_html and "<strong>lek</strong>" in alice.body_html
+
+
+NOTICE_MARKDOWN = """\
+## Wat er gebeurde
+
+Op 22 februari ontdekten wij dat een **onbekende partij** toegang had
+tot *een database* van ons kaartsysteem.
+
+- Wij sloten de toegang af.
+- Wij deden aangifte.
+
+Lees [ons persbericht](https://www.ticketdienst.example/pers) of
+[de vragen](http://127.0.0.1:8000/ticketing-2021/) op http://127.0.0.1:8000/ticketing-2021/.
+"""
+
+
+def load_incident(engine: Engine, settings: Settings, folder: Path, text: str) -> None:
+    """The personas' incident as `text` says, with park-a (alice, bob) and theater-b (alice)."""
+    (folder / "incident.toml").write_text(text, encoding="utf-8")
+    load_incident_file(engine, folder / "incident.toml")
+    for partner, rows in (("park-a", PARK_A), ("theater-b", THEATER_B)):
+        path = write_csv(folder / f"{partner}.csv", rows)
+        import_csv(engine, settings, incident=SLUG, partner=partner, path=path)
+
+
+def test_it_writes_the_incidents_markdown_as_plain_text_and_as_html(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    notice = 'nl = """' + NOTICE_MARKDOWN + '"""'
+    text = INCIDENT.replace('nl = "Wij ontdekten een **lek**. <script>alert(1)</script>"', notice)
+    load_incident(engine, settings, tmp_path, text)
+    run(engine, settings, tmp_path, "park-a")
+    alice = next(r for r in outbox(engine) if r.recipient == ALICE)
+
+    lines = alice.body_text.splitlines()
+    # Re-flowed: a paragraph of the incident file is one line, without Markdown's marks.
+    assert (
+        "Op 22 februari ontdekten wij dat een onbekende partij toegang had tot een database "
+        "van ons kaartsysteem."
+    ) in lines
+    assert "*" not in alice.body_text and "##" not in alice.body_text
+    at = lines.index("- Wij sloten de toegang af.")
+    assert lines[at - 1 : at + 2] == ["", "- Wij sloten de toegang af.", "- Wij deden aangifte."]
+    # A link to elsewhere shows its address; the portal is named, not linked a second time.
+    assert (
+        "Lees ons persbericht (https://www.ticketdienst.example/pers) of de vragen op "
+        "127.0.0.1:8000/ticketing-2021/."
+    ) in lines
+    html = alice.body_html
+    assert "<h1 " in html and ">Datalek bij TicketDienst</h1>" in html  # the email's heading
+    assert "<h3>Wat er gebeurde</h3>" in html  # the incident's headings go below the email's
+    assert "<strong>onbekende partij</strong>" in html
+    assert '<a href="https://www.ticketdienst.example/pers"' in html
+    assert "de vragen op 127.0.0.1:8000/ticketing-2021/." in html
+
+
+def test_it_says_of_a_possible_partner_that_the_data_may_have_leaked(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    text = INCIDENT.replace('name = "Theater B"\n', 'name = "Theater B"\ncertainty = "possible"\n')
+    load_incident(engine, settings, tmp_path, text)
+    run(engine, settings, tmp_path, "theater-b")
+    (only_possible,) = outbox(engine)
+    run(engine, settings, tmp_path, "park-a")
+    both = next(r for r in outbox(engine) if r.recipient == ALICE)
+
+    uncertain = (
+        "In het bestand van Theater B staan ook mensen van wie de gegevens niet zijn gelekt. "
+        "Uw gegevens zijn mogelijk gelekt; ga er voor de zekerheid van uit dat het zo is."
+    )
+    for body in (only_possible.body_text, only_possible.body_html):
+        assert "en uw gegevens waren daar mogelijk bij betrokken." in body
+        assert "Mogelijk gelekt bij Theater B" in body and uncertain in body
+        assert "omdat uw e-mailadres in een bestand staat dat mogelijk is gelekt" in body
+        assert "waren daarbij" not in body and "Gelekt bij" not in body
+    for body in (both.body_text, both.body_html):  # sure of one partner, not of the other
+        assert "en uw gegevens waren daarbij betrokken." in body
+        assert "Gelekt bij Attractiepark A" in body and "Mogelijk gelekt bij Theater B" in body
+        assert body.count(uncertain) == 1
 
 
 def test_it_queues_nothing_again_when_run_again(

@@ -143,8 +143,8 @@ def test_it_walks_the_whole_path(
     assert ALICE in request
     assert any(format_date(d, "nl") in request for d in due)  # the partner's language
     for key in expected_fields("park-a")[ALICE]:
-        assert f"({key})" in request, key
-    assert "(iban)" not in request  # exposed at omroep-c, not at park-a
+        assert f"[{key}]" in request, key  # each field with its key
+    assert "[iban]" not in request  # exposed at omroep-c, not at park-a
 
     receipt = wait_for_mail(smtp_server, ALICE, count=2)
     assert reference in receipt["Subject"]
