@@ -18,7 +18,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-from anyio import to_thread
+from anyio import fail_after, to_thread
 
 from portal import metrics
 from portal.config import Settings
@@ -26,7 +26,10 @@ from portal.errors import PortalError
 from portal.messages import Email, first_link
 
 SMTP_TIMEOUT = 30.0  # per SMTP step
-PROBE_TIMEOUT = 5.0  # per step of the check at start: a relay that slow is worth a warning
+# The check at start: a relay slower than this is worth a warning, and a stop (a deploy)
+# never waits longer for it.
+PROBE_TIMEOUT = 5.0  # per step
+PROBE_DEADLINE = 10.0  # connect, EHLO, STARTTLS and AUTH together
 # Connections kept open to the relay, each carrying one message at a time: a kept-open
 # connection costs about 1 ms a message, a new one per message several times that.
 SMTP_CONNECTIONS = 4
@@ -162,9 +165,10 @@ class SmtpSender:
         all of that worked, else why not (`failure_reason`). Sends nothing."""
         client = self._client(timeout)
         try:
-            await client.connect()
-            if client.is_ehlo_or_helo_needed:
-                await client.ehlo()
+            with fail_after(max(timeout, PROBE_DEADLINE)):
+                await client.connect()
+                if client.is_ehlo_or_helo_needed:
+                    await client.ehlo()
         except Exception as exc:
             client.close()
             return failure_reason(exc)

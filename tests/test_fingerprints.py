@@ -18,6 +18,7 @@ from portal.errors import PortalError
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.factories import BOB, INCIDENT, PARK_A, load_personas, write_csv
+from tests.fixtures_mail import free_port
 from tests.operators import ask_deletion
 
 SLUG = "ticketing-2021"
@@ -173,3 +174,14 @@ def test_it_checks_the_pepper_for_healthz_at_most_once_per_interval(
         other = replace(settings, pepper=b"the import's own pepper")
         import_csv(engine, other, incident=SLUG, partner="park-a", path=csv_file)
         assert client.get("/healthz").status_code == 200  # not read again yet
+
+
+def test_it_answers_healthz_503_naming_the_database_when_it_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/portal"
+    settings = Settings(instance_dir=tmp_path, database_url=nowhere, secret_key="k", pepper=b"p")
+    with TestClient(create_app(settings, deliver_mail=False)) as client:
+        answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.json() == {"status": "unavailable", "reason": "database"}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -75,6 +76,11 @@ async def test_it_says_why_the_relay_does_not_answer() -> None:
         assert await starttls.probe() == "the relay does not offer STARTTLS"
         tls = SmtpSender.from_url(f"smtps://127.0.0.1:{server.port}")
         assert (await tls.probe(timeout=2) or "").startswith("TLS failed: ")
+    with socket.socket() as silent:  # takes the connection, never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        mute = SmtpSender.from_url(f"smtp://127.0.0.1:{silent.getsockname()[1]}")
+        assert await mute.probe(timeout=0.5) == "no answer in time"
 
 
 @pytest.mark.anyio
