@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from portal import db, deletions, forwarding, logs
 from portal.config import Settings
+from portal.fingerprints import PepperWatch
 from portal.incident_cache import IncidentCache
 from portal.lookup_queue import LookupQueue
 from portal.ratelimit import RateLimiter
@@ -99,6 +100,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.limiter = RateLimiter(settings)
     app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
     app.state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
+    app.state.pepper = PepperWatch(engine, settings.pepper, interval=settings.pepper_check_interval)
     app.state.lookups = LookupQueue(
         engine,
         settings,

@@ -40,7 +40,7 @@ from portal.printable import shown
 
 if TYPE_CHECKING:
     from portal.notices import NotifySummary
-    from portal.stats import IncidentOverview
+    from portal.stats import IncidentOverview, RelayFigures
 
 # Markdown joins a docstring's wrapped lines into paragraphs: --help never breaks mid-sentence.
 app = typer.Typer(
@@ -117,6 +117,24 @@ def _database(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def _refuse_another_pepper(engine: Engine, settings: Settings) -> None:
+    """Stops a command that hashes addresses when the pepper in force is not the one the
+    records were imported with: every lookup would answer "not affected" (design §4.1)."""
+    from portal import fingerprints
+
+    with engine.begin() as conn:
+        found = fingerprints.check(conn, settings.pepper)
+    for slug in found.adopted:
+        logging.getLogger("portal.cli").warning(
+            "incident %s holds records imported before pepper fingerprints were kept: the "
+            "PORTAL_PEPPER in force is now recorded as theirs, unchecked; should people in "
+            'the data be told "not affected", it is not: purge the incident and import it again',
+            slug,
+        )
+    if found.mismatched:
+        raise PortalError(fingerprints.refusal(found.mismatched))
 
 
 @app.command()
@@ -229,6 +247,7 @@ def import_command(
     settings = _settings()
     mapping = _parse_map(map_ or [])
     with _database(settings) as engine:
+        _refuse_another_pepper(engine, settings)
         summary = _import_with_progress(
             engine,
             settings,
@@ -424,6 +443,7 @@ def notify(
         )
     mapping = _parse_map(map_ or [])
     with _database(settings) as engine, _progress_bar(file) as update:
+        _refuse_another_pepper(engine, settings)
         summary = queue_notices(
             engine,
             settings,
@@ -520,8 +540,15 @@ def serve(
             "each of the %d workers keeps its own rate limits; set PORTAL_REDIS_URL to share them",
             workers,
         )
-    with _database(settings):
-        pass
+    with _database(settings) as engine:
+        _refuse_another_pepper(engine, settings)
+    if no_mail_worker:
+        # The mail workers apart check the relay when they start; this process promises
+        # "check your inbox" all the same, so it says so too.
+        from portal.delivery import sender_for
+        from portal.mail_worker import check_relay
+
+        asyncio.run(check_relay(sender_for(settings)))
     _serve(settings, host=host, port=port, workers=workers, mail=not no_mail_worker)
 
 
@@ -575,6 +602,7 @@ def mail_worker() -> None:
     """
     settings = _settings(server=True)
     with _database(settings) as engine:
+        _refuse_another_pepper(engine, settings)
         out.print("delivering mail and reminding partners; stop with Ctrl+C")
         asyncio.run(_deliver_and_remind(engine, settings))
 
@@ -663,12 +691,13 @@ def stats(
 
     Example: portal stats ticketing-2021
     """
-    from portal.stats import PARTNER_NOTICES, incident_figures, partner_figures
+    from portal.stats import PARTNER_NOTICES, incident_figures, partner_figures, relay_figures
 
     settings = _settings()
     with _database(settings) as engine, engine.connect() as conn:
         partners = partner_figures(conn, incident=incident)
         incidents = incident_figures(conn, incident=incident)
+        relay = relay_figures(conn)
     statuses = ("received", "forwarded", "forward_failed", "completed", "rejected")
     table = Table(title="per partner: records, and deletion requests by status")
     columns = (
@@ -718,6 +747,19 @@ def stats(
                 for reason, count in sorted(figures.mail_failures.items())
             )
             _say(f"{figures.incident}: mail given up: {reasons}")
+    if relay.failing:
+        _say(_relay_failing(relay))
+
+
+def _relay_failing(relay: RelayFigures) -> str:
+    """The newest attempt at the relay failed: when, why, and what waits for it."""
+    assert relay.last_failed_at is not None
+    reason = (relay.last_error or "").partition(": ")[2] or relay.last_error
+    sent = _when(relay.last_sent_at) or "never"
+    return (
+        f"mail relay failing: the newest attempt, {_when(relay.last_failed_at)}, failed: "
+        f"{reason}; {relay.waiting} message(s) wait to be tried again; last delivery: {sent}"
+    )
 
 
 @app.command("export")
@@ -907,6 +949,7 @@ def demo(
     settings = Settings.from_env()
     settings = _served_at(settings, host="127.0.0.1", port=port)
     with _database(settings) as engine, tempfile.TemporaryDirectory() as folder:
+        _refuse_another_pepper(engine, settings)
         files = demo_data.write_demo_files(Path(folder), records=records)
         load_incident_file(engine, files[0])
         loaded = demo_data.is_loaded(engine)

@@ -61,6 +61,7 @@ class Settings:
     lookup_queue_size: int = 10000
     hash_threads: int = 0  # threads hashing lookups per process; 0: one per core
     incident_cache_ttl: float = 1.0  # seconds a page may show an incident from before a load
+    pepper_check_interval: float = 30.0  # seconds /healthz may answer from its last pepper check
 
     @property
     def https(self) -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import secrets
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +18,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-from anyio import to_thread
+from anyio import fail_after, to_thread
 
 from portal import metrics
 from portal.config import Settings
@@ -23,6 +26,10 @@ from portal.errors import PortalError
 from portal.messages import Email, first_link
 
 SMTP_TIMEOUT = 30.0  # per SMTP step
+# The check at start: a relay slower than this is worth a warning, and a stop (a deploy)
+# never waits longer for it.
+PROBE_TIMEOUT = 5.0  # per step
+PROBE_DEADLINE = 10.0  # connect, EHLO, STARTTLS and AUTH together
 # Connections kept open to the relay, each carrying one message at a time: a kept-open
 # connection costs about 1 ms a message, a new one per message several times that.
 SMTP_CONNECTIONS = 4
@@ -61,6 +68,11 @@ class SmtpSender:
     parallel: int = SMTP_CONNECTIONS
     _idle: list[aiosmtplib.SMTP] = field(default_factory=list, init=False, repr=False)
     _lost: int = field(default=0, init=False, repr=False)
+
+    @property
+    def relay(self) -> str:
+        """host:port, as the log names the relay."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @classmethod
     def from_url(cls, url: str) -> SmtpSender:
@@ -148,21 +160,42 @@ class SmtpSender:
         await client.mail(email.sender, options=options, encoding=encoding)
         await client.rcpt(email.recipient, encoding=encoding)
 
+    async def probe(self, timeout: float = PROBE_TIMEOUT) -> str | None:
+        """Connects, says EHLO, and STARTTLS and AUTH as configured, then QUIT: None when
+        all of that worked, else why not (`failure_reason`). Sends nothing."""
+        client = self._client(timeout)
+        try:
+            with fail_after(max(timeout, PROBE_DEADLINE)):
+                await client.connect()
+                if client.is_ehlo_or_helo_needed:
+                    await client.ehlo()
+        except Exception as exc:
+            client.close()
+            return failure_reason(exc)
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
+        return None
+
     async def _connect(self) -> aiosmtplib.SMTP:
         if self._lost:
             self._lost -= 1
             metrics.smtp_reconnects_total.inc()
-        client = aiosmtplib.SMTP(
+        client = self._client(self.timeout)
+        await client.connect()
+        return client
+
+    def _client(self, timeout: float) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
             username=self.username,
             password=self.password,
             use_tls=self.use_tls,
             start_tls=self.start_tls,
-            timeout=self.timeout,
+            timeout=timeout,
         )
-        await client.connect()
-        return client
 
     async def _after_refusal(
         self, client: aiosmtplib.SMTP, exc: aiosmtplib.SMTPResponseException
@@ -259,3 +292,38 @@ def refused_permanently(exc: BaseException) -> int | None:
     if isinstance(exc, refused) and 500 <= exc.code < 600:
         return exc.code
     return None
+
+
+_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why an attempt to reach the relay or hand it a message failed, in a few words for
+    the log and `portal stats`; any address in a server's answer is left out."""
+    reason = _ADDRESS.sub("<address>", " ".join(_reason(exc).split()))
+    return reason[:200]
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):  # aiosmtplib's timeouts are TimeoutErrors too
+        return "no answer in time"
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return f"AUTH refused: {exc.code} {exc.message}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"answered {exc.code} {exc.message}"
+    if isinstance(exc, aiosmtplib.SMTPConnectError) and exc.__cause__ is not None:
+        return _reason(exc.__cause__)
+    # aiosmtplib says "SMTP STARTTLS extension not supported by server." (AUTH alike).
+    if named := re.match(r"SMTP (\S+) extension not supported", str(exc)):
+        return f"the relay does not offer {named[1]}"
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return "the relay closed the connection"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

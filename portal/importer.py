@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
-from portal import db, fields, tables
+from portal import db, fields, fingerprints, tables
 from portal.blind_index import InvalidEmail, KdfParams, blind_index, normalise
 from portal.config import Settings
 from portal.csv_file import CsvFile, Row, count_lines
@@ -374,8 +374,17 @@ def import_csv(
     if workers is not None and workers < 1:
         raise PortalError("--workers must be at least 1")
     with engine.begin() as conn:
-        partner_id, params = _target(conn, incident, partner)
+        incident_id, partner_id, params = _target(conn, incident, partner)
         salt = db.ensure_salt(conn)
+        # Before a row is read: records of another pepper would be unreachable (design §4.1).
+        if dry_run:
+            fingerprints.refuse_another(
+                conn, incident_id=incident_id, pepper=settings.pepper, salt=salt
+            )
+        else:
+            fingerprints.claim(
+                conn, incident_id=incident_id, pepper=settings.pepper, salt=salt, params=params
+            )
     rows = _read_rows(
         path,
         lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
@@ -474,9 +483,9 @@ def _log(incident: str, partner: str, summary: ImportSummary) -> None:
     )
 
 
-def _target(conn: Connection, incident: str, partner: str) -> tuple[int, KdfParams]:
+def _target(conn: Connection, incident: str, partner: str) -> tuple[int, int, KdfParams]:
     found, target = require_partner(conn, incident, partner)
-    return target.id, found.kdf
+    return found.id, target.id, found.kdf
 
 
 def require_partner(conn: Connection, incident: str, partner: str) -> tuple[Incident, Partner]:

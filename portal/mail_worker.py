@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from anyio import fail_after, to_thread
@@ -20,9 +21,17 @@ from sqlalchemy import Connection, Engine, Row
 from portal import db, metrics, outbox
 from portal.clock import utcnow
 from portal.config import Settings
-from portal.delivery import Sender, fails_for_good, refused_permanently, sender_for
+from portal.delivery import (
+    Sender,
+    SmtpSender,
+    fails_for_good,
+    failure_reason,
+    refused_permanently,
+    sender_for,
+)
 from portal.messages import Email, Message, build_email, domain_of
 from portal.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
+from portal.relay_health import RelayHealth
 from portal.webhooks import WebhookError, partner_webhook_secret, post_webhook
 
 log = logging.getLogger("portal.mail")
@@ -80,6 +89,7 @@ class MailWorker:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._domain = domain_of(settings.mail_from)
+        self.health = RelayHealth()  # what /healthz says of the relay
 
     async def deliver_due(self) -> int:
         """Claims due rows (up to a batch) and delivers them; returns how many were sent."""
@@ -103,6 +113,7 @@ class MailWorker:
         is started: a worker stopped mid-send leaves nothing behind under a lease.
         """
         self._loop = asyncio.get_running_loop()
+        await self.check_relay()
         busy = time.monotonic()
         try:
             while not stop.is_set():
@@ -121,6 +132,10 @@ class MailWorker:
                     await self._pause(stop)
         finally:
             await self.sender.close()
+
+    async def check_relay(self) -> None:
+        """Tries the relay once and warns when it does not answer (`check_relay`)."""
+        await check_relay(self.sender, self.health)
 
     async def _pause(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
@@ -225,7 +240,15 @@ class MailWorker:
             if isinstance(exc, WebhookError):
                 return Outcome(job.row, error=exc, response_status=exc.status)
             code = refused_permanently(exc)
-            return Outcome(job.row, error=exc, response_status=code, bounced=fails_for_good(exc))
+            relay = self.sender.relay if isinstance(self.sender, SmtpSender) else None
+            return Outcome(
+                job.row,
+                error=exc,
+                response_status=code,
+                bounced=fails_for_good(exc),
+                reason=failure_reason(exc),
+                relay=relay,
+            )
         return Outcome(job.row, delivery=delivery)
 
     async def _deliver(self, job: _Job) -> Delivery:
@@ -288,6 +311,7 @@ class MailWorker:
     def _report(self, outcome: Outcome, now: datetime, tally: _Tally) -> None:
         """Logs and counts one recorded outcome (after the commit, outside the transaction)."""
         row, status = outcome.row, outcome.status(now)
+        self._tell_health(outcome)
         if status == SENT:
             tally.sent += 1
             tally.erased += 1
@@ -296,15 +320,60 @@ class MailWorker:
         elif status == FAILED:
             tally.erased += 1
             metrics.emails_failed_total.labels(row.kind).inc()
-            log.error("outbox %d (%s) failed after %d attempts", row.id, row.kind, row.attempts)
-        elif status == QUEUED and outcome.error is not None:
-            log.warning(
-                "outbox %d (%s) attempt %d failed: %s",
+            log.error(
+                "outbox %d (%s) failed after %d attempts%s",
                 row.id,
                 row.kind,
                 row.attempts,
-                type(outcome.error).__name__,
+                _why(outcome),
             )
+        elif status == QUEUED and outcome.error is not None:
+            log.warning(
+                "outbox %d (%s) attempt %d failed%s", row.id, row.kind, row.attempts, _why(outcome)
+            )
+
+    def _tell_health(self, outcome: Outcome) -> None:
+        """A message the relay took, or refused for its own sake (a bounce), shows the relay
+        working; any other failure at the relay counts against it."""
+        if outcome.row.channel == WEBHOOK or not isinstance(self.sender, SmtpSender):
+            return
+        if outcome.delivery is not None or outcome.bounced:
+            self.health.succeeded()
+        elif outcome.relay is not None:  # not a message that could not be built
+            self.health.failed(outcome.reason or "")
+
+
+async def check_relay(sender: Sender, health: RelayHealth | None = None) -> None:
+    """Tries the relay once (connect, EHLO, STARTTLS and AUTH as configured) and warns when
+    it does not answer: people are told "check your inbox" meanwhile. Sends nothing."""
+    if not isinstance(sender, SmtpSender):
+        return
+    reason = await sender.probe()
+    if reason is None:
+        log.info("mail relay %s answers", sender.relay)
+        if health is not None:
+            health.succeeded()
+        return
+    log.warning("mail relay %s not reachable: %s; mail waits in the outbox", sender.relay, reason)
+    if health is not None:
+        health.failed(reason, decisive=True)
+
+
+def _why(outcome: Outcome) -> str:
+    """Where and why an attempt failed, for the log: the relay's host and port, the
+    reason and the error's kind; never an address (failure_reason leaves them out)."""
+    error = outcome.error
+    if error is None:
+        return ""
+    kind = type(error).__name__
+    if outcome.relay is not None:
+        return f" at mail relay {outcome.relay}: {outcome.reason} ({kind})"
+    if isinstance(error, WebhookError):  # its text is the portal's own ("answered 503")
+        parts = urlsplit(outcome.row.recipient or "")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f" at webhook {parts.hostname}:{port}: {error} ({kind})"
+    # The kind only: the message of an error building a row can carry the row's values.
+    return f": {kind}"
 
 
 def _sha256(data: bytes) -> str:

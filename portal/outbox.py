@@ -236,6 +236,9 @@ class Outcome:
     error: Exception | None = None
     response_status: int | None = None
     bounced: bool = False
+    # An attempt at the mail relay: why it failed, in words, and which relay ("host:port").
+    reason: str | None = None
+    relay: str | None = None
 
     def status(self, now: datetime) -> str:
         """The row's status once recorded."""
@@ -251,9 +254,18 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(5 * 2 ** min(max(attempts - 1, 0), 10), 300))
 
 
-def describe(exc: BaseException, recipient: str | None) -> str:
-    """The exception for last_error, without the recipient or any address in it."""
-    message = str(exc)
+def describe(
+    exc: BaseException,
+    recipient: str | None,
+    *,
+    reason: str | None = None,
+    relay: str | None = None,
+) -> str:
+    """The exception for last_error (its `reason` in words, and the relay it came from, when
+    known), without the recipient or any address in it."""
+    message = str(exc) if reason is None else reason
+    if relay is not None:
+        message = f"{message} (mail relay {relay})"
     if recipient:
         message = message.replace(recipient, "<recipient>")
     message = _ADDRESS.sub("<address>", message)
@@ -310,13 +322,17 @@ def _values(outcome: Outcome, now: datetime) -> dict[str, Any] | None:
             "payload_sha256": delivery.payload_sha256,
             "response_status": delivery.response_status,
             "last_error": None,
+            "attempted_at": now,
             **ERASED,
         }
     if outcome.error is None:
         return None
     failed = {
         "lease_until": None,
-        "last_error": describe(outcome.error, row.recipient),
+        "last_error": describe(
+            outcome.error, row.recipient, reason=outcome.reason, relay=outcome.relay
+        ),
+        "attempted_at": now,
         "response_status": outcome.response_status,
     }
     if outcome.status(now) == FAILED:

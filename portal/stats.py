@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection, and_, case, func, select
 
@@ -161,6 +161,44 @@ def incident_figures(conn: Connection, *, incident: str | None = None) -> list[I
             )
         )
     return result
+
+
+@dataclass(frozen=True)
+class RelayFigures:
+    """The mail relay as the outbox shows it: the newest delivery and the newest failure."""
+
+    last_sent_at: datetime | None
+    last_failed_at: datetime | None  # of a message still waiting to be tried again
+    last_error: str | None  # that failure's kind and reason, as kept in the outbox
+    waiting: int  # emails waiting to be tried again after a failed attempt
+
+    @property
+    def failing(self) -> bool:
+        """Whether the newest attempt failed: nothing was delivered since."""
+        failed, sent = self.last_failed_at, self.last_sent_at
+        return failed is not None and (sent is None or failed > sent)
+
+
+def relay_figures(conn: Connection) -> RelayFigures:
+    """What the newest attempts at the mail relay did, for `portal stats`."""
+    o = tables.outbox.c
+    email = o.channel == "email"
+    # An attempt at the relay says which one in its last_error (outbox.describe); a message
+    # that could not even be built is no news of the relay.
+    waiting = and_(email, o.status == "queued", o.last_error.contains("(mail relay "))
+    last_sent = conn.scalar(select(func.max(o.sent_at)).where(email, o.status == "sent"))
+    failed = conn.execute(
+        select(o.attempted_at, o.last_error)
+        .where(waiting, o.attempted_at.is_not(None))
+        .order_by(o.attempted_at.desc())
+        .limit(1)
+    ).first()
+    return RelayFigures(
+        last_sent_at=last_sent,
+        last_failed_at=failed.attempted_at if failed else None,
+        last_error=failed.last_error if failed else None,
+        waiting=int(conn.scalar(select(func.count()).where(waiting)) or 0),
+    )
 
 
 def _distinct_people(conn: Connection, incident_id: int) -> int:

@@ -56,6 +56,9 @@ incidents = Table(
     Column("kdf_time_cost", Integer, nullable=False),
     Column("kdf_memory_cost", Integer, nullable=False),
     Column("kdf_parallelism", Integer, nullable=False),
+    # A keyed hash of a fixed string under the pepper and salt its records were imported
+    # with (portal.fingerprints): another pepper would make every lookup miss.
+    Column("pepper_fingerprint", String(64), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
@@ -210,6 +213,7 @@ outbox = Table(
     Column("payload_sha256", String(64), nullable=True),
     Column("response_status", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
+    Column("attempted_at", DateTime, nullable=True),  # the last attempt, sent or failed
     Column(
         "deletion_request_id",
         ForeignKey("deletion_requests.id", ondelete="SET NULL"),

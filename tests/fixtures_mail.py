@@ -176,14 +176,15 @@ def free_port() -> int:
 
 @contextmanager
 def running_smtp_server(
-    credentials: tuple[str, str] | None = None, *, smtputf8: bool = True
+    credentials: tuple[str, str] | None = None, *, smtputf8: bool = True, port: int | None = None
 ) -> Iterator[SmtpServer]:
-    """An SMTP server on a free port; with credentials it refuses mail before AUTH.
+    """An SMTP server on a free port (or `port`: a relay coming back where it was); with
+    credentials it refuses mail before AUTH.
 
     It offers SMTPUTF8 (RFC 6531) unless `smtputf8` is False, as an older relay would.
     """
     handler = MailHandler(credentials)
-    port = free_port()
+    port = port or free_port()
     auth: dict[str, Any] = {"authenticator": handler.authenticate} if credentials else {}
     # AUTH is offered without TLS on this loopback test server only.
     controller = Controller(

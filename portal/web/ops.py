@@ -17,8 +17,16 @@ async def healthz(request: Request) -> Response:
     try:
         await with_db(request, lambda conn: conn.execute(text("SELECT 1")))
     except SQLAlchemyError:
-        return JSONResponse({"status": "unavailable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
+    state = request.app.state
+    # Records imported with another pepper: every lookup would answer "not affected".
+    if mismatched := await state.pepper.mismatched():
+        body = {"status": "unavailable", "reason": "pepper", "incidents": mismatched}
+        return JSONResponse(body, status_code=503)
+    answer = {"status": "ok"}
+    if state.mail_worker is not None and state.mail_worker.health.failing:
+        answer["mail"] = "failing"
+    return JSONResponse(answer)
 
 
 async def metrics(request: Request) -> Response:
