@@ -33,6 +33,7 @@ from portal.deletions import (
     record_event,
     request_row,
 )
+from portal.printable import quoted
 
 MAX_TEXT = 2000
 
@@ -57,10 +58,20 @@ def change_status(
     change is refused rather than written over theirs.
     """
     note, reason = _text(note), _text(reason)
-    if to == REJECTED and (ground not in GROUNDS or not reason):
+    if to == REJECTED and ground and ground not in GROUNDS:
+        raise RequestRefused(
+            f"{reference}: ground {quoted(ground)} is not one of: {', '.join(GROUNDS)}",
+            field="ground",
+            value=ground,
+            allowed=GROUNDS,
+        )
+    if to == REJECTED and (not ground or not reason):
+        missing = "reason" if ground else "ground"
         raise RequestRefused(
             f"{reference}: a rejection needs a ground ({', '.join(GROUNDS)}) and a reason "
-            "the person will read"
+            f"the person will read: {missing} is required",
+            field=missing,
+            allowed=() if ground else GROUNDS,
         )
     values: dict[str, Any] = {"status": to}
     if to == FORWARDED:

@@ -50,7 +50,19 @@ class RequestNotFound(LookupError):
 
 
 class RequestRefused(PortalError):
-    """A change the lifecycle refuses: the message says why (HTTP 409)."""
+    """A change the lifecycle refuses: the message says why (HTTP 409), and where a value
+    given was not one of those allowed, which field, value and allowed ones."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        value: str | None = None,
+        allowed: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.field, self.value, self.allowed = field, value, allowed
 
 
 @dataclass(frozen=True)
