@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import sys
@@ -61,6 +62,8 @@ app.add_typer(admin_app, name="admin")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+# Wide enough for any table: what a table measures at, to be printed at its own width.
+UNBOUNDED = 100_000
 
 
 def _version(value: bool) -> None:
@@ -184,10 +187,10 @@ def _print_incident(incident: IncidentOverview) -> None:
     def line(slug: str, records: int, open_: int, overdue: int, name: str = "") -> None:
         _say(f"  {slug:<{width}}  {records:>8}  {open_:>5}  {overdue:>7}  {name}".rstrip())
 
-    _say(f"{incident.slug}: {shown(incident.title, 120)}")
+    _say(f"{incident.slug}: {shown(incident.title)}")
     _say(f"  {'partner':<{width}}  {'records':>8}  {'open':>5}  {'overdue':>7}  name")
     for p in partners:
-        line(p.slug, p.records, p.requests_open, p.requests_overdue, shown(p.name, 120))
+        line(p.slug, p.records, p.requests_open, p.requests_overdue, shown(p.name))
     line(
         "total",
         sum(p.records for p in partners),
@@ -365,6 +368,17 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _print_table(table: Table) -> None:
+    """A table on stdout: on a terminal, folded to its width; elsewhere (a pipe, a file,
+    cron) at the table's own full width, whatever COLUMNS says, so no cell is ever cut."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    measure = Console(width=UNBOUNDED, file=io.StringIO()).measure(table)
+    width = max(measure.maximum, len(str(table.title or "")))
+    Console(width=width, file=out.file, soft_wrap=False).print(table)
 
 
 def _say(text: str) -> None:
@@ -691,7 +705,7 @@ def stats(
             str(row.overdue),
             "-" if median is None else f"{median:g}",
         )
-    Console(width=max(out.width, 160)).print(table)
+    _print_table(table)
     for figures in incidents:
         mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
         out.print(
@@ -783,7 +797,7 @@ def admin_list() -> None:
             _when(op.last_login_at) or "never",
             _when(op.disabled_at) or "no",
         )
-    Console(width=max(out.width, 100)).print(table)
+    _print_table(table)
 
 
 def _when(moment: Any) -> str:
