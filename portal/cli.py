@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from portal import db, logs
 from portal.config import Settings
@@ -41,27 +42,63 @@ if TYPE_CHECKING:
     from portal.notices import NotifySummary
     from portal.stats import IncidentOverview
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    """The parameters, each flag given an empty metavar: typer's rich help prints that in
+    place of the option's type, which for a flag it gives as `<bool>` (its plain help
+    leaves it out), as if `--dry-run` took a value."""
+    for param in params:
+        if isinstance(param, TyperOption) and (param.is_flag or param.count):
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """A command whose --help shows a flag as `--dry-run`, never `--dry-run <bool>`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """A group whose --help shows a flag as `--version`, never `--version <bool>`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class _Typer(typer.Typer):
+    """A Typer whose commands are _Commands and whose groups are _Groups."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(cls=_Group, **options)
+
+    def command(self, *args: Any, **options: Any) -> Callable[[F], F]:
+        return super().command(*args, cls=_Command, **options)
+
+
 # Markdown joins a docstring's wrapped lines into paragraphs: --help never breaks mid-sentence.
-app = typer.Typer(
+app = _Typer(
     help="breach-portal: the 'am I affected?' portal for one data breach.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-incident_app = typer.Typer(
+incident_app = _Typer(
     help="Describe incidents and their partners.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
 app.add_typer(incident_app, name="incident")
-admin_app = typer.Typer(help="Operator accounts of the admin area (/admin/).", no_args_is_help=True)
+admin_app = _Typer(help="Operator accounts of the admin area (/admin/).", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 
 # soft_wrap: a line is printed whole, never folded at 80 columns when stdout is not a terminal.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
 # Wide enough for any table: what a table measures at, to be printed at its own width.
 UNBOUNDED = 100_000
 
