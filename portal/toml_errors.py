@@ -50,6 +50,8 @@ def locate(text: str, error: tomllib.TOMLDecodeError) -> TomlProblem:
     lines = text.split("\n")  # TOML counts lines by LF only, unlike str.splitlines
     if found and found[1]:
         line, column = int(found[1]), int(found[2])
+        if reason.startswith("Unclosed"):  # said where the next statement starts
+            line, column = _unclosed(lines[:line]), 0
     else:
         line, column = _unclosed(lines), 0
     key, value = _key_and_value(lines, line, column)

@@ -276,8 +276,24 @@ def test_it_reports_a_toml_syntax_error_with_its_line(engine: Engine, tmp_path: 
             26,
             "partner 1: name: given twice",
         ),
+        (
+            'languages = ["nl", "en"]',
+            'languages = ["nl", "en"',
+            2,
+            'languages: expected a list of languages in quotes, such as ["nl", "en"], got '
+            '["nl", "en" (a list without its closing ])',
+        ),
     ],
-    ids=["boolean", "date", "bare-slug", "list-over-lines", "inline-table", "open-quote", "twice"],
+    ids=[
+        "boolean",
+        "date",
+        "bare-slug",
+        "list-over-lines",
+        "inline-table",
+        "open-quote",
+        "twice",
+        "list-never-closed",
+    ],
 )
 def test_it_names_the_key_and_what_it_takes_for_a_value_toml_cannot_read(
     tmp_path: Path, written: str, instead: str, line: int, said: str
