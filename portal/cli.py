@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from portal import db, logs
 from portal.config import Settings
@@ -42,27 +44,65 @@ if TYPE_CHECKING:
     from portal.notices import NotifySummary
     from portal.stats import IncidentOverview, RelayFigures
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    """The parameters, each flag given an empty metavar: typer's rich help prints that in
+    place of the option's type, which for a flag it gives as `<bool>` (its plain help
+    leaves it out), as if `--dry-run` took a value."""
+    for param in params:
+        if isinstance(param, TyperOption) and (param.is_flag or param.count):
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """A command whose --help shows a flag as `--dry-run`, never `--dry-run <bool>`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """A group whose --help shows a flag as `--version`, never `--version <bool>`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class _Typer(typer.Typer):
+    """A Typer whose commands are _Commands and whose groups are _Groups."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(cls=_Group, **options)
+
+    def command(self, *args: Any, **options: Any) -> Callable[[F], F]:
+        return super().command(*args, cls=_Command, **options)
+
+
 # Markdown joins a docstring's wrapped lines into paragraphs: --help never breaks mid-sentence.
-app = typer.Typer(
+app = _Typer(
     help="breach-portal: the 'am I affected?' portal for one data breach.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-incident_app = typer.Typer(
+incident_app = _Typer(
     help="Describe incidents and their partners.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
 app.add_typer(incident_app, name="incident")
-admin_app = typer.Typer(help="Operator accounts of the admin area (/admin/).", no_args_is_help=True)
+admin_app = _Typer(help="Operator accounts of the admin area (/admin/).", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 
 # soft_wrap: a line is printed whole, never folded at 80 columns when stdout is not a terminal.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
+# Wide enough for any table: what a table measures at, to be printed at its own width.
+UNBOUNDED = 100_000
 
 
 def _version(value: bool) -> None:
@@ -204,10 +244,10 @@ def _print_incident(incident: IncidentOverview) -> None:
     def line(slug: str, records: int, open_: int, overdue: int, name: str = "") -> None:
         _say(f"  {slug:<{width}}  {records:>8}  {open_:>5}  {overdue:>7}  {name}".rstrip())
 
-    _say(f"{incident.slug}: {shown(incident.title, 120)}")
+    _say(f"{incident.slug}: {shown(incident.title)}")
     _say(f"  {'partner':<{width}}  {'records':>8}  {'open':>5}  {'overdue':>7}  name")
     for p in partners:
-        line(p.slug, p.records, p.requests_open, p.requests_overdue, shown(p.name, 120))
+        line(p.slug, p.records, p.requests_open, p.requests_overdue, shown(p.name))
     line(
         "total",
         sum(p.records for p in partners),
@@ -386,6 +426,17 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _print_table(table: Table) -> None:
+    """A table on stdout: on a terminal, folded to its width; elsewhere (a pipe, a file,
+    cron) at the table's own full width, whatever COLUMNS says, so no cell is ever cut."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    measure = Console(width=UNBOUNDED, file=io.StringIO()).measure(table)
+    width = max(measure.maximum, len(str(table.title or "")))
+    Console(width=width, file=out.file, soft_wrap=False).print(table)
 
 
 def _say(text: str) -> None:
@@ -723,13 +774,13 @@ def stats(
             str(row.overdue),
             "-" if median is None else f"{median:g}",
         )
-    Console(width=max(out.width, 160)).print(table)
+    _print_table(table)
     noticed = Table(title="per partner: direct notices naming it, by status")
     for column in ("incident", "partner", *(f"notices {s}" for s in PARTNER_NOTICES)):
         noticed.add_column(column, justify="left" if column in ("incident", "partner") else "right")
     for row in partners:
         noticed.add_row(row.incident, row.partner, *(str(row.notices[s]) for s in PARTNER_NOTICES))
-    Console(width=max(out.width, 160)).print(noticed)
+    _print_table(noticed)
     for figures in incidents:
         mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
         out.print(
@@ -905,7 +956,7 @@ def admin_list() -> None:
             _when(op.last_login_at) or "never",
             _when(op.disabled_at) or "no",
         )
-    Console(width=max(out.width, 100)).print(table)
+    _print_table(table)
 
 
 def _when(moment: Any) -> str:

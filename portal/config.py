@@ -177,7 +177,8 @@ class Settings:
                 "PORTAL_SMTP_URL",
                 self.smtp_url,
                 SMTP_SCHEMES,
-                "smtp://user:pass@host:port, smtp+starttls://... or smtps://...",
+                "smtp://user:pass@host:587, smtp+starttls://user:pass@host:587 or "
+                "smtps://user:pass@host:465",
             )
         if self.redis_url:
             redis = _url(
@@ -268,22 +269,37 @@ class Settings:
 
 
 def _url(name: str, url: str, schemes: tuple[str, ...], form: str) -> SplitResult:
-    """The URL split, or a PortalError naming the variable (and never its password)."""
+    """The URL split, or a PortalError naming the variable, the value as given (never its
+    password) and what a valid one looks like."""
     parts = urlsplit(url)
+    given = f"{name}: {_without_password(url)!r}"
+    if "://" not in url:
+        raise PortalError(f"{given} is not a URL; write it as {form}")
     if parts.scheme.lower() not in schemes:
-        shown = parts.scheme or "none"
-        raise PortalError(f"{name} has scheme {shown!r}; expected {form}")
+        raise PortalError(f"{given} has scheme {parts.scheme!r}; write it as {form}")
     if not parts.hostname:
-        raise PortalError(f"{name} has no host; expected {form}")
+        raise PortalError(f"{given} has no host; write it as {form}")
     try:
         port = parts.port
     except ValueError:
         raise PortalError(
-            f"{name} has a port that is not a number 1-65535; expected {form}"
+            f"{given} has a port that is not a number 1-65535; write it as {form}"
         ) from None
     if port == 0:
-        raise PortalError(f"{name} has port 0; expected a port 1-65535")
+        raise PortalError(f"{given} has port 0; the port is a number 1-65535")
     return parts
+
+
+def _without_password(url: str) -> str:
+    """The URL with any password before its host written as ***: user:***@host."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{separator}{user}{colon and ':***'}@{host}"
 
 
 def _positive_int(value: str, name: str, *, unit: str = "seconds") -> int:

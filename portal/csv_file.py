@@ -3,7 +3,8 @@
 The file is UTF-8 (with or without BOM), separated by comma, semicolon or tab, with a
 header row. What cannot be read as a whole stops the reading with the line and the fix:
 bytes that are not UTF-8, a NUL byte, lines that end in CR only, a quote that never closes,
-text after a closing quote, and a row with more (non-empty) cells than the header.
+text after a closing quote, a row with more (non-empty) cells than the header, a file
+separated by another character (a `|`), and rows separated otherwise than the header.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from portal.printable import shown
 
 DELIMITERS = ",;\t"
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+# Separators that some exports use and the reader does not: named when a file uses one.
+FOREIGN_SEPARATORS = "|^~"
 SNIFF_LINES = 50
 COUNT_BLOCK = 1 << 20
 SAVE_AS = "save the file as CSV UTF-8"
@@ -71,6 +74,7 @@ class CsvFile:
         if not head:
             raise PortalError(f"{self._where()}: the file is empty; a header row is required")
         self.delimiter = _delimiter(head)
+        self._check_separators(head)
         self._reader: Any = csv.reader(
             self._kept(itertools.chain(head, lines)), delimiter=self.delimiter, strict=True
         )
@@ -204,6 +208,31 @@ class CsvFile:
             f'column in the header (and --map "COLUMN=-" to ignore it)'
         )
 
+    def _check_separators(self, head: list[str]) -> None:
+        """Refuses a file whose separator is not read, or whose rows and header differ."""
+        records = _head_records(head, self.delimiter)
+        if not records:
+            return
+        header_line, header = records[0]
+        if len(header) == 1:
+            foreign = next((sep for sep in FOREIGN_SEPARATORS if sep in header[0]), None)
+            if foreign:
+                raise PortalError(
+                    f"{self._where(header_line)}: the file is separated by '{foreign}'; the "
+                    "import reads files separated by commas, semicolons or tabs: export it "
+                    "again as CSV (in a spreadsheet: save as CSV UTF-8)"
+                )
+            return
+        other = _rows_separator(head, self.delimiter, records[1:], width=len(header))
+        if other:
+            line = records[1][0]
+            raise PortalError(
+                f"{self._where(line)}: this row is separated by {_named(other)}, but the "
+                f"header on line {header_line} by {_named(self.delimiter)}; use one separator "
+                f"throughout: replace the header's {_named(self.delimiter)} with "
+                f"{_named(other)}, or export the file again as CSV"
+            )
+
     def _where(self, line: int | None = None) -> str:
         path = shown(str(self.path))
         return f"{path}:{line}" if line is not None else path
@@ -220,9 +249,46 @@ def _open(path: Path) -> IO[bytes]:
         raise PortalError(f"cannot read {shown(str(path))}: {exc.strerror}") from None
 
 
+def _named(separator: str) -> str:
+    return "tabs" if separator == "\t" else f"'{separator}'"
+
+
+def _head_records(head: list[str], delimiter: str) -> list[tuple[int, list[str]]]:
+    """(first line, cells) of each non-blank record in the first lines, as far as readable."""
+    reader = csv.reader(head, delimiter=delimiter)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        while True:
+            start = reader.line_num + 1
+            cells = next(reader)
+            if any(cell.strip() for cell in cells):
+                records.append((start, cells))
+    except (StopIteration, csv.Error):
+        return records
+
+
+def _rows_separator(
+    head: list[str], delimiter: str, rows: list[tuple[int, list[str]]], *, width: int
+) -> str | None:
+    """Another separator that splits every row the header's leaves whole, into as many
+    cells as the header has (short rows aside), if there is one.
+
+    Only then: a row that the header's separator leaves whole holds at most its first
+    column, and with another separator in it that is never a valid address, so no row
+    that would import is refused."""
+    if not rows or any(len(cells) > 1 for _, cells in rows):
+        return None
+    body = head[rows[0][0] - 1 :]
+    for other in DELIMITERS.replace(delimiter, ""):
+        widths = [len(cells) for _, cells in _head_records(body, other)]
+        if widths and min(widths) > 1 and max(widths) == width:
+            return other
+    return None
+
+
 def _delimiter(head: list[str]) -> str:
     """The separator: sniffed from the first lines when the header holds it, else counted."""
-    header = head[0]
+    header = next((line for line in head if line.strip()), "")
     try:
         sniffed = csv.Sniffer().sniff("".join(head), delimiters=DELIMITERS).delimiter
     except csv.Error:

@@ -33,6 +33,7 @@ from portal.deletions import (
     record_event,
     request_row,
 )
+from portal.printable import quoted
 
 MAX_TEXT = 2000
 # Beside the fields of a rejection that lacks them.
@@ -60,12 +61,22 @@ def change_status(
     change is refused rather than written over theirs.
     """
     note, reason = _text(note), _text(reason)
-    if to == REJECTED and (ground not in GROUNDS or not reason):
-        missing = {"ground": NEEDS_GROUND} if ground not in GROUNDS else {}
+    if to == REJECTED and ground and ground not in GROUNDS:
+        raise RequestRefused(
+            f"{reference}: ground {quoted(ground)} is not one of: {', '.join(GROUNDS)}",
+            fields={"ground": NEEDS_GROUND},
+            value=ground,
+            allowed=GROUNDS,
+        )
+    if to == REJECTED and (not ground or not reason):
+        missing = ({} if ground else {"ground": NEEDS_GROUND}) | (
+            {} if reason else {"reason": NEEDS_REASON}
+        )
         raise RequestRefused(
             f"{reference}: a rejection needs a ground ({', '.join(GROUNDS)}) and a reason "
-            "the person will read",
-            fields=missing | ({} if reason else {"reason": NEEDS_REASON}),
+            f"the person will read: {next(iter(missing))} is required",
+            fields=missing,
+            allowed=() if ground else GROUNDS,
         )
     values: dict[str, Any] = {"status": to}
     if to == FORWARDED:

@@ -54,12 +54,26 @@ class RequestRefused(PortalError):
     """A change the lifecycle refuses: the message says why (HTTP 409).
 
     `fields` names the form fields at fault, each with what is wrong with it, so that a
-    form can show it beside the field; a refusal of the whole change names none.
+    form can show it beside the field; a refusal of the whole change names none. Where a
+    value given was not one of those allowed, `value` and `allowed` say which.
     """
 
-    def __init__(self, message: str, *, fields: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        fields: Mapping[str, str] | None = None,
+        value: str | None = None,
+        allowed: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.fields = dict(fields or {})
+        self.value, self.allowed = value, allowed
+
+    @property
+    def field(self) -> str | None:
+        """The first field at fault, if any."""
+        return next(iter(self.fields), None)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from email_validator import EmailNotValidError, validate_email
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from portal import toml_errors
 from portal.blind_index import KdfParams
 from portal.errors import PortalError
+from portal.printable import quoted, shown
 
 LANGUAGES = ("nl", "en")
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -66,6 +68,39 @@ TAG = re.compile(r"</?[A-Za-z][^\s>/]*")
 _COMMONMARK = MarkdownIt("commonmark")
 # An incident's slug is the first part of its URLs: these are the portal's own.
 RESERVED_SLUGS = frozenset({"admin", "api", "healthz", "metrics", "r", "static", "v"})
+# What each key takes, as a message says it when the value is missing or of the wrong type.
+TEXT = 'a text in quotes ("..." on one line, """...""" over several)'
+TEXTS = 'a text per language, such as { nl = "...", en = "..." } or a [table]'
+ADDRESS = 'an email address in quotes, such as "privacy@example.org"'
+URL = 'an http(s) URL in quotes, such as "https://example.org"'
+EXPECTED: dict[tuple[str, ...], str] = {
+    ("slug",): 'a slug in quotes, such as "ticketing-2021"',
+    ("organisation",): f"a name in quotes (1-{MAX_NAME} characters)",
+    ("website",): URL,
+    ("languages",): 'a list of languages in quotes, such as ["nl", "en"]',
+    ("discovered",): "a date such as 2021-02-22 (without quotes)",
+    ("contact_email",): ADDRESS,
+    ("regulator_notified",): "true or false (without quotes)",
+    ("title",): TEXTS,
+    ("notice",): TEXTS,
+    **{(section,): TEXTS for section in SECTIONS},
+    ("faq",): "[[faq]] tables, each with a question and an answer",
+    ("faq", "question"): TEXTS,
+    ("faq", "answer"): TEXTS,
+    ("partners",): "[[partners]] tables",
+    ("partners", "slug"): 'a slug in quotes, such as "park-a"',
+    ("partners", "name"): f"a name in quotes (1-{MAX_NAME} characters)",
+    ("partners", "contact_email"): ADDRESS,
+    ("partners", "webhook_url"): URL,
+    ("partners", "webhook_secret"): "a text in quotes",
+    ("partners", "language"): " or ".join(f'"{lang}"' for lang in LANGUAGES),
+    ("partners", "certainty"): " or ".join(f'"{c}"' for c in CERTAINTIES),
+    ("partners", "intro"): TEXTS,
+    ("blind_index",): "a [blind_index] table",
+    **{("blind_index", k): f"a whole number {lo}-{hi}" for k, (lo, hi) in KDF_LIMITS.items()},
+}
+# Tables whose keys are languages, each holding a text.
+TEXT_TABLES = frozenset(key for key, expected in EXPECTED.items() if expected == TEXTS)
 
 
 def parse_incident_file(path: Path) -> dict[str, Any]:
@@ -74,9 +109,8 @@ def parse_incident_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
-        message = getattr(exc, "msg", None) or str(exc)
-        raise PortalError(f"{path}:{line}: {message}") from None
+        problem = toml_errors.locate(text, exc)
+        raise PortalError(f"{path}:{problem.line}: {_syntax_message(problem)}") from None
     checker = _Checker(_KeyLines(text))
     clean = checker.incident(data)
     if checker.problems:
@@ -96,9 +130,62 @@ def _read(path: Path) -> str:
         raise PortalError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _line_from_message(message: str) -> int:
-    found = re.search(r"line (\d+)", message)
-    return int(found[1]) if found else 1
+def expected_for(path: tuple[str | int, ...]) -> str | None:
+    """What the key at `path` takes (indexes of [[tables]] left out), if the file knows it."""
+    names = tuple(part for part in path if isinstance(part, str))
+    if names in EXPECTED:
+        return EXPECTED[names]
+    return TEXT if names[:-1] in TEXT_TABLES else None
+
+
+def key_name(path: tuple[str | int, ...]) -> str:
+    """A key as messages name it: "regulator_notified", "title.en", "partner 2: certainty"."""
+    if len(path) > 2 and isinstance(path[1], int) and path[0] in ("partners", "faq"):
+        rest = ".".join(map(str, path[2:]))
+        where = "partner" if path[0] == "partners" else "faq entry"
+        return f"{where} {path[1] + 1}: {rest}"
+    return ".".join(map(str, path))
+
+
+# tomllib's reasons, in the words of someone who writes the file.
+SYNTAX_REASONS = {
+    "Invalid value": "not a TOML value",
+    "Expected newline or end of document after a statement": "not one TOML value",
+    "Invalid date or datetime": "not a valid date",
+    "Unterminated string": "a text without its closing quotes",
+    "Illegal character '\\n'": "a text without its closing quote",
+    "Unclosed array": "a list without its closing ]",
+    "Unclosed inline table": "a table without its closing }",
+    "Unescaped '\\' in a string": "a \\ in a text: write \\\\, or put the text in '...'",
+    "Cannot overwrite a value": "given twice",
+}
+
+
+def _syntax_message(problem: toml_errors.TomlProblem) -> str:
+    """A TOML error as the key it is about and what that key takes, where that is known."""
+    expected = expected_for(problem.key) if problem.key else None
+    if problem.key is None:
+        return problem.reason
+    name = key_name(problem.key)
+    why = SYNTAX_REASONS.get(problem.reason, problem.reason[:1].lower() + problem.reason[1:])
+    if not problem.about_a_value or expected is None:
+        return f"{name}: {why}"
+    if "secret" in name or not problem.value:  # a secret is not printed, not even a bad one
+        return f"{name}: expected {expected}, got something else ({why})"
+    return f"{name}: expected {expected}, got {shown(problem.value, 60)} ({why})"
+
+
+def toml_type(value: Any) -> str:
+    """What a parsed TOML value is, as a message names what was given instead."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "a text in quotes"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, date):
+        return "a date" if not hasattr(value, "hour") else "a date and time"
+    return "a list" if isinstance(value, list) else "a table"
 
 
 class _KeyLines:
@@ -159,6 +246,14 @@ class _Checker:
 
     def problem(self, path: tuple[str | int, ...], message: str) -> None:
         self.problems.append((self.key_lines.line(*path), message))
+
+    def wrong(self, path: tuple[str | int, ...], value: Any) -> None:
+        """A required key left out, or a value of another type: the key and what it takes."""
+        name, expected = key_name(path), expected_for(path)
+        if value is None:
+            self.problem(path, f"{name} is required: {expected}")
+        else:
+            self.problem(path, f"{name}: expected {expected}, got {toml_type(value)}")
 
     def sorted(self) -> list[tuple[int, str]]:
         return sorted(self.problems, key=lambda p: p[0])
@@ -232,7 +327,7 @@ class _Checker:
     def kdf(self, table: Any) -> KdfParams:
         """The optional [blind_index] table; the defaults where it is silent."""
         if not isinstance(table, dict):
-            self.problem(("blind_index",), "blind_index must be a table")
+            self.wrong(("blind_index",), table)
             return KdfParams()
         self.unknown_keys(table, frozenset(KDF_LIMITS), ("blind_index",), "blind_index: ")
         defaults = KdfParams()
@@ -261,8 +356,11 @@ class _Checker:
 
     def language_list(self, value: Any) -> list[str]:
         supported = ", ".join(LANGUAGES)
-        if not isinstance(value, list) or not value:
-            self.problem(("languages",), f"languages must be a non-empty list of: {supported}")
+        if not isinstance(value, list):
+            self.wrong(("languages",), value)
+            return list(LANGUAGES[:1])
+        if not value:
+            self.problem(("languages",), f"languages must list at least one of: {supported}")
             return list(LANGUAGES[:1])
         wrong = [lang for lang in value if lang not in LANGUAGES]
         if wrong:
@@ -273,7 +371,10 @@ class _Checker:
         return [lang for lang in value if lang in LANGUAGES] or list(LANGUAGES[:1])
 
     def slug(self, value: Any, path: tuple[str | int, ...], what: str) -> str:
-        if not isinstance(value, str) or not SLUG.fullmatch(value):
+        if not isinstance(value, str):
+            self.wrong(path, value)
+            return ""
+        if not SLUG.fullmatch(value):
             self.problem(
                 path,
                 f"{what} must be 1-64 lowercase letters, digits or hyphens, "
@@ -290,11 +391,13 @@ class _Checker:
 
     def texts(self, value: Any, path: tuple[str | int, ...], what: str) -> dict[str, str]:
         if not isinstance(value, dict):
-            self.problem(path, f"{what} must be a table with a text per language")
+            self.wrong(path, value)
             return {}
         for lang in self.languages:
             text = value.get(lang)
-            if not isinstance(text, str) or not text.strip():
+            if text is not None and not isinstance(text, str):
+                self.wrong((*path, lang), text)
+            elif not text or not text.strip():
                 self.problem((*path, lang), f"{what} needs a non-empty text for {lang!r}")
         for lang in value:
             if lang not in self.languages:
@@ -308,7 +411,7 @@ class _Checker:
 
     def faq(self, value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, list):
-            self.problem(("faq",), "faq must be a list of [[faq]] tables")
+            self.wrong(("faq",), value)
             return []
         entries = []
         for index, entry in enumerate(value):
@@ -329,13 +432,13 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, date) or hasattr(value, "hour"):
-            self.problem(("discovered",), "discovered must be a date such as 2021-02-22")
+            self.wrong(("discovered",), value)
             return None
         return value
 
     def email(self, value: Any, path: tuple[str | int, ...], where: str) -> str:
         if not isinstance(value, str):
-            self.problem((*path,), f"{where}contact_email is required (an email address)")
+            self.wrong(path, value)
             return ""
         try:
             return validate_email(value, check_deliverability=False).normalized
@@ -345,7 +448,7 @@ class _Checker:
 
     def flag(self, value: Any) -> bool:
         if not isinstance(value, bool):
-            self.problem(("regulator_notified",), "regulator_notified must be true or false")
+            self.wrong(("regulator_notified",), value)
             return False
         return value
 
@@ -371,7 +474,9 @@ class _Checker:
         where = f"partner {index + 1}: "
         self.unknown_keys(entry, PARTNER_KEYS, path, where)
         name = entry.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        if name is not None and not isinstance(name, str):
+            self.wrong((*path, "name"), name)
+        elif not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
             self.problem((*path, "name"), f"{where}name is required (1-{MAX_NAME} characters)")
         elif _control_characters(name):
             self.problem(
@@ -399,14 +504,19 @@ class _Checker:
         if value is None:
             return CERTAINTIES[0]
         if value not in CERTAINTIES:
-            self.problem(path, f"{where}certainty must be one of: {', '.join(CERTAINTIES)}")
+            self.problem(
+                path,
+                f"{where}certainty must be one of: {', '.join(CERTAINTIES)}, not {_given(value)}",
+            )
             return CERTAINTIES[0]
         return str(value)
 
     def partner_language(self, value: Any, path: tuple[str | int, ...], where: str) -> str | None:
         if value is None or value in LANGUAGES:
             return value  # type: ignore[no-any-return]
-        self.problem(path, f"{where}language must be one of: {', '.join(LANGUAGES)}")
+        self.problem(
+            path, f"{where}language must be one of: {', '.join(LANGUAGES)}, not {_given(value)}"
+        )
         return None
 
     def webhook(
@@ -425,6 +535,11 @@ class _Checker:
             "webhook_url": url if isinstance(url, str) else None,
             "webhook_secret": secret if isinstance(secret, str) else None,
         }
+
+
+def _given(value: Any) -> str:
+    """A value given in the file, as a message repeats it: a text quoted and cut short."""
+    return quoted(value, 40) if isinstance(value, str) else toml_type(value)
 
 
 def _html_tags(text: str) -> list[tuple[int, str]]:

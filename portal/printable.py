@@ -21,6 +21,11 @@ def shown(text: str, limit: int | None = None) -> str:
     return "".join(_escape(ch) if unicodedata.category(ch) in HIDDEN else ch for ch in text)
 
 
+def quoted(value: str, limit: int = 60) -> str:
+    """A value someone gave, in quotes, made safe to print and cut short: 'nonsense'."""
+    return f"'{shown(value, limit)}'"
+
+
 def _escape(ch: str) -> str:
     code = ord(ch)
     if code < 0x100:

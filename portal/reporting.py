@@ -23,6 +23,7 @@ from portal.deletions import (
 )
 from portal.fields import Field, from_bits
 from portal.incidents import Incident, Partner
+from portal.printable import quoted
 from portal.tokens import TokenExpired
 from portal.webhooks import sign_webhook
 
@@ -175,7 +176,12 @@ def _close(
     decision: dict[str, object],
 ) -> DeletionRequest:
     if outcome not in OUTCOMES:
-        raise RequestRefused(f"{reference}: the outcome is completed or rejected")
+        raise RequestRefused(
+            f"{reference}: outcome {quoted(outcome)} is not one of: {', '.join(OUTCOMES)}",
+            fields={"outcome": f"Choose one of: {', '.join(OUTCOMES)}."},
+            value=outcome,
+            allowed=OUTCOMES,
+        )
     return decisions.change_status(
         conn,
         reference=reference,

@@ -278,6 +278,33 @@ def test_it_shows_an_example_in_every_help(command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ([], ["--version", "--help"]),
+        (["import"], ["--dry-run", "--help"]),
+        (["notify"], ["--dry-run"]),
+        (["serve"], ["--no-mail-worker"]),
+        (["purge"], ["--all"]),
+        (["admin", "create"], ["--password-stdin"]),
+        (["incident"], ["--help"]),
+        (["incident", "list"], ["--help"]),
+        (["stats"], ["--help"]),
+    ],
+    ids=lambda value: " ".join(value) or "portal",
+)
+def test_it_shows_flags_in_help_without_a_type(
+    tmp_path: Path, command: list[str], flags: list[str]
+) -> None:
+    result = portal(tmp_path, *command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert "<bool>" not in result.stdout
+    for flag in flags:
+        # The flag, then its help text: no value placeholder between them.
+        assert re.search(rf"│ {flag} +[A-Z][a-z]", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize(
     ("database_url", "words"),
     [
         ("sqlite:///{folder}/notes.txt", ("cannot open the database", "not a database")),

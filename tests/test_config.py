@@ -237,6 +237,52 @@ def test_it_never_repeats_the_smtp_password_when_refusing_it(tmp_path: Path) -> 
     assert "hunter2" not in str(caught.value)
 
 
+SMTP_FORM = (
+    "write it as smtp://user:pass@host:587, smtp+starttls://user:pass@host:587 or "
+    "smtps://user:pass@host:465"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("mail.example.org", f"'mail.example.org' is not a URL; {SMTP_FORM}"),
+        ("mail.example.org:587", f"'mail.example.org:587' is not a URL; {SMTP_FORM}"),
+        ("http://mail.example.org", f"'http://mail.example.org' has scheme 'http'; {SMTP_FORM}"),
+        ("smtp://", f"'smtp://' has no host; {SMTP_FORM}"),
+        (
+            "smtp://mail.example.org:25x",
+            f"'smtp://mail.example.org:25x' has a port that is not a number 1-65535; {SMTP_FORM}",
+        ),
+    ],
+)
+def test_it_shows_what_a_valid_smtp_url_looks_like(tmp_path: Path, value: str, said: str) -> None:
+    with pytest.raises(PortalError) as caught:
+        Settings.from_env(given(tmp_path, SMTP_URL=value))
+
+    assert str(caught.value).startswith(f"PORTAL_SMTP_URL: {said}")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("user:hunter2@mail.example.org", "'user:***@mail.example.org' is not a URL"),
+        ("http://user:hunter2@mail.example.org", "'http://user:***@mail.example.org' has scheme"),
+        ("smtp://user:hunter2@", "'smtp://user:***@' has no host"),
+        ("smtp://user:hun://ter2@mail.example.org:x", "'smtp://user:***@mail.example.org:x'"),
+        ("smtp://user:hunter2@pw@mail.example.org:x", "'smtp://user:***@mail.example.org:x'"),
+    ],
+)
+def test_it_shows_the_smtp_url_given_without_its_password(
+    tmp_path: Path, value: str, shown: str
+) -> None:
+    with pytest.raises(PortalError) as caught:
+        Settings.from_env(given(tmp_path, SMTP_URL=value))
+
+    assert shown in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "ter2" not in str(caught.value)
+
+
 def test_it_trusts_proxies_by_address_and_by_network(tmp_path: Path) -> None:
     settings = Settings.from_env(
         given(tmp_path, TRUSTED_PROXIES="10.0.0.0/8, 192.168.1.7, fd00::/8")

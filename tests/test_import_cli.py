@@ -154,6 +154,52 @@ def test_it_refuses_bytes_that_are_not_utf8(instance: Path) -> None:
     assert_refused(result, instance, "leak.csv:2:", "not UTF-8", "CSV UTF-8")
 
 
+def test_it_refuses_a_pipe_separated_file_naming_the_separators_it_reads(instance: Path) -> None:
+    path = write(instance, "email|naam|telefoon\nann@example.org|Ann|0612345678\n")
+
+    result = do_import(instance, path)
+
+    assert_refused(
+        result, instance, "leak.csv:1:", "separated by '|'", "commas, semicolons or tabs"
+    )
+    assert "--email-column" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "named"),
+    [
+        (";", ",", "by ',', but the header on line 1 by ';'"),
+        (",", ";", "by ';', but the header on line 1 by ','"),
+        ("\t", ",", "by ',', but the header on line 1 by tabs"),
+    ],
+    ids=["semicolon-header", "comma-header", "tab-header"],
+)
+def test_it_refuses_rows_separated_otherwise_than_the_header(
+    instance: Path, header: str, rows: str, named: str
+) -> None:
+    lines = [header.join(["email", "naam", "telefoon"])]
+    lines += [rows.join([f"person{i}@example.org", f"Naam {i}", ""]) for i in range(3)]
+    path = write(instance, "\n\n" + "\n".join(lines) + "\n")
+
+    result = do_import(instance, path)
+
+    # The header is on line 3 after two blank lines; the first row on line 4.
+    assert_refused(
+        result, instance, "leak.csv:4:", "this row is separated", named.replace("line 1", "line 3")
+    )
+    assert "--email-column" not in result.stderr
+
+
+def test_it_reads_values_that_hold_another_separator(instance: Path) -> None:
+    path = write(instance, "email;naam\nann@example.org;Jansen, Ann\nbob@example.org\n")
+
+    result = do_import(instance, path)
+
+    assert result.returncode == 0, result.stderr
+    assert "semicolon-separated" in result.stdout
+    assert stored(instance) == 2
+
+
 # -- what is read, and how it is accounted for ----------------------------------------------
 
 

@@ -262,6 +262,11 @@ def test_it_accounts_for_every_line_or_refuses_with_a_line_number(
 
 def assert_refused_rightly(message: str, export: Export, want: dict[str, set[str]]) -> None:
     """A refusal names a line of the file, or (when no row has an address) every skipped one."""
+    if "this row is separated by" in message:
+        # Rows that another separator splits as the header's splits the header: allowed
+        # only when those rows hold no address that could be imported.
+        assert not want, message
+        return
     if re.search(r"leak\.csv:\d+: ", message):
         if export.damage == "none":
             pytest.fail(f"a clean file was refused: {message}")

@@ -183,9 +183,9 @@ def test_it_reports_every_problem_with_its_line_and_writes_nothing(
     expected = [
         (1, "slug must be"),
         (2, "unsupported language 'de'"),
-        (3, "discovered must be a date"),
+        (3, "discovered: expected a date such as 2021-02-22 (without quotes), got a text"),
         (4, "contact_email is not a valid email address"),
-        (5, "regulator_notified must be true or false"),
+        (5, "regulator_notified: expected true or false (without quotes), got a text"),
         (6, "unknown key 'titel'"),
         (8, "title needs a non-empty text for 'en'"),
         (9, "title needs a non-empty text for 'nl'"),
@@ -227,6 +227,139 @@ def test_it_reports_a_toml_syntax_error_with_its_line(engine: Engine, tmp_path: 
 
     assert str(caught.value).startswith(f"{path}:25: ")
     assert count(engine, tables.incidents) == 0
+
+
+@pytest.mark.parametrize(
+    ("written", "instead", "line", "said"),
+    [
+        (
+            "regulator_notified = true",
+            "regulator_notified = ture",
+            5,
+            "regulator_notified: expected true or false (without quotes), got ture",
+        ),
+        (
+            "discovered = 2021-02-22",
+            "discovered = 2021-02-30",
+            3,
+            "discovered: expected a date such as 2021-02-22 (without quotes), got 2021-02-30 "
+            "(not a valid date)",
+        ),
+        (
+            'slug = "ticketing-2021"',
+            "slug = ticketing-2021",
+            1,
+            'slug: expected a slug in quotes, such as "ticketing-2021", got ticketing-2021',
+        ),
+        (
+            'languages = ["nl", "en"]',
+            'languages = [\n  "nl",\n  en,\n]',
+            4,
+            'languages: expected a list of languages in quotes, such as ["nl", "en"], got en',
+        ),
+        (
+            'en = "What now?" }',
+            "en = What now? }",
+            20,
+            "faq entry 1: question.en: expected a text in quotes",
+        ),
+        (
+            'name = "Attractiepark A"',
+            'name = "Attractiepark A',
+            25,
+            'partner 1: name: expected a name in quotes (1-200 characters), got "Attractiepark A '
+            "(a text without its closing quote)",
+        ),
+        (
+            'name = "Attractiepark A"',
+            'name = "Attractiepark A"\nname = "Park A"',
+            26,
+            "partner 1: name: given twice",
+        ),
+        (
+            'languages = ["nl", "en"]',
+            'languages = ["nl", "en"',
+            2,
+            'languages: expected a list of languages in quotes, such as ["nl", "en"], got '
+            '["nl", "en" (a list without its closing ])',
+        ),
+    ],
+    ids=[
+        "boolean",
+        "date",
+        "bare-slug",
+        "list-over-lines",
+        "inline-table",
+        "open-quote",
+        "twice",
+        "list-never-closed",
+    ],
+)
+def test_it_names_the_key_and_what_it_takes_for_a_value_toml_cannot_read(
+    tmp_path: Path, written: str, instead: str, line: int, said: str
+) -> None:
+    path = write(tmp_path, VALID.replace(written, instead))
+
+    with pytest.raises(PortalError) as caught:
+        parse_incident_file(path)
+
+    assert str(caught.value).startswith(f"{path}:{line}: {said}")
+
+
+def test_it_never_prints_a_webhook_secret_it_cannot_read(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace('webhook_secret = "secret"', "webhook_secret = s3cr3t"))
+
+    with pytest.raises(PortalError) as caught:
+        parse_incident_file(path)
+
+    assert str(caught.value) == (
+        f"{path}:28: partner 1: webhook_secret: expected a text in quotes, got something else "
+        "(not a TOML value)"
+    )
+
+
+def test_it_names_the_line_that_opens_a_text_that_never_closes(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.rstrip().rsplit("\n", 1)[0] + '\nwebhook_secret = """\nsecret\n')
+
+    with pytest.raises(PortalError) as caught:
+        parse_incident_file(path)
+
+    assert str(caught.value).startswith(f"{path}:28: partner 1: webhook_secret: expected a text")
+
+
+@pytest.mark.parametrize(
+    ("left_out", "line", "said"),
+    [
+        ('slug = "ticketing-2021"\n', 1, 'slug is required: a slug in quotes, such as "ticketing-'),
+        ('languages = ["nl", "en"]\n', 1, "languages is required: a list of languages"),
+        ('contact_email = "privacy@example.org"\n', 1, "contact_email is required: an email"),
+        ("regulator_notified = true\n", 1, "regulator_notified is required: true or false"),
+        (
+            'slug = "park-a"\n',
+            23,
+            'partner 1: slug is required: a slug in quotes, such as "park-a"',
+        ),
+        ('name = "Attractiepark A"\n', 23, "partner 1: name is required (1-200 characters)"),
+    ],
+    ids=[
+        "slug",
+        "languages",
+        "contact-email",
+        "regulator-notified",
+        "partner-slug",
+        "partner-name",
+    ],
+)
+def test_it_says_required_for_a_key_left_out(
+    tmp_path: Path, left_out: str, line: int, said: str
+) -> None:
+    path = write(tmp_path, VALID.replace(left_out, "", 1))
+
+    with pytest.raises(PortalError) as caught:
+        parse_incident_file(path)
+
+    lines = str(caught.value).splitlines()
+    assert any(text.startswith(f"{path}:{line}: {said}") for text in lines), lines
 
 
 def test_it_reports_a_missing_file(engine: Engine, tmp_path: Path) -> None:

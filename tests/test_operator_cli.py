@@ -185,7 +185,8 @@ def test_it_puts_the_served_port_in_mailed_links(served: tuple[str, Path]) -> No
 @pytest.mark.parametrize(
     ("variable", "value", "words"),
     [
-        ("PORTAL_SMTP_URL", "smtp:/broken", "has no host"),
+        ("PORTAL_SMTP_URL", "smtp:/broken", "'smtp:/broken' is not a URL; write it as smtp://"),
+        ("PORTAL_SMTP_URL", "smtp://u:hunter2@", "'smtp://u:***@' has no host"),
         ("PORTAL_SMTP_URL", "smpt://mail.example", "has scheme 'smpt'"),
         ("PORTAL_SMTP_URL", "smtp://mail.example:2500000", "port"),
         ("PORTAL_LIMIT_PER_CLIENT", "lots", "limits notation"),

@@ -20,6 +20,7 @@ from portal.app import create_app
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.deletions import DeletionRequest
+from portal.fields import BY_KEY
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, write_csv
@@ -312,5 +313,86 @@ def test_it_refuses_api_calls_it_cannot_trust(
     assert call(partner_browser, made.reference, "not json", secret).status_code == 400
     assert call(partner_browser, made.reference, {"outcome": "rejected"}, secret).status_code == 409
     assert call(partner_browser, made.reference, {"outcome": "perhaps"}, secret).status_code == 409
+    with people.connect() as conn:
+        assert conn.scalar(select(tables.deletion_requests.c.status)) == "received"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "said", "details"),
+    [
+        (
+            {"outcome": "rejected", "ground": "other", "reason": "r", "kept": ["name", "nonsense"]},
+            400,
+            "kept: 'nonsense' is not a field key; the field keys are: email, name,",
+            {"field": "kept", "value": "nonsense", "allowed": list(BY_KEY)},
+        ),
+        (
+            {"outcome": "completed", "kept": "name"},
+            400,
+            "kept: expected a list of field keys, got a JSON string",
+            {"field": "kept"},
+        ),
+        (
+            {"outcome": "completed", "kept": [7]},
+            400,
+            "kept: a JSON number is not a field key",
+            {"field": "kept"},
+        ),
+        (
+            {"outcome": True},
+            400,
+            "outcome: expected a string, got a JSON boolean",
+            {"field": "outcome"},
+        ),
+        ("[1, 2]", 400, "the body is a JSON array; expected an object", {}),
+        ("not json", 400, "the body is not JSON (Expecting value: line 1 column 1", {}),
+        (
+            {"outcome": "perhaps"},
+            409,
+            "outcome 'perhaps' is not one of: completed, rejected",
+            {"field": "outcome", "value": "perhaps", "allowed": ["completed", "rejected"]},
+        ),
+        (
+            {"outcome": "rejected", "ground": "tax", "reason": "We must keep it."},
+            409,
+            "ground 'tax' is not one of: legal_obligation, legal_claims, public_interest, other",
+            {"field": "ground", "value": "tax"},
+        ),
+        (
+            {"outcome": "rejected", "ground": "legal_claims"},
+            409,
+            "a rejection needs a ground",
+            {"field": "reason"},
+        ),
+    ],
+    ids=[
+        "unknown-kept",
+        "kept-not-a-list",
+        "kept-not-strings",
+        "outcome-not-a-string",
+        "not-an-object",
+        "not-json",
+        "unknown-outcome",
+        "unknown-ground",
+        "no-reason",
+    ],
+)
+def test_it_names_the_field_and_value_at_fault_and_the_allowed_ones(
+    people: Engine,
+    settings: Settings,
+    partner_browser: TestClient,
+    body: dict[str, object] | str,
+    status: int,
+    said: str,
+    details: dict[str, object],
+) -> None:
+    made = bob(people, settings)
+
+    response = call(partner_browser, made.reference, body, SECRETS["park-a"])
+
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert said in answer["error"]
+    assert answer.items() >= details.items()
     with people.connect() as conn:
         assert conn.scalar(select(tables.deletion_requests.c.status)) == "received"

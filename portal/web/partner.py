@@ -12,10 +12,17 @@ from starlette.routing import Route
 from portal import reporting
 from portal.deletions import GROUNDS, RequestNotFound, RequestRefused
 from portal.fields import BY_KEY, to_bits
+from portal.printable import quoted
 from portal.tokens import TokenInvalid
 from portal.web.csrf import checked_form
 from portal.web.forms import read_decision
 from portal.web.pages import language, render, with_db
+
+TEXTS = ("outcome", "ground", "reason", "note", "partner_reference")
+EXPECTED = (
+    'expected an object: {"outcome": "completed" or "rejected", "ground", "reason", '
+    '"partner_reference", "kept": [field keys]}'
+)
 
 
 async def request_page(request: Request) -> Response:
@@ -88,9 +95,10 @@ async def api_report(request: Request) -> Response:
         return _error(401, str(exc))
     except RequestNotFound:
         return _error(404, "no such request of yours")
-    payload = _payload(body)
-    if payload is None:
-        return _error(400, 'expected a JSON object: {"outcome", "ground", "reason", ...}')
+    try:
+        payload = _payload(body)
+    except BadPayload as exc:
+        return _error(400, str(exc), **exc.details)
     try:
         changed = await with_db(
             request,
@@ -101,30 +109,81 @@ async def api_report(request: Request) -> Response:
             **payload,
         )
     except RequestRefused as exc:
-        return _error(409, str(exc))
+        return _error(409, str(exc), **_refused_details(exc))
     _wake(request)
     return JSONResponse({"reference": changed.reference, "status": changed.status})
 
 
-def _payload(body: bytes) -> dict[str, Any] | None:
+class BadPayload(ValueError):
+    """A body the API cannot read as a report: the message names the field and what it takes."""
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.details = {key: value for key, value in details.items() if value is not None}
+
+
+def _payload(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise BadPayload(f"the body is not JSON ({exc}); {EXPECTED}") from None
     if not isinstance(data, dict):
-        return None
-    strings = {k: data.get(k) for k in ("outcome", "ground", "reason", "note", "partner_reference")}
-    if not all(v is None or isinstance(v, str) for v in strings.values()):
-        return None
-    kept = data.get("kept", [])
-    if not isinstance(kept, list) or not all(isinstance(k, str) and k in BY_KEY for k in kept):
-        return None
+        raise BadPayload(f"the body is a JSON {_json_type(data)}; {EXPECTED}")
+    strings = {key: _string(data, key) for key in TEXTS}
     outcome = strings.pop("outcome") or ""
-    return {"outcome": outcome, **strings, "kept_fields": to_bits(kept)}
+    return {"outcome": outcome, **strings, "kept_fields": to_bits(_kept(data))}
 
 
-def _error(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
+def _string(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        got = _json_type(value)
+        raise BadPayload(f"{key}: expected a string, got a JSON {got}", field=key)
+    return value
+
+
+def _kept(data: dict[str, Any]) -> list[str]:
+    """The field keys the partner keeps: each one of the vocabulary, named when it is not."""
+    kept = data.get("kept", [])
+    allowed = list(BY_KEY)
+    if not isinstance(kept, list):
+        raise BadPayload(
+            f"kept: expected a list of field keys, got a JSON {_json_type(kept)}",
+            field="kept",
+            allowed=allowed,
+        )
+    for key in kept:
+        if not isinstance(key, str) or key not in BY_KEY:
+            shown = quoted(key) if isinstance(key, str) else f"a JSON {_json_type(key)}"
+            raise BadPayload(
+                f"kept: {shown} is not a field key; the field keys are: {', '.join(allowed)}",
+                field="kept",
+                value=key if isinstance(key, str) else None,
+                allowed=allowed,
+            )
+    return kept
+
+
+def _json_type(value: object) -> str:
+    """What a JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _refused_details(exc: RequestRefused) -> dict[str, object]:
+    details = {"field": exc.field, "value": exc.value, "allowed": list(exc.allowed) or None}
+    return {key: value for key, value in details.items() if value is not None}
+
+
+def _error(status: int, message: str, **details: object) -> Response:
+    return JSONResponse({"error": message, **details}, status_code=status)
 
 
 def _wake(request: Request) -> None:

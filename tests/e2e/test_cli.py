@@ -24,7 +24,7 @@ MISTAKES = {
     ),
     "bad TOML": (
         ["incident", "load", str(DATA / "bad-syntax.toml")],
-        "bad-syntax.toml:3: Unclosed array",
+        "bad-syntax.toml:2: languages: expected a list of languages in quotes",
     ),
     "unknown column": (["import", SLUG, "omroep-c", OMROEP_C], '--map "Lievelingskleur=-"'),
     "unknown field in --map": (
