@@ -377,14 +377,9 @@ def import_csv(
         incident_id, partner_id, params = _target(conn, incident, partner)
         salt = db.ensure_salt(conn)
         # Before a row is read: records of another pepper would be unreachable (design §4.1).
-        if dry_run:
-            fingerprints.refuse_another(
-                conn, incident_id=incident_id, pepper=settings.pepper, salt=salt
-            )
-        else:
-            fingerprints.claim(
-                conn, incident_id=incident_id, pepper=settings.pepper, salt=salt, params=params
-            )
+        fingerprints.refuse_another(
+            conn, incident_id=incident_id, pepper=settings.pepper, salt=salt
+        )
     rows = _read_rows(
         path,
         lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
@@ -393,6 +388,12 @@ def import_csv(
     rows.summary.dry_run = dry_run
     if not rows.summary.imported:
         raise PortalError(_nothing_to_import(path, rows.summary))
+    if not dry_run:
+        # Claimed with the first records, not before: a refused file writes nothing.
+        with engine.begin() as conn:
+            fingerprints.claim(
+                conn, incident_id=incident_id, pepper=settings.pepper, salt=salt, params=params
+            )
     hasher = Hasher(settings.pepper, salt, params)
     _store(engine, partner_id, rows, hasher, workers or os.cpu_count() or 1, progress)
     _log(incident, partner, rows.summary)
