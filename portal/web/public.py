@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -13,13 +15,16 @@ from portal.clock import utcnow
 from portal.incident_file import SLUG
 from portal.results_query import ResultsPage, read_results
 from portal.results_view import results_view
-from portal.tokens import TokenExpired, TokenInvalid
+from portal.tokens import SealedText, TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, render_shared, with_db
 
 SESSION_COOKIE = "portal_session"
 # After a deletion request, which partner's element says so (a slug or "all"), once.
 FLASH_COOKIE = "portal_flash"
+# The address just typed, sealed, for the "check your inbox" page alone to show back, once.
+SENT_COOKIE = "portal_sent"
+SENT_MAX_AGE = 600
 
 
 async def home(request: Request) -> Response:
@@ -114,15 +119,49 @@ async def lookup(request: Request) -> Response:
     # Hashing, limits and the mail happen in the background (portal.lookup_queue); a shed
     # lookup answers the same.
     request.app.state.lookups.submit(request_)
-    return RedirectResponse(f"/{incident.slug}/sent", status_code=303)
+    response = RedirectResponse(f"/{incident.slug}/sent", status_code=303)
+    # Every valid address gets this cookie, of one length: known or not, limited or not.
+    typed = sent_address(request).seal(str(address).strip())
+    response.set_cookie(SENT_COOKIE, typed, max_age=SENT_MAX_AGE, **_sent_cookie(request, incident))
+    return response
 
 
 async def sent(request: Request) -> Response:
+    """ "Check your inbox", with the address typed shown back once so that a typo shows."""
     incident = await _incident(request)
     minutes = request.app.state.settings.link_ttl // 60
-    return render(
-        request, "sent.html", lang=language(request, incident), incident=incident, minutes=minutes
+    response = render(
+        request,
+        "sent.html",
+        lang=language(request, incident),
+        incident=incident,
+        minutes=minutes,
+        address=_typed_address(request),
     )
+    response.delete_cookie(SENT_COOKIE, **_sent_cookie(request, incident))
+    return response
+
+
+def sent_address(request: Request) -> SealedText:
+    """The sealing of the "check your inbox" cookie: encrypted, not just signed."""
+    secret_key = request.app.state.settings.secret_key
+    return SealedText(secret_key, purpose="sent-address", max_age=SENT_MAX_AGE, size=512)
+
+
+def _typed_address(request: Request) -> str | None:
+    cookie = request.cookies.get(SENT_COOKIE)
+    if not cookie:
+        return None
+    try:
+        return sent_address(request).open(cookie) or None
+    except TokenInvalid:
+        return None
+
+
+def _sent_cookie(request: Request, incident: incidents.Incident) -> dict[str, Any]:
+    """The browser sends it to the "check your inbox" page only."""
+    secure = request.app.state.settings.https
+    return {"path": f"/{incident.slug}/sent", "httponly": True, "samesite": "lax", "secure": secure}
 
 
 async def confirm_page(request: Request) -> Response:
