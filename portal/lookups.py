@@ -343,6 +343,38 @@ def peek_link(conn: Connection, settings: Settings, token: str) -> str:
     return str(row.slug)
 
 
+@dataclass(frozen=True)
+class LinkOrigin:
+    """Which incident a link that no longer works was for, and in which language."""
+
+    incident: str
+    lang: str
+
+
+def link_origin(conn: Connection, settings: Settings, token: str) -> LinkOrigin | None:
+    """The incident and language of a genuine link, used or expired, so that its page can
+    offer a new one there; None for a token not ours, or whose record has been purged."""
+    for tokens, purpose in (
+        (link_tokens(settings), LINK_PURPOSE),
+        (notice_tokens(settings), NOTICE_PURPOSE),
+    ):
+        try:
+            secret = tokens.read_any_age(token)
+        except TokenInvalid:
+            continue
+        row = conn.execute(
+            select(tables.incidents.c.slug, tables.links.c.lang)
+            .select_from(tables.links)
+            .join(tables.incidents)
+            .where(
+                tables.links.c.token_hash == token_hash(secret),
+                tables.links.c.purpose == purpose,
+            )
+        ).first()
+        return LinkOrigin(row.slug, row.lang) if row else None
+    return None
+
+
 def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str, VerifiedSession]:
     """Uses a link once and starts a new session; returns (session token, session)."""
     secret, purpose = read_link(settings, token)

@@ -170,7 +170,7 @@ async def confirm_page(request: Request) -> Response:
     try:
         slug = await with_db(request, lookups.peek_link, settings, token)
     except TokenInvalid as exc:
-        return await _bad_link(request, exc)
+        return await _bad_link(request, exc, token)
     incident = await request.app.state.incidents.incident(slug)
     return render(request, "confirm.html", lang=language(request, incident), incident=incident)
 
@@ -193,7 +193,7 @@ async def confirm(request: Request) -> Response:
             request.cookies.get(SESSION_COOKIE),
         )
     except TokenInvalid as exc:
-        return await _bad_link(request, exc)
+        return await _bad_link(request, exc, token)
     except session_addresses.TooManyAddresses:
         return await _too_many_addresses(request, token)
     response = RedirectResponse(f"/{session.incident_slug}/results", status_code=303)
@@ -216,7 +216,7 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
     try:  # used meanwhile (another tab): said as for any used link
         slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
     except TokenInvalid as exc:
-        return await _bad_link(request, exc)
+        return await _bad_link(request, exc, token)
     incident = await with_db(request, incidents.get_incident, slug)
     return render(
         request,
@@ -228,7 +228,7 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
     )
 
 
-async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
+async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response:
     if isinstance(exc, lookups.NoticeLinkUsed):
         reason, status = "notice_used", 410
     elif isinstance(exc, lookups.NoticeLinkExpired):
@@ -239,9 +239,28 @@ async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
         reason, status = "link_expired", 410
     else:
         reason, status = "link_invalid", 400
+    origin = await with_db(request, lookups.link_origin, request.app.state.settings, token)
+    incident = await _incident_of(request, origin)
     return render(
-        request, "link_invalid.html", lang=language(request, None), status=status, reason=reason
+        request,
+        "link_invalid.html",
+        lang=language(request, incident, carried=origin.lang if origin else None),
+        status=status,
+        reason=reason,
+        incident=incident,
     )
+
+
+async def _incident_of(
+    request: Request, origin: lookups.LinkOrigin | None
+) -> incidents.Incident | None:
+    """The incident a dead link was for; for a link not ours, the only incident if one."""
+    cache = request.app.state.incidents
+    if origin is not None:
+        found: incidents.Incident | None = await cache.incident(origin.incident)
+        return found
+    every = await cache.incidents()
+    return every[0] if len(every) == 1 else None
 
 
 async def results(request: Request) -> Response:
