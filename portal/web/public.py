@@ -14,7 +14,7 @@ from portal.blind_index import InvalidEmail, normalise
 from portal.clock import utcnow
 from portal.incident_file import SLUG
 from portal.results_query import ResultsPage, read_results
-from portal.results_view import results_view
+from portal.results_view import advice_once, results_view
 from portal.tokens import SealedText, TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, render_shared, with_db
@@ -277,6 +277,7 @@ async def results(request: Request) -> Response:
         lang=language(request, incident, carried=session.lang),
         incident=incident,
         addresses=shown,
+        advice=advice_once(each.view for each in shown),
         most=session_addresses.MAX_ADDRESSES,
         flash=request.cookies.get(FLASH_COOKIE),
         minutes=request.app.state.settings.session_ttl // 60,
