@@ -351,28 +351,30 @@ class LinkOrigin:
     lang: str
 
 
-def link_origin(conn: Connection, settings: Settings, token: str) -> LinkOrigin | None:
-    """The incident and language of a genuine link, used or expired, so that its page can
-    offer a new one there; None for a token not ours, or whose record has been purged."""
+def genuine_link(settings: Settings, token: str) -> tuple[bytes, str] | None:
+    """The secret and purpose of a link this portal signed, however old; None otherwise.
+    Reads no database: a token not ours costs nothing more."""
     for tokens, purpose in (
         (link_tokens(settings), LINK_PURPOSE),
         (notice_tokens(settings), NOTICE_PURPOSE),
     ):
         try:
-            secret = tokens.read_any_age(token)
+            return tokens.read_any_age(token), purpose
         except TokenInvalid:
             continue
-        row = conn.execute(
-            select(tables.incidents.c.slug, tables.links.c.lang)
-            .select_from(tables.links)
-            .join(tables.incidents)
-            .where(
-                tables.links.c.token_hash == token_hash(secret),
-                tables.links.c.purpose == purpose,
-            )
-        ).first()
-        return LinkOrigin(row.slug, row.lang) if row else None
     return None
+
+
+def link_origin(conn: Connection, secret: bytes, purpose: str) -> LinkOrigin | None:
+    """The incident and language of a link, used or expired, so that its page can offer a
+    new one there; None when its record has been purged."""
+    row = conn.execute(
+        select(tables.incidents.c.slug, tables.links.c.lang)
+        .select_from(tables.links)
+        .join(tables.incidents)
+        .where(tables.links.c.token_hash == token_hash(secret), tables.links.c.purpose == purpose)
+    ).first()
+    return LinkOrigin(row.slug, row.lang) if row else None
 
 
 def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str, VerifiedSession]:

@@ -127,7 +127,7 @@ async def lookup(request: Request) -> Response:
 
 
 async def sent(request: Request) -> Response:
-    """ "Check your inbox", with the address typed shown back once so that a typo shows."""
+    """The "check your inbox" page, with the address typed shown back once: a typo shows."""
     incident = await _incident(request)
     minutes = request.app.state.settings.link_ttl // 60
     response = render(
@@ -239,7 +239,8 @@ async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response
         reason, status = "link_expired", 410
     else:
         reason, status = "link_invalid", 400
-    origin = await with_db(request, lookups.link_origin, request.app.state.settings, token)
+    genuine = lookups.genuine_link(request.app.state.settings, token)
+    origin = await with_db(request, lookups.link_origin, *genuine) if genuine else None
     incident = await _incident_of(request, origin)
     return render(
         request,
