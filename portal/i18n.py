@@ -53,7 +53,20 @@ def translations(lang: str) -> NullTranslations:
 def gettext(lang: str, message: str, **values: object) -> str:
     """The message in `lang`, with `%(name)s` placeholders filled."""
     text = translations(lang).gettext(message)
-    return text % values if values else text
+    return fill(text, values) if values else text
+
+
+def fill(text: str, values: dict[str, Any]) -> str:
+    """`text % values`, without a second full stop after a value that ends with one.
+
+    A sentence that ends on a name ("Published by %(org)s.") would otherwise read
+    "Published by TicketHub Nederland B.V.." for an organisation whose name ends in "B.V.".
+    """
+    for name, value in values.items():
+        if isinstance(value, str) and value.endswith("."):
+            # Markup.replace keeps a catalogue text Markup (it escapes only its arguments).
+            text = text.replace(f"%({name})s.", f"%({name})s")
+    return text % values
 
 
 def format_date(value: date | datetime, lang: str) -> str:
@@ -90,7 +103,7 @@ def _jinja_gettext(translate: Callable[[str], str]) -> Callable[..., str]:
         text: str = translate(message)
         if context.eval_ctx.autoescape:
             text = Markup(text)  # noqa: S704 (a catalogue text; values are escaped by %)
-        return text % values
+        return fill(text, values)
 
     return gettext
 
@@ -102,7 +115,7 @@ def _jinja_ngettext(translate: Callable[[str, str, int], str]) -> Callable[..., 
         text: str = translate(singular, plural, num)
         if context.eval_ctx.autoescape:
             text = Markup(text)  # noqa: S704
-        return text % values
+        return fill(text, values)
 
     return ngettext
 

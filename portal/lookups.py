@@ -343,6 +343,40 @@ def peek_link(conn: Connection, settings: Settings, token: str) -> str:
     return str(row.slug)
 
 
+@dataclass(frozen=True)
+class LinkOrigin:
+    """Which incident a link that no longer works was for, and in which language."""
+
+    incident: str
+    lang: str
+
+
+def genuine_link(settings: Settings, token: str) -> tuple[bytes, str] | None:
+    """The secret and purpose of a link this portal signed, however old; None otherwise.
+    Reads no database: a token not ours costs nothing more."""
+    for tokens, purpose in (
+        (link_tokens(settings), LINK_PURPOSE),
+        (notice_tokens(settings), NOTICE_PURPOSE),
+    ):
+        try:
+            return tokens.read_any_age(token), purpose
+        except TokenInvalid:
+            continue
+    return None
+
+
+def link_origin(conn: Connection, secret: bytes, purpose: str) -> LinkOrigin | None:
+    """The incident and language of a link, used or expired, so that its page can offer a
+    new one there; None when its record has been purged."""
+    row = conn.execute(
+        select(tables.incidents.c.slug, tables.links.c.lang)
+        .select_from(tables.links)
+        .join(tables.incidents)
+        .where(tables.links.c.token_hash == token_hash(secret), tables.links.c.purpose == purpose)
+    ).first()
+    return LinkOrigin(row.slug, row.lang) if row else None
+
+
 def confirm_link(conn: Connection, settings: Settings, token: str) -> tuple[str, VerifiedSession]:
     """Uses a link once and starts a new session; returns (session token, session)."""
     secret, purpose = read_link(settings, token)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import groupby
 
 from portal.deletions import DeletionRequest
 from portal.fields import Field
@@ -11,27 +13,23 @@ from portal.lookups import PartnerResult, Results
 
 
 @dataclass(frozen=True)
-class FieldShown:
-    """One exposed field at one partner; its advice is shown at its first occurrence only."""
-
-    field: Field
-    with_advice: bool
-    advice_at: Partner  # the partner under which its advice stands
-
-
-@dataclass(frozen=True)
 class PartnerShown:
     partner: Partner
-    fields: list[FieldShown]
+    fields: list[Field]  # most serious first
     request: DeletionRequest | None
 
     @property
     def severity(self) -> int:
-        return max(f.field.severity for f in self.fields)
+        return max(f.severity for f in self.fields)
 
     @property
     def possible(self) -> bool:
         return self.partner.certainty == "possible"
+
+    @property
+    def by_severity(self) -> list[tuple[int, list[Field]]]:
+        """What leaked here at a glance: the fields per severity, the most serious first."""
+        return by_severity(self.fields)
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class ResultsView:
         if not self.partners:
             return None
         worst = max(self.partners, key=lambda p: p.severity)
-        return worst.fields[0].field, worst
+        return worst.fields[0], worst
 
     @property
     def without_request(self) -> list[PartnerShown]:
@@ -60,19 +58,31 @@ def results_view(
     first: int | None = None,
 ) -> ResultsView:
     """Partners by their most serious field (then by how much leaked, then by name), the
-    partner `first` (an entry page's, by id) before them all; each field's advice under the
-    first partner that shows it."""
+    partner `first` (an entry page's, by id) before them all."""
     ordered = sorted(results.partners, key=lambda r: (r.partner.id != first, *_seriousness(r)))
-    seen: dict[str, Partner] = {}
-    shown = []
-    for result in ordered:
-        fields = []
-        for field in result.fields:
-            first = field.key not in seen
-            seen.setdefault(field.key, result.partner)
-            fields.append(FieldShown(field, first, seen[field.key]))
-        shown.append(PartnerShown(result.partner, fields, requests.get(result.partner.id)))
+    shown = [
+        PartnerShown(
+            r.partner, sorted(r.fields, key=lambda f: -f.severity), requests.get(r.partner.id)
+        )
+        for r in ordered
+    ]
     return ResultsView(address, shown)
+
+
+def advice_once(views: Iterable[ResultsView]) -> list[tuple[int, list[Field]]]:
+    """Each field exposed anywhere on the page once, per severity, the most serious first;
+    within one severity in the order the page first shows them."""
+    seen: dict[str, Field] = {}
+    for view in views:
+        for shown in view.partners:
+            for field in shown.fields:
+                seen.setdefault(field.key, field)
+    return by_severity(list(seen.values()))
+
+
+def by_severity(fields: list[Field]) -> list[tuple[int, list[Field]]]:
+    ordered = sorted(fields, key=lambda f: -f.severity)  # stable: keeps the order within one
+    return [(level, list(group)) for level, group in groupby(ordered, key=lambda f: f.severity)]
 
 
 def _seriousness(result: PartnerResult) -> tuple[int, int, int, str]:

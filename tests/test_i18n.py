@@ -102,6 +102,15 @@ def test_it_translates_with_the_catalogue() -> None:
     assert gettext("en", "Am I affected?") == "Am I affected?"
 
 
+def test_it_ends_a_sentence_on_a_name_that_ends_in_a_full_stop_once() -> None:
+    assert gettext("en", "Published by %(org)s.", org="TicketHub Nederland B.V.") == (
+        "Published by TicketHub Nederland B.V."
+    )
+    assert gettext("nl", "Published by %(org)s.", org="TicketDienst") == (
+        "Gepubliceerd door TicketDienst."
+    )
+
+
 def test_it_writes_dates_as_people_do() -> None:
     assert format_date(date(2021, 2, 22), "nl") == "22 februari 2021"
     assert format_date(date(2021, 2, 22), "en") == "22 February 2021"

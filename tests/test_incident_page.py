@@ -106,3 +106,14 @@ def test_it_loads_the_demo_incident_complete(
     assert result.warnings == []
     assert result.incident.organisation == "TicketDienst B.V. (demo)"
     assert set(result.incident.sections) == {"which_data", "consequences", "measures", "advice"}
+
+
+def test_it_ends_a_sentence_on_an_organisation_with_one_full_stop(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    text = 'organisation = "TicketHub Nederland B.V."\n' + INCIDENT
+    with client_for(engine, settings, tmp_path, text) as client:
+        for lang, published in (("nl", "Gepubliceerd door"), ("en", "Published by")):
+            page = client.get(f"/{SLUG}/?lang={lang}").text
+            assert f"{published} TicketHub Nederland B.V.</" in re.sub(r"\s+<", "<", page)
+            assert "B.V.." not in page

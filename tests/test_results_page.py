@@ -67,25 +67,56 @@ def test_it_lists_the_partner_with_the_worst_field_first(
         assert f'data-address="{ALICE}"' in section(page, partner)
 
 
-def test_it_shows_each_piece_of_advice_once(client: TestClient, engine: Engine) -> None:
+def advice_section(page: str) -> str:
+    start = page.index("data-advice-list")
+    return page[start : page.index("</section>", start)]
+
+
+def group_of(partner_section: str, key: str) -> str:
+    """The severity row of a partner's element that holds the field `key`."""
+    groups = partner_section.split('<div class="field-group">')[1:]
+    (group,) = [g for g in groups if f'data-field="{key}"' in g]
+    return group
+
+
+def test_it_shows_each_piece_of_advice_once_worst_first(client: TestClient, engine: Engine) -> None:
     page = sign_in(client, engine, ALICE)
     for key in ("email", "name", "iban", "phone", "postcode"):
         assert page.count(str(escape(BY_KEY[key].advice["nl"]))) == 1, key
-    # Park A's name and email point back to the advice under Theater B.
-    park = section(page, "park-a")
-    assert 'href="#advice-name"' in park and 'href="#advice-email"' in park
-    assert 'id="advice-name"' in section(page, "theater-b")
+        assert BY_KEY[key].advice["nl"] not in section(page, "park-a")
+    order = re.findall(r'data-advice="(\w+)"', advice_section(page))
+    assert order == ["iban", "email", "phone", "name", "postcode"]  # Theater B's first
+    assert "zie hierboven" not in page
+
+
+def test_it_leads_from_each_field_to_its_advice(client: TestClient, engine: Engine) -> None:
+    page = sign_in(client, engine, ALICE)
+    for partner in ("theater-b", "park-a"):
+        fields = re.findall(
+            r'<li data-field="(\w+)"[^>]*><a href="#advice-(\w+)">([^<]+)</a></li>',
+            section(page, partner),
+        )
+        assert fields and all(key == target for key, target, _ in fields)
+        for key, _, label in fields:
+            assert label == BY_KEY[key].label["nl"]
+            assert page.count(f'id="advice-{key}"') == 1
+            assert f'id="advice-{key}" data-advice="{key}"' in advice_section(page)
 
 
 def test_it_marks_severity_in_words_not_colour_alone(client: TestClient, engine: Engine) -> None:
     client.cookies.set("portal_lang", "en")
     page = sign_in(client, engine, ALICE)
-    iban = section(page, "theater-b").split('data-field="iban"', 1)[1].split("</li>", 1)[0]
-    assert "Serious" in iban
-    phone = section(page, "park-a").split('data-field="phone"', 1)[1].split("</li>", 1)[0]
-    assert "Be alert" in phone
-    postcode = section(page, "park-a").split('data-field="postcode"', 1)[1].split("</li>", 1)[0]
-    assert "Low risk" in postcode
+    theater, park = section(page, "theater-b"), section(page, "park-a")
+    assert "Serious" in group_of(theater, "iban").split("</dt>", 1)[0]
+    assert "Be alert" in group_of(park, "phone").split("</dt>", 1)[0]
+    assert "Low risk" in group_of(park, "postcode").split("</dt>", 1)[0]
+    assert "Be alert" not in group_of(park, "postcode")
+    levels = re.findall(r'<h3 class="advice-level">(.*?)</h3>', advice_section(page))
+    assert [re.sub(r"<[^>]+>|[▲●○]", "", level).strip() for level in levels] == [
+        "Serious",
+        "Be alert",
+        "Low risk",
+    ]
 
 
 def test_it_says_may_have_leaked_for_a_possible_data_set(
@@ -99,11 +130,17 @@ def test_it_says_may_have_leaked_for_a_possible_data_set(
     assert "May have" not in park
 
 
-def test_it_explains_the_deletion_button_in_one_line(client: TestClient, engine: Engine) -> None:
+def test_it_explains_the_deletion_buttons_once(client: TestClient, engine: Engine) -> None:
     client.cookies.set("portal_lang", "en")
-    park = section(sign_in(client, engine, ALICE), "park-a")
-    assert "We send your request to Attractiepark A, which must answer within a month" in park
-    assert "Ask Attractiepark A to delete my data" in park
+    page = sign_in(client, engine, ALICE)
+    hint = '<p class="hint noprint" id="deletion-hint">An organisation must answer a deletion'
+    assert page.count(hint) == 1
+    assert "a deletion request within a month (GDPR Article 17). We email you at each step" in page
+    for partner, name in (("park-a", "Attractiepark A"), ("theater-b", "Theater B")):
+        button = section(page, partner).split("<button", 1)[1].split("</button>", 1)[0]
+        assert 'aria-describedby="deletion-hint"' in button
+        # The card's heading names the partner; the button's accessible name does too.
+        assert f'Ask to delete my data<span class="visually-hidden"> at {name}</span>' in button
 
 
 def test_it_shows_a_message_at_the_partner_after_a_request(
@@ -123,6 +160,9 @@ def test_it_shows_a_message_at_the_partner_after_a_request(
     reference = re.search(r'data-deletion-ref="(DR-[0-9A-Z-]+)"', park)
     assert reference, "the request stays visible inside the partner's element"
     assert 'data-flash="park-a"' in park and "Your request has been sent." in park
+    # Good news, said as a status: not an alert, not the error summary's frame.
+    assert '<div class="flash" role="status" data-flash="park-a">' in park
+    assert 'role="alert"' not in after and "error" not in park
     assert reference.group(1) in park.split('data-flash="park-a"', 1)[1]
     assert "data-deletion-status" in park and "Answer due" in park
     assert "data-flash" not in section(after, "theater-b")

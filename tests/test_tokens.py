@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 
@@ -10,6 +11,7 @@ from itsdangerous.timed import TimestampSigner
 
 from portal.tokens import (
     SECRET_BYTES,
+    SealedText,
     TokenExpired,
     TokenInvalid,
     TokenService,
@@ -92,6 +94,20 @@ def test_it_accepts_a_token_just_within_its_max_age(monkeypatch: pytest.MonkeyPa
     assert service.read(token) == secret
 
 
+def test_it_reads_an_expired_token_only_when_asked_for_any_age(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = links(max_age=60)
+    with monkeypatch.context() as patched:
+        patched.setattr(TimestampSigner, "get_timestamp", lambda self: int(time.time()) - 3600)
+        token, secret = service.issue()
+    with pytest.raises(TokenExpired):
+        service.read(token)
+    assert service.read_any_age(token) == secret
+    with pytest.raises(TokenInvalid):
+        TokenService(KEY, purpose="notice", max_age=60).read_any_age(token)
+
+
 def test_it_unseals_what_it_sealed() -> None:
     _, secret = links().issue()
     sealed = seal(secret, "alice@example.org")
@@ -124,3 +140,36 @@ def test_it_keeps_only_the_sha256_of_a_secret() -> None:
     _, secret = links().issue()
     assert token_hash(secret) == hashlib.sha256(secret).digest()
     assert len(token_hash(secret)) == 32
+
+
+def sent(max_age: int = 600) -> SealedText:
+    return SealedText(KEY, purpose="sent-address", max_age=max_age, size=64)
+
+
+def test_it_opens_a_sealed_text_it_sealed_and_no_other() -> None:
+    sealed = sent().seal("alice@example.org")
+    assert sent().open(sealed) == "alice@example.org"
+    assert "alice" not in sealed and b"alice" not in base64.urlsafe_b64decode(sealed)
+    with pytest.raises(TokenInvalid):
+        SealedText(KEY, purpose="another", max_age=600, size=64).open(sealed)
+    with pytest.raises(TokenInvalid):
+        SealedText("another-key", purpose="sent-address", max_age=600, size=64).open(sealed)
+    with pytest.raises(TokenInvalid):
+        sent().open(("B" if sealed[0] != "B" else "C") + sealed[1:])
+    for garbage in ("", "not base64!", "AAAA"):
+        with pytest.raises(TokenInvalid):
+            sent().open(garbage)
+
+
+def test_it_seals_every_text_to_one_length() -> None:
+    lengths = {len(sent().seal(text)) for text in ("", "a@b.nl", "x" * 40 + "@example.org")}
+    assert len(lengths) == 1
+    assert sent().open(sent().seal("x" * 100)) == "", "too long: sealed as nothing"
+
+
+def test_it_opens_a_sealed_text_only_within_its_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    sealed = sent(max_age=600).seal("alice@example.org")
+    later = time.time() + 601
+    monkeypatch.setattr("portal.tokens.time.time", lambda: later)
+    with pytest.raises(TokenExpired):
+        sent(max_age=600).open(sealed)

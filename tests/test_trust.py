@@ -82,6 +82,7 @@ def test_it_states_what_is_kept_and_for_how_long(client: TestClient) -> None:
     assert "<td>30 minutes</td>" in text  # PORTAL_SESSION_TTL
     assert "Until 90 days after the request has been handled" in text
     assert "never hold your email address" in text
+    assert "show it to you once; that page deletes it, and it expires after 10 minutes" in text
     dutch = client.get(f"/{SLUG}/privacy?lang=nl").text
     assert "Tot 90 dagen nadat het verzoek is afgehandeld" in dutch
 

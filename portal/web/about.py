@@ -12,6 +12,7 @@ from portal.clock import utcnow
 from portal.incident_file import SLUG
 from portal.security_txt import security_txt
 from portal.web.pages import language, render, with_db
+from portal.web.public import SENT_MAX_AGE
 
 
 async def privacy(request: Request) -> Response:
@@ -31,6 +32,7 @@ async def privacy(request: Request) -> Response:
         link_minutes=settings.link_ttl // 60,
         session_minutes=settings.session_ttl // 60,
         deletion_days=settings.deletion_retention_days,
+        sent_minutes=SENT_MAX_AGE // 60,
     )
 
 

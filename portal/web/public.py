@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -12,14 +14,17 @@ from portal.blind_index import InvalidEmail, normalise
 from portal.clock import utcnow
 from portal.incident_file import SLUG
 from portal.results_query import ResultsPage, read_results
-from portal.results_view import results_view
-from portal.tokens import TokenExpired, TokenInvalid
+from portal.results_view import advice_once, results_view
+from portal.tokens import SealedText, TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, render_shared, with_db
 
 SESSION_COOKIE = "portal_session"
 # After a deletion request, which partner's element says so (a slug or "all"), once.
 FLASH_COOKIE = "portal_flash"
+# The address just typed, sealed, for the "check your inbox" page alone to show back, once.
+SENT_COOKIE = "portal_sent"
+SENT_MAX_AGE = 600
 
 
 async def home(request: Request) -> Response:
@@ -114,15 +119,49 @@ async def lookup(request: Request) -> Response:
     # Hashing, limits and the mail happen in the background (portal.lookup_queue); a shed
     # lookup answers the same.
     request.app.state.lookups.submit(request_)
-    return RedirectResponse(f"/{incident.slug}/sent", status_code=303)
+    response = RedirectResponse(f"/{incident.slug}/sent", status_code=303)
+    # Every valid address gets this cookie, of one length: known or not, limited or not.
+    typed = sent_address(request).seal(str(address).strip())
+    response.set_cookie(SENT_COOKIE, typed, max_age=SENT_MAX_AGE, **_sent_cookie(request, incident))
+    return response
 
 
 async def sent(request: Request) -> Response:
+    """The "check your inbox" page, with the address typed shown back once: a typo shows."""
     incident = await _incident(request)
     minutes = request.app.state.settings.link_ttl // 60
-    return render(
-        request, "sent.html", lang=language(request, incident), incident=incident, minutes=minutes
+    response = render(
+        request,
+        "sent.html",
+        lang=language(request, incident),
+        incident=incident,
+        minutes=minutes,
+        address=_typed_address(request),
     )
+    response.delete_cookie(SENT_COOKIE, **_sent_cookie(request, incident))
+    return response
+
+
+def sent_address(request: Request) -> SealedText:
+    """The sealing of the "check your inbox" cookie: encrypted, not just signed."""
+    secret_key = request.app.state.settings.secret_key
+    return SealedText(secret_key, purpose="sent-address", max_age=SENT_MAX_AGE, size=512)
+
+
+def _typed_address(request: Request) -> str | None:
+    cookie = request.cookies.get(SENT_COOKIE)
+    if not cookie:
+        return None
+    try:
+        return sent_address(request).open(cookie) or None
+    except TokenInvalid:
+        return None
+
+
+def _sent_cookie(request: Request, incident: incidents.Incident) -> dict[str, Any]:
+    """The browser sends it to the "check your inbox" page only."""
+    secure = request.app.state.settings.https
+    return {"path": f"/{incident.slug}/sent", "httponly": True, "samesite": "lax", "secure": secure}
 
 
 async def confirm_page(request: Request) -> Response:
@@ -131,7 +170,7 @@ async def confirm_page(request: Request) -> Response:
     try:
         slug = await with_db(request, lookups.peek_link, settings, token)
     except TokenInvalid as exc:
-        return await _bad_link(request, exc)
+        return await _bad_link(request, exc, token)
     incident = await request.app.state.incidents.incident(slug)
     return render(request, "confirm.html", lang=language(request, incident), incident=incident)
 
@@ -154,7 +193,7 @@ async def confirm(request: Request) -> Response:
             request.cookies.get(SESSION_COOKIE),
         )
     except TokenInvalid as exc:
-        return await _bad_link(request, exc)
+        return await _bad_link(request, exc, token)
     except session_addresses.TooManyAddresses:
         return await _too_many_addresses(request, token)
     response = RedirectResponse(f"/{session.incident_slug}/results", status_code=303)
@@ -177,7 +216,7 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
     try:  # used meanwhile (another tab): said as for any used link
         slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
     except TokenInvalid as exc:
-        return await _bad_link(request, exc)
+        return await _bad_link(request, exc, token)
     incident = await with_db(request, incidents.get_incident, slug)
     return render(
         request,
@@ -189,7 +228,7 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
     )
 
 
-async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
+async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response:
     if isinstance(exc, lookups.NoticeLinkUsed):
         reason, status = "notice_used", 410
     elif isinstance(exc, lookups.NoticeLinkExpired):
@@ -200,9 +239,29 @@ async def _bad_link(request: Request, exc: TokenInvalid) -> Response:
         reason, status = "link_expired", 410
     else:
         reason, status = "link_invalid", 400
+    genuine = lookups.genuine_link(request.app.state.settings, token)
+    origin = await with_db(request, lookups.link_origin, *genuine) if genuine else None
+    incident = await _incident_of(request, origin)
     return render(
-        request, "link_invalid.html", lang=language(request, None), status=status, reason=reason
+        request,
+        "link_invalid.html",
+        lang=language(request, incident, carried=origin.lang if origin else None),
+        status=status,
+        reason=reason,
+        incident=incident,
     )
+
+
+async def _incident_of(
+    request: Request, origin: lookups.LinkOrigin | None
+) -> incidents.Incident | None:
+    """The incident a dead link was for; for a link not ours, the only incident if one."""
+    cache = request.app.state.incidents
+    if origin is not None:
+        found: incidents.Incident | None = await cache.incident(origin.incident)
+        return found
+    every = await cache.incidents()
+    return every[0] if len(every) == 1 else None
 
 
 async def results(request: Request) -> Response:
@@ -219,6 +278,7 @@ async def results(request: Request) -> Response:
         lang=language(request, incident, carried=session.lang),
         incident=incident,
         addresses=shown,
+        advice=advice_once(each.view for each in shown),
         most=session_addresses.MAX_ADDRESSES,
         flash=request.cookies.get(FLASH_COOKIE),
         minutes=request.app.state.settings.session_ttl // 60,

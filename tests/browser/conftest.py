@@ -37,6 +37,7 @@ CAROL = "carol@nowhere.example"  # nowhere: "not affected"
 DIRK = "dirk@example.org"  # all three: the desktop flow, asking everyone
 ERIN = "erin@example.org"  # Park A and Omroep C: the pages axe audits
 GINA = "gina@example.org"  # Theater B and Omroep C: the printed record
+FRANK = "frank@example.org"  # all three, 7 or 8 fields at each: the results page's length
 # Many sign-ins from one client in one session: the limits are not what is tested here.
 LIMITS = {
     "PORTAL_LIMIT_PER_ADDRESS": "100/hour",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
+from portal.fields import BY_KEY
 from portal.i18n import format_date
 from tests.browser.conftest import (
     ALICE,
@@ -77,6 +78,12 @@ def test_it_completes_the_flow_on_a_phone_without_javascript(open_person: Any) -
     page.wait_for_url(re.compile(rf"/{SLUG}/results#partner-theater-b$"))
     flash = theater.locator('[data-flash="theater-b"]')
     assert flash.is_visible() and "Uw verzoek is verstuurd." in flash.inner_text()
+    # Good news said as a status, in green with a tick: nothing like the error summary's frame.
+    assert flash.get_attribute("role") == "status" and "✓" in flash.inner_text()
+    frame = flash.evaluate(
+        "e => { const s = getComputedStyle(e); return [s.borderTopWidth, s.borderLeftColor] }"
+    )
+    assert frame == ["0px", "rgb(26, 107, 50)"]  # --ok, on the left only
     status = theater.locator("[data-deletion-ref]")
     reference = status.get_attribute("data-deletion-ref")
     assert reference and reference in flash.inner_text()
@@ -171,8 +178,13 @@ def test_it_prints_a_clean_personal_record(open_person: Any) -> None:
     assert "Bankrekeningnummer (IBAN)" in text
     assert reference and reference in text
     assert "Geen verwijderverzoek gedaan." in text  # Omroep C, asked nothing
+    # Every piece of advice, the low-risk ones folded on screen too.
+    assert "Wat u kunt doen" in text
+    for key in ("iban", "name", "gender"):
+        assert BY_KEY[key].advice["nl"].split(".")[0] in text, key
     for gone in (
-        "Vraag Omroepvereniging C mijn gegevens te verwijderen",
+        "Vraag verwijdering aan",
+        "advies tonen",
         "Nederlands",
         "Naar de inhoud",
         "Privacyverklaring",

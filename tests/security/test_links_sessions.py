@@ -204,7 +204,9 @@ def test_it_marks_cookies_secure_on_https(https_portal: Portal, smtp: SmtpServer
         assert "secure" in cookie_attributes(page, "portal_csrf")
         jar = {"cookie": f"portal_csrf={page.cookies['portal_csrf']}"}
         form = {"email": address, "csrf_token": form_token(page.text)}
-        assert http.post(f"/{SLUG}/lookup", data=form, headers=jar).status_code == 303
+        answer = http.post(f"/{SLUG}/lookup", data=form, headers=jar)
+        assert answer.status_code == 303
+        assert {"secure", "httponly", "samesite"} <= cookie_attributes(answer, "portal_sent")
         wait_until(lambda: links_to(smtp, address))
         link = links_to(smtp, address)[-1]
         assert link.startswith("https://")

@@ -42,6 +42,8 @@ def run_the_whole_path(site: Site) -> list[str]:
     )
     assert response.status_code == 303
     assert stranger.lookup("stranger@example.net").status_code == 303
+    sealed = stranger.http.cookies["portal_sent"]
+    assert "stranger@example.net" in stranger.http.get(f"/{SLUG}/sent").text
     assert stranger.lookup("not valid@example.net").status_code == 400
     # Addresses and tokens typed into the URL itself, where no route expects them.
     token = links_to(site.smtp, address)[-1].rsplit("/v/", 1)[1]
@@ -50,7 +52,7 @@ def run_the_whole_path(site: Site) -> list[str]:
     wait_until(lambda: not site.mail_pending())
     cookies = [v for v in (*person.http.cookies.values(), *stranger.http.cookies.values())]
     tokens = [form_token(results), person.csrf(), stranger.csrf()]
-    return [*cookies, *tokens, person.client_address, stranger.client_address]
+    return [*cookies, sealed, *tokens, person.client_address, stranger.client_address]
 
 
 def link_secrets(site: Site) -> list[str]:
