@@ -6,11 +6,11 @@ one line, then takes mail until its stdin closes, and then prints what it receiv
 JSON: {"link": n, "other": n}.
 
 The feed: a load generator that needs the links the portal mailed connects to the feed
-port and sends one line "INDEX COUNT". From then on, each link mail whose recipient's
-CRC-32 modulo COUNT is INDEX is sent to it as a line "RECEIVED RECIPIENT PATH": the
-time.monotonic() of its receipt (one clock for every process of the machine), the
-recipient, and the link's path (/v/...). So several client processes each get the links of
-the addresses they looked up.
+port and sends one line "INDEX COUNT", answered "subscribed". From then on, each link mail
+whose recipient's CRC-32 modulo COUNT is INDEX is sent to it as a line "RECEIVED RECIPIENT
+PATH": the time.monotonic() of its receipt (one clock for every process of the machine),
+the recipient, and the link's path (/v/...). So several client processes each get the
+links of the addresses they looked up.
 
 Usage: python bench/relay.py   (the benchmarks start it with running_relay())
 """
@@ -63,6 +63,7 @@ class Relay:
         index, count = (int(n) for n in (await reader.readline()).split())
         subscriber = (index, count, writer)
         self.subscribers.append(subscriber)
+        writer.write(b"subscribed\n")  # from here on, no link of its share is missed
         try:
             await reader.read()
         finally:
@@ -112,21 +113,19 @@ class RunningRelay:
 
 @contextlib.contextmanager
 def running_relay() -> Iterator[RunningRelay]:
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve())],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdin and process.stdout
-    smtp_port, feed_port = (int(port) for port in process.stdout.readline().split())
-    relay = RunningRelay(smtp_port, feed_port, process.pid)
-    try:
-        yield relay
-    finally:
-        process.stdin.close()
-        relay.counts = json.loads(process.stdout.readline() or "{}")
-        process.wait(timeout=30)
+    command = [sys.executable, str(Path(__file__).resolve())]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdin and process.stdout
+        smtp_port, feed_port = (int(port) for port in process.stdout.readline().split())
+        relay = RunningRelay(smtp_port, feed_port, process.pid)
+        try:
+            yield relay
+        finally:
+            process.stdin.close()
+            relay.counts = json.loads(process.stdout.readline() or "{}")
+            process.wait(timeout=30)
 
 
 if __name__ == "__main__":
