@@ -82,7 +82,7 @@ def main() -> None:
 
 
 def _measure_reading(folder: Path, rows: int) -> None:
-    _write_csv(folder / "rows.csv", rows)
+    write_leak(folder / "rows.csv", rows)
     read = _spawn("read", folder, rows, None)
     print(
         f"{rows:>9,} rows  reading phase {read['seconds']:6.1f} s  peak RSS "
@@ -92,7 +92,7 @@ def _measure_reading(folder: Path, rows: int) -> None:
 
 
 def _measure(folder: Path, rows: int, postgresql: str | None) -> None:
-    _write_csv(folder / "rows.csv", rows)
+    write_leak(folder / "rows.csv", rows)
     # Half the raw hashing before the import and half after: on a shared machine the
     # import is compared with what the cores gave around the same time.
     first = _spawn("raw", folder, rows // 2, postgresql)
@@ -246,7 +246,8 @@ def _admin(admin_url: str, sql: str) -> None:
     engine.dispose()
 
 
-def _write_csv(path: Path, rows: int) -> None:
+def write_leak(path: Path, rows: int) -> None:
+    """A partner's leaked file: person0 … person{rows-1}@example.org, with a name and more."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["email", "naam", "telefoon", "postcode"])

@@ -34,12 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.http_client import Connection, form_session, metric
 from bench.import_bench import _cpu
+from bench.procfs import status_kib
 from tests.factories import INCIDENT
 from tests.fixtures_mail import running_smtp_server, wait_for_sync
 from tests.server import Portal, running_mail_worker, running_portal
@@ -74,7 +75,7 @@ def main(rate: int, seconds: int, flood: int, rows: int) -> None:
 def paced(portal: Portal, smtp, rate: int, seconds: int) -> None:  # type: ignore[no-untyped-def]
     count = rate * seconds
     times, statuses, ended = asyncio.run(_paced(portal.url, rate, count))
-    shed = _metric(portal, "portal_lookups_shed_total")
+    shed = metric(portal.url, "portal_lookups_shed_total")
     expected = count - int(shed)
     wait_for_sync(lambda: len(smtp.received) >= expected, timeout=600)
     mails_after = time.monotonic() - ended
@@ -103,9 +104,9 @@ async def _paced(url: str, rate: int, count: int) -> tuple[list[float], list[int
     """Lookup i is due at start + i / rate; its time counts from then (waiting for a free
     connection included, so a slow server cannot hide behind a slow client)."""
     global _paced_started
-    host, port, cookie, token = _session_of(url)
-    connections = [await _Http.open(host, port) for _ in range(PACED_CONNECTIONS)]
-    idle: asyncio.Queue[_Http] = asyncio.Queue()
+    host, port, cookie, token = form_session(url, f"/{SLUG}/")
+    connections = [await Connection.open(host, port) for _ in range(PACED_CONNECTIONS)]
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
     for connection in connections:
         idle.put_nowait(connection)
     times: list[float] = []
@@ -114,10 +115,15 @@ async def _paced(url: str, rate: int, count: int) -> tuple[list[float], list[int
     async def one(i: int, due: float) -> None:
         address = f"person{i}@example.org" if i % 2 == 0 else f"nobody{i}@example.org"
         connection = await idle.get()
-        status = await connection.lookup(address, token, cookie)
+        response = await connection.request(
+            "POST",
+            f"/{SLUG}/lookup",
+            headers={"Cookie": cookie},
+            form={"email": address, "csrf_token": token},
+        )
         idle.put_nowait(connection)
         times.append((time.perf_counter() - due) * 1000)
-        statuses.append(status)
+        statuses.append(response.status)
 
     tasks = []
     _paced_started = start = time.monotonic()
@@ -136,58 +142,14 @@ async def _paced(url: str, rate: int, count: int) -> tuple[list[float], list[int
 PACED_CONNECTIONS = 64
 
 
-class _Http:
-    """A kept-alive HTTP/1.1 connection that posts lookups: far cheaper per request than
-    httpx, so that the client measures the server rather than itself."""
-
-    def __init__(self, host: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.host, self.reader, self.writer = host, reader, writer
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> _Http:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(f"{host}:{port}", reader, writer)
-
-    async def lookup(self, address: str, token: str, cookie: str) -> int:
-        body = urlencode({"email": address, "csrf_token": token}).encode()
-        head = (
-            f"POST /{SLUG}/lookup HTTP/1.1\r\nHost: {self.host}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(body)}\r\nCookie: {cookie}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value)
-        if length:
-            await self.reader.readexactly(length)
-        return status
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def _session_of(url: str) -> tuple[str, int, str, str]:
-    """(host, port, the CSRF cookie header, the form token) from one visit of the page."""
-    with httpx.Client(base_url=url) as client:
-        token = _csrf(client.get(f"/{SLUG}/").text)
-        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
-    parts = urlsplit(url)
-    assert parts.hostname and parts.port
-    return parts.hostname, parts.port, cookie, token
-
-
 def flooded(portal: Portal, seconds: int) -> None:
-    shed_before = _metric(portal, "portal_lookups_shed_total")
+    shed_before = metric(portal.url, "portal_lookups_shed_total")
     result = _wrk_flood(portal.url, seconds)
     started = time.perf_counter()
     health = httpx.get(f"{portal.url}/healthz", timeout=30)
     health_ms = (time.perf_counter() - started) * 1000
-    peak = _status(portal.pid, "VmHWM")
-    shed = _metric(portal, "portal_lookups_shed_total") - shed_before
+    peak = status_kib(portal.pid, "VmHWM")
+    shed = metric(portal.url, "portal_lookups_shed_total") - shed_before
     bad = result["non_3xx"] + result["errors"]
     print(
         f"flood {FLOOD_CONNECTIONS} connections for {seconds} s (wrk): {result['requests']} "
@@ -200,7 +162,7 @@ def flooded(portal: Portal, seconds: int) -> None:
         f"(target < 1000 ms: {'met' if health_ms < 1000 else 'MISSED'})"
     )
     print(
-        f"  server peak RSS {peak / 1024:.0f} MB, now {_status(portal.pid, 'VmRSS') / 1024:.0f} "
+        f"  server peak RSS {peak / 1024:.0f} MB, now {status_kib(portal.pid, 'VmRSS') / 1024:.0f} "
         f"MB (target ≤ 300 MB: {'met' if peak <= 300 * 1024 else 'MISSED'})"
     )
 
@@ -221,7 +183,7 @@ end
 def _wrk_flood(url: str, seconds: int) -> dict[str, Any]:
     """wrk posting lookups, each with a new address, on 64 connections (one Lua state, so
     the counter is unique); a 10 s timeout, so that a slow answer is counted, not dropped."""
-    _host, _port, cookie, token = _session_of(url)
+    _host, _port, cookie, token = form_session(url, f"/{SLUG}/")
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(WRK_FLOOD % {"token": token, "cookie": cookie, "slug": SLUG})
         script.flush()
@@ -272,26 +234,6 @@ def _load(portal: Portal, folder: Path, rows: int) -> None:
         writer.writerow(["email", "naam"])
         writer.writerows([f"person{i}@example.org", f"Naam {i}"] for i in range(rows))
     portal.cli("import", SLUG, "park-a", str(path))
-
-
-def _metric(portal: Portal, name: str) -> float:
-    for row in httpx.get(f"{portal.url}/metrics").text.splitlines():
-        if row.startswith(f"{name} "):
-            return float(row.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def _status(pid: int, key: str) -> int:
-    """A /proc/PID/status figure in KiB (VmHWM: the peak resident set)."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
-def _csrf(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "no csrf_token in the page"
-    return match.group(1)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,16 @@ import os
 import platform
 import resource
 import secrets
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
 from prometheus_client import REGISTRY
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from portal import db, outbox, tables
@@ -40,43 +39,79 @@ from portal.mail_worker import BATCH_SIZE, MailWorker
 from portal.messages import Message, build_email, render
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.databases import scratch_database  # noqa: E402
+from bench.relay import running_relay  # noqa: E402
+
 TARGET = 1000.0  # mails/s
 
-# An SMTP server that keeps nothing: it counts messages and prints the count when its
-# stdin closes. aiosmtpd, as in the test suite.
-SERVER = textwrap.dedent(
-    """
-    import socket, sys
-    from aiosmtpd.controller import Controller
 
-    class Counting:
-        received = 0
-        async def handle_DATA(self, server, session, envelope):
-            Counting.received += 1
-            return "250 OK"
+@dataclass(frozen=True)
+class MailRun:
+    """What one run measured: the portal's delivery and bare aiosmtplib's, to one server."""
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    controller = Controller(Counting(), hostname="127.0.0.1", port=port)
-    controller.start()
-    print(port, flush=True)
-    sys.stdin.read()
-    controller.stop()
-    print(Counting.received, flush=True)
-    """
-)
+    n: int
+    backend: str
+    queued_seconds: float
+    seconds: float  # the portal's delivery of all n
+    cpu: float  # CPU seconds of this process during it
+    raw: float  # mails/s of bare aiosmtplib
+    raw_cpu: float
+    sent: int  # rows marked sent in the outbox
+    received: int  # messages the SMTP server took from the portal
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
+
+    @property
+    def ratio_to_bare(self) -> float:
+        return self.rate / self.raw
 
 
 def main() -> None:
     args = _arguments()
     print(f"python {platform.python_version()}, {os.cpu_count()} cores, {_cpu()}")
-    with tempfile.TemporaryDirectory() as folder, _database(args.database_url, folder) as url:
-        backend = make_url(url).get_backend_name()
-        print(
-            f"{args.n} mails, {args.connections} SMTP connections, batch {args.batch_size}, "
-            f"{'SQLite' if backend == 'sqlite' else 'PostgreSQL'}, aiosmtpd in another process"
-        )
+    print(
+        f"{args.n} mails, {args.connections} SMTP connections, batch {args.batch_size}, "
+        f"{'PostgreSQL' if args.database_url else 'SQLite'}, aiosmtpd in another process"
+    )
+    run = measure(
+        args.n,
+        database_url=args.database_url,
+        connections=args.connections,
+        batch_size=args.batch_size,
+        profile=args.profile,
+    )
+    message = _message()
+    chars = len(message.text) + len(message.html)
+    print(f"queued {run.n} in {run.queued_seconds:.2f} s ({chars} chars each)")
+    print(f"delivered {run.sent} in {run.seconds:.2f} s: {run.rate:,.0f} mails/s")
+    print(f"the SMTP server received {run.received} from the portal")
+    print(
+        f"the same server took {run.raw:,.0f} mails/s from bare aiosmtplib in this run "
+        f"({args.connections} kept-open connections, one such message built once): "
+        f"portal/bare {run.ratio_to_bare:.2f}"
+    )
+    print(
+        f"CPU of this process per mail: portal {run.cpu / run.n * 1000:.2f} ms, "
+        f"bare aiosmtplib {run.raw_cpu / run.n * 1000:.2f} ms "
+        f"(one core carries {run.n / run.cpu:,.0f} portal mails/s besides the SMTP server)"
+    )
+    print(f"target {TARGET:,.0f} mails/s: ratio {run.rate / TARGET:.2f}")
+
+
+def measure(
+    n: int,
+    *,
+    database_url: str | None = None,
+    connections: int = SMTP_CONNECTIONS,
+    batch_size: int = BATCH_SIZE,
+    profile: Path | None = None,
+) -> MailRun:
+    """N link mails queued, then delivered by the portal's MailWorker; bare aiosmtplib's
+    rate to the same server, measured just before."""
+    with tempfile.TemporaryDirectory() as folder, _database(database_url, folder) as url:
         settings = Settings(
             instance_dir=Path(folder),
             database_url=url,
@@ -86,36 +121,25 @@ def main() -> None:
         )
         engine = db.make_engine(url)
         db.migrate(engine)
-        _queue(engine, args.n)
-        with _smtp_server() as (port, received):
-            raw, raw_cpu = _cpu_of(_raw_smtp, port, args.n, args.connections)
-            sender = SmtpSender("127.0.0.1", port, parallel=args.connections)
+        queued_seconds = _queue(engine, n)
+        with running_relay() as relay:
+            raw, raw_cpu = _cpu_of(_raw_smtp, relay.smtp_port, n, connections)
+            sender = SmtpSender("127.0.0.1", relay.smtp_port, parallel=connections)
             worker = MailWorker(  # as deletions.mail_worker makes it, with its own sender
                 engine,
                 settings,
                 sender=sender,
                 on_sent=mark_forwarded,
                 on_failed=mark_forward_failed,
-                batch_size=args.batch_size,
+                batch_size=batch_size,
             )
-            seconds, cpu = _cpu_of(_deliver, worker, args.n, args.profile)
+            seconds, cpu = _cpu_of(_deliver, worker, n, profile)
         with engine.connect() as conn:
             sent = conn.scalar(select(func.count()).where(tables.outbox.c.status == outbox.SENT))
         engine.dispose()
-    rate = args.n / seconds
-    print(f"delivered {sent} in {seconds:.2f} s: {rate:,.0f} mails/s")
-    print(f"the SMTP server received {received[0] - args.n} from the portal")
-    print(
-        f"the same server took {raw:,.0f} mails/s from bare aiosmtplib in this run "
-        f"({args.connections} kept-open connections, one such message built once): "
-        f"portal/bare {rate / raw:.2f}"
-    )
-    print(
-        f"CPU of this process per mail: portal {cpu / args.n * 1000:.2f} ms, "
-        f"bare aiosmtplib {raw_cpu / args.n * 1000:.2f} ms "
-        f"(one core carries {args.n / cpu:,.0f} portal mails/s besides the SMTP server)"
-    )
-    print(f"target {TARGET:,.0f} mails/s: ratio {rate / TARGET:.2f}")
+    backend = make_url(url).get_backend_name()
+    received = sum(relay.counts.values()) - n // connections * connections
+    return MailRun(n, backend, queued_seconds, seconds, cpu, raw, raw_cpu, sent or 0, received)
 
 
 def _arguments() -> argparse.Namespace:
@@ -133,18 +157,8 @@ def _database(server_url: str | None, folder: str) -> Iterator[str]:
     if not server_url:
         yield f"sqlite:///{folder}/portal.db"
         return
-    name = f"mail_bench_{secrets.token_hex(4)}"
-    admin = create_engine(
-        make_url(server_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(server_url, f"mail_bench_{secrets.token_hex(4)}") as url:
+        yield url
 
 
 def _message() -> Message:
@@ -161,7 +175,7 @@ def _message() -> Message:
     )
 
 
-def _queue(engine: object, n: int) -> None:
+def _queue(engine: object, n: int) -> float:
     message = _message()
     started = time.perf_counter()
     with engine.begin() as conn:  # type: ignore[attr-defined]
@@ -169,23 +183,7 @@ def _queue(engine: object, n: int) -> None:
             outbox.enqueue_email(
                 conn, kind="link", to=f"person{i}@example.org", message=message, sender_name="T"
             )
-    seconds = time.perf_counter() - started
-    print(f"queued {n} in {seconds:.2f} s ({len(message.text) + len(message.html)} chars each)")
-
-
-@contextlib.contextmanager
-def _smtp_server() -> Iterator[tuple[int, list[int]]]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdin and process.stdout
-    received = [0]
-    try:
-        yield int(process.stdout.readline()), received
-    finally:
-        process.stdin.close()
-        received[0] = int(process.stdout.readline() or 0)
-        process.wait(timeout=30)
+    return time.perf_counter() - started
 
 
 def _cpu_of(function: Callable[..., float], *args: object) -> tuple[float, float]:
@@ -223,9 +221,10 @@ def _raw_smtp(port: int, n: int, connections: int) -> float:
 def _deliver(worker: MailWorker, n: int, profile: Path | None) -> float:
     async def run() -> float:
         stop = asyncio.Event()
+        before = _sent()  # the counter is the process's: a second run starts above zero
         started = time.perf_counter()
         task = asyncio.create_task(worker.run(stop))
-        while _sent() < n:
+        while _sent() - before < n:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         stop.set()

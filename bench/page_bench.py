@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.http_client import csrf_of
 from bench.import_bench import _cpu
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import free_port, running_smtp_server, wait_for_sync
@@ -57,6 +58,23 @@ def main(duration: int, connections: int) -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {_cpu()}")
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]} (1, 5, 15 min)")
     print(f"wrk -t1 -c{connections} -d{duration}s per target, one worker per server, SQLite")
+    rates = measure(duration, connections, rounds=ROUNDS)
+    for name, runs in rates.items():
+        shown = " ".join(f"{rate:7.0f}" for rate in runs)
+        print(f"{name:14} req/s per round: {shown}")
+    for name, per_round in round_ratios(rates).items():
+        ratio, target = statistics.median(per_round), TARGETS[name]
+        verdict = "met" if ratio >= target else "MISSED"
+        print(
+            f"{name:14} ratio to hello, median of rounds: {ratio:.3f} "
+            f"(target ≥ {target}: {verdict})"
+        )
+
+
+def measure(
+    duration: int, connections: int, *, rounds: int, warm_up: int = 2
+) -> dict[str, list[float]]:
+    """Requests per second of hello world and of each page, per round."""
     rates: dict[str, list[float]] = {"hello world": [], **{name: [] for name in TARGETS}}
     with tempfile.TemporaryDirectory() as folder, running_smtp_server() as smtp:
         instance = Path(folder) / "instance"
@@ -66,26 +84,27 @@ def main(duration: int, connections: int) -> None:
         ):
             _load(portal, Path(folder))
             cookie = _session_cookie(portal.url, smtp)
+            urls = {
+                "hello world": (hello + "/", None),
+                "incident page": (f"{portal.url}/{SLUG}/", None),
+                "results page": (f"{portal.url}/{SLUG}/results", cookie),
+            }
             # Rounds of one run each, so that a busy spell of the machine hits all three.
-            for _ in range(ROUNDS):
-                rates["hello world"].append(wrk(hello + "/", duration, connections))
-                rates["incident page"].append(wrk(f"{portal.url}/{SLUG}/", duration, connections))
-                rates["results page"].append(
-                    wrk(f"{portal.url}/{SLUG}/results", duration, connections, cookie=cookie)
-                )
-    for name, runs in rates.items():
-        shown = " ".join(f"{rate:7.0f}" for rate in runs)
-        print(f"{name:14} req/s per round: {shown}")
-    for name, target in TARGETS.items():
-        ratios = [
-            rate / hello for rate, hello in zip(rates[name], rates["hello world"], strict=True)
-        ]
-        ratio = statistics.median(ratios)
-        verdict = "met" if ratio >= target else "MISSED"
-        print(
-            f"{name:14} ratio to hello, median of rounds: {ratio:.3f} "
-            f"(target ≥ {target}: {verdict})"
-        )
+            for _ in range(rounds):
+                for name, (url, with_cookie) in urls.items():
+                    rates[name].append(
+                        wrk(url, duration, connections, cookie=with_cookie, warm_up=warm_up)
+                    )
+    return rates
+
+
+def round_ratios(rates: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each page's rate over hello's in the same round, per round."""
+    hello = rates["hello world"]
+    return {
+        name: [rate / of_hello for rate, of_hello in zip(rates[name], hello, strict=True)]
+        for name in TARGETS
+    }
 
 
 @contextmanager
@@ -121,27 +140,24 @@ def _load(portal, folder: Path) -> None:  # type: ignore[no-untyped-def]
 def _session_cookie(url: str, smtp) -> str:  # type: ignore[no-untyped-def]
     """Alice's session: a lookup, the link from the mail, the confirmation."""
     with httpx.Client(base_url=url) as client:
-        token = _csrf(client.get(f"/{SLUG}/").text)
+        token = csrf_of(client.get(f"/{SLUG}/").text)
         client.post(f"/{SLUG}/lookup", data={"email": ALICE, "csrf_token": token})
         wait_for_sync(lambda: smtp.received, timeout=30)
         link = re.search(r"/v/[^\s\"<]+", smtp.received[-1].content.decode())
         assert link, "no link in the mail"
         page = client.get(link.group(0))
-        client.post(link.group(0), data={"csrf_token": _csrf(page.text)})
+        client.post(link.group(0), data={"csrf_token": csrf_of(page.text)})
         assert "data-partner=" in client.get(f"/{SLUG}/results").text
         return f"portal_session={client.cookies['portal_session']}"
 
 
-def _csrf(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match
-    return match.group(1)
-
-
-def wrk(url: str, duration: int, connections: int, *, cookie: str | None = None) -> float:
-    """Requests per second wrk measured (after a 2 s warm-up); non-2xx answers fail it."""
+def wrk(
+    url: str, duration: int, connections: int, *, cookie: str | None = None, warm_up: int = 2
+) -> float:
+    """Requests per second wrk measured (after a warm-up); non-2xx answers fail it."""
     headers = ["-H", f"Cookie: {cookie}"] if cookie else []
-    subprocess.run(["wrk", "-t1", "-c8", "-d2s", *headers, url], capture_output=True, check=True)
+    warm = ["wrk", "-t1", "-c8", f"-d{warm_up}s", *headers, url]
+    subprocess.run(warm, capture_output=True, check=True)
     time.sleep(0.5)
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", *headers, url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
