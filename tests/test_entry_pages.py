@@ -187,7 +187,10 @@ def test_it_reports_an_intro_that_is_not_a_table(tmp_path: Path) -> None:
     path = tmp_path / "incident.toml"
     path.write_text(text, encoding="utf-8")
     line = text.splitlines().index('intro = "Hallo"') + 1
-    with pytest.raises(PortalError, match=rf":{line}: partner 2: intro: expected a text per language.*got a text in quotes"):
+    with pytest.raises(
+        PortalError,
+        match=rf":{line}: partner 2: intro: expected a text per language.*got a text in quotes",
+    ):
         parse_incident_file(path)
 
 
