@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from portal import db
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bruteforce import cpu_model  # noqa: E402
-from portal.blind_index import KdfParams  # noqa: E402
+from portal.core.blind_index import KdfParams  # noqa: E402
 
 PARTNER = "park-a"
 
@@ -180,7 +180,7 @@ def _raw(rows: int) -> dict[str, float]:
 
 def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]:
     from portal import db
-    from portal.config import Settings
+    from portal.core.config import Settings
     from portal.importer import import_csv
     from portal.incidents import load_incident_file
     from tests.factories import INCIDENT

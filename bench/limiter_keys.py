@@ -28,7 +28,7 @@ from pathlib import Path
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.ratelimit import RateLimiter
 
 AFTER = 2_000

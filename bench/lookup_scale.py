@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bruteforce import cpu_model  # noqa: E402
 from portal import db, incidents  # noqa: E402
-from portal.blind_index import blind_index  # noqa: E402
-from portal.config import Settings  # noqa: E402
+from portal.core.blind_index import blind_index  # noqa: E402
+from portal.core.config import Settings  # noqa: E402
 from portal.importer import import_csv  # noqa: E402
 from portal.incidents import load_incident_file  # noqa: E402
 from portal.lookups import exposures_of  # noqa: E402

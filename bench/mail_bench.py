@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from portal import db, outbox, tables
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.deletions import mark_forward_failed, mark_forwarded
 from portal.delivery import SMTP_CONNECTIONS, SmtpSender
 from portal.mail_worker import BATCH_SIZE, MailWorker

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.import_bench import _cpu
 from portal import db
 from portal.app import TEMPLATES_DIR
-from portal.blind_index import KdfParams, blind_index
-from portal.config import Settings
+from portal.core.blind_index import KdfParams, blind_index
+from portal.core.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from portal.notices import notify

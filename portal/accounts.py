@@ -13,10 +13,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import Connection, delete, select, update
 
 from portal import tables
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.errors import PortalError
-from portal.tokens import TokenInvalid, TokenService, token_hash
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.core.tokens import TokenInvalid, TokenService, token_hash
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # an argon2id of a megabyte of "password" is work for nothing

@@ -21,8 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from portal import db, deletions, forwarding, logs
-from portal.config import Settings
+from portal import db, deletions, forwarding
+from portal.core import logs
+from portal.core.config import Settings
 from portal.fingerprints import PepperWatch
 from portal.incident_cache import IncidentCache
 from portal.lookup_queue import LookupQueue

@@ -13,7 +13,7 @@ from datetime import datetime, time
 from sqlalchemy import Connection, func, select
 
 from portal import tables
-from portal.clock import utcnow
+from portal.core.clock import utcnow
 
 _ADDRESS = re.compile(r"[^\s@]+@[^\s@]+")
 MAX_OBJECT = 200

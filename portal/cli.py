@@ -34,11 +34,12 @@ from rich.text import Text
 from sqlalchemy import Engine
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from portal import db, logs
-from portal.config import Settings
-from portal.errors import PortalError
+from portal import db
+from portal.core import logs
+from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.core.printable import shown
 from portal.importer import ImportSummary, describe_lines, import_csv
-from portal.printable import shown
 
 if TYPE_CHECKING:
     from portal.notices import NotifySummary
@@ -225,7 +226,7 @@ def incident_list() -> None:
 
     Example: portal incident list
     """
-    from portal.clock import utcnow
+    from portal.core.clock import utcnow
     from portal.stats import incident_overview
 
     settings = _settings()

@@ -8,7 +8,7 @@ from datetime import date
 from sqlalchemy import Connection, func, select
 
 from portal import db, incidents, tables
-from portal.clock import utcnow
+from portal.core.clock import utcnow
 
 WHOLE_INCIDENT = 0  # the partner_id of a figure about the incident as a whole
 LOOKUPS, VERIFIED_VISITS, FOUND_AFFECTED = "lookups", "verified_visits", "found_affected"

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from portal.errors import PortalError
-from portal.printable import shown
+from portal.core.errors import PortalError
+from portal.core.printable import shown
 
 DELIMITERS = ",;\t"
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
 from portal import tables
-from portal.errors import PortalError
+from portal.core.errors import PortalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock's key for migrations: any constant no other code uses.

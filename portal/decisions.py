@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from portal import audit, forwarding, receipts, tables
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.printable import quoted
 from portal.deletions import (
     CLOSED,
     EXTENSION_MONTHS,
@@ -33,7 +34,6 @@ from portal.deletions import (
     record_event,
     request_row,
 )
-from portal.printable import quoted
 
 MAX_TEXT = 2000
 # Beside the fields of a rejection that lacks them.

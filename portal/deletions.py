@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import db, forwarding, incidents, metrics, notices, receipts, tables
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.errors import PortalError
+from portal import db, forwarding, incidents, notices, receipts, tables
+from portal.core import metrics
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.lookups import VerifiedSession, exposures_of
 from portal.mail_worker import MailWorker
 

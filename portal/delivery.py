@@ -20,9 +20,9 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 from anyio import fail_after, to_thread
 
-from portal import metrics
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core import metrics
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.messages import Email, first_link
 
 SMTP_TIMEOUT = 30.0  # per SMTP step

@@ -25,8 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from portal import db, tables
-from portal.blind_index import InvalidEmail, KdfParams, blind_index, normalise
-from portal.errors import PortalError
+from portal.core.blind_index import InvalidEmail, KdfParams, blind_index, normalise
+from portal.core.errors import PortalError
 
 log = logging.getLogger("portal.fingerprints")
 

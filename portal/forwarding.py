@@ -14,11 +14,11 @@ from anyio import to_thread
 from sqlalchemy import Connection, Engine, func, select, update
 
 from portal import incidents, messages, outbox, tables
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.fields import from_bits
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.fields import from_bits
+from portal.core.tokens import ReferenceSigner
 from portal.incidents import Incident, Partner
-from portal.tokens import ReferenceSigner
 
 log = logging.getLogger("portal.forwarding")
 

@@ -23,13 +23,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
-from portal import db, fields, fingerprints, tables
-from portal.blind_index import InvalidEmail, KdfParams, blind_index, normalise
-from portal.config import Settings
+from portal import db, fingerprints, tables
+from portal.core import fields
+from portal.core.blind_index import InvalidEmail, KdfParams, blind_index, normalise
+from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.core.printable import shown
 from portal.csv_file import CsvFile, Row, count_lines
-from portal.errors import PortalError
 from portal.incidents import Incident, Partner, get_partner, get_partners, require_incident
-from portal.printable import shown
 
 log = logging.getLogger("portal.importer")
 

@@ -14,9 +14,9 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from portal import toml_errors
-from portal.blind_index import KdfParams
-from portal.errors import PortalError
-from portal.printable import quoted, shown
+from portal.core.blind_index import KdfParams
+from portal.core.errors import PortalError
+from portal.core.printable import quoted, shown
 
 LANGUAGES = ("nl", "en")
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")

@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from portal import lookups, metrics
-from portal.config import Settings
+from portal import lookups
+from portal.core import metrics
+from portal.core.config import Settings
 from portal.incident_cache import IncidentCache
 from portal.lookups import LookupRequest, PendingLink
 from portal.ratelimit import RateLimiter

@@ -13,14 +13,15 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select, update
 from starlette.concurrency import run_in_threadpool
 
-from portal import counters, db, incidents, messages, metrics, outbox, tables
-from portal.blind_index import blind_index
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.fields import Field, from_bits
+from portal import counters, db, incidents, messages, outbox, tables
+from portal.core import metrics
+from portal.core.blind_index import blind_index
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.fields import Field, from_bits
+from portal.core.tokens import TokenExpired, TokenInvalid, TokenService, seal, token_hash, unseal
 from portal.incidents import Incident, Partner
 from portal.ratelimit import RateLimiter
-from portal.tokens import TokenExpired, TokenInvalid, TokenService, seal, token_hash, unseal
 
 log = logging.getLogger("portal.lookups")
 

@@ -18,9 +18,10 @@ import anyio
 from anyio import fail_after, to_thread
 from sqlalchemy import Connection, Engine, Row
 
-from portal import db, metrics, outbox
-from portal.clock import utcnow
-from portal.config import Settings
+from portal import db, outbox
+from portal.core import metrics
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.delivery import (
     Sender,
     SmtpSender,

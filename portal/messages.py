@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from portal.i18n import template_context
+from portal.core.i18n import template_context
 from portal.mail_markdown import site
 from portal.sender import from_header
 

@@ -32,10 +32,13 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal import db, fields, outbox, tables
-from portal.clock import utcnow
-from portal.config import MAX_NOTICE_RATE, Settings
-from portal.errors import PortalError
+from portal import db, outbox, tables
+from portal.core import fields
+from portal.core.clock import utcnow
+from portal.core.config import MAX_NOTICE_RATE, Settings
+from portal.core.errors import PortalError
+from portal.core.printable import shown
+from portal.core.tokens import seal, token_hash
 from portal.importer import (
     Hasher,
     ImportSummary,
@@ -48,8 +51,6 @@ from portal.incidents import Incident, Partner, get_partners
 from portal.lookups import NOTICE_PURPOSE, notice_tokens
 from portal.mail_markdown import MailMarkdown
 from portal.messages import Message, render
-from portal.printable import shown
-from portal.tokens import seal, token_hash
 
 log = logging.getLogger("portal.notices")
 

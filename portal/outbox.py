@@ -27,8 +27,9 @@ from sqlalchemy import (
     update,
 )
 
-from portal import metrics, tables
-from portal.clock import utcnow
+from portal import tables
+from portal.core import metrics
+from portal.core.clock import utcnow
 from portal.messages import Message, refuse_line_breaks
 
 log = logging.getLogger("portal.mail")

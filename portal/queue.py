@@ -9,6 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import ColumnElement, Connection, and_, func, select
 
 from portal import tables
+from portal.core.fields import Field, from_bits
 from portal.deletions import (
     CLOSED,
     OPEN,
@@ -18,7 +19,6 @@ from portal.deletions import (
     actor_kind,
     get_request,
 )
-from portal.fields import Field, from_bits
 
 PAGE_SIZE = 200
 DUE_SOON_DAYS = 7

@@ -12,7 +12,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MovingWindowSupport, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from portal.config import Settings
+from portal.core.config import Settings
 
 # Distinct keys one limit keeps in memory (some 300 bytes each). Past it, the key hit least
 # recently is forgotten: memory stays bounded under a flood of distinct addresses, at the

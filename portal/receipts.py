@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from portal import messages, outbox
-from portal.fields import from_bits
+from portal.core.fields import from_bits
 from portal.incidents import Incident, Partner
 
 # The right to complain (GDPR Art. 77) goes to the Dutch supervisory authority.

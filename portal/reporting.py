@@ -10,8 +10,11 @@ from pathlib import Path
 from sqlalchemy import Connection, select
 
 from portal import decisions, forwarding, tables
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.fields import Field, from_bits
+from portal.core.printable import quoted
+from portal.core.tokens import TokenExpired
 from portal.deletions import (
     COMPLETED,
     REJECTED,
@@ -21,10 +24,7 @@ from portal.deletions import (
     RequestRefused,
     get_request,
 )
-from portal.fields import Field, from_bits
 from portal.incidents import Incident, Partner
-from portal.printable import quoted
-from portal.tokens import TokenExpired
 from portal.webhooks import sign_webhook
 
 OUTCOMES = (COMPLETED, REJECTED)

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import groupby
 
+from portal.core.fields import Field
 from portal.deletions import DeletionRequest
-from portal.fields import Field
 from portal.incidents import Partner
 from portal.lookups import PartnerResult, Results
 

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from portal import audit, db, tables
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.deletions import OPEN
-from portal.errors import PortalError
 from portal.incidents import require_incident
 
 OUTBOX_PROOF_DAYS = 30

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from portal.config import Settings
+from portal.core.config import Settings
 
 # RFC 9116 §2.5.5: Expires should be less than a year away; the file is made on request, so
 # it never goes stale, and a cached copy stays valid for a good while.

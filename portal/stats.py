@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Connection, and_, case, func, select
 
 from portal import counters, notices, tables
-from portal.clock import utcnow
+from portal.core.clock import utcnow
 from portal.deletions import CLOSED, OPEN
 from portal.incidents import require_incident
 

@@ -12,7 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 
 from portal import db
-from portal.config import Settings
+from portal.core.config import Settings
 
 pytest_plugins = ["tests.fixtures_mail", "tests.databases"]
 

@@ -22,11 +22,11 @@ from sqlalchemy import Engine, func, select
 
 from portal import deletions, notices, outbox, tables
 from portal.app import TEMPLATES_DIR
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.fields import to_bits
 from portal.decisions import change_status, extend
 from portal.deletions import Actor, request_deletion
-from portal.fields import to_bits
 from portal.forwarding import send_due_reminders
 from portal.importer import import_csv
 from portal.incidents import load_incident_file

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 

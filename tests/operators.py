@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from portal import accounts
 from portal.app import TEMPLATES_DIR
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.deletions import DeletionRequest, request_deletion
 from tests.test_lookups import sign_in_directly
 

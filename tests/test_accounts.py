@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from portal import accounts, tables
 from portal.cli import app
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from tests.databases import stored_bytes
 from tests.test_cli import environment
 

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from portal import notices, tables
 from portal.app import TEMPLATES_DIR, create_app
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.deletions import DeletionRequest
 from tests.factories import ALICE, BOB, load_personas
 from tests.operators import (

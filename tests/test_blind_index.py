@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.blind_index import InvalidEmail, KdfParams, blind_index, normalise
+from portal.core.blind_index import InvalidEmail, KdfParams, blind_index, normalise
 
 PEPPER, SALT = b"pepper", b"0123456789abcdef"
 

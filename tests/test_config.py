@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 
 KEY = "k" * 48
 PEPPER = "p" * 48

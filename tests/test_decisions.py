@@ -21,7 +21,8 @@ from sqlalchemy.exc import OperationalError
 
 from portal import audit, db, tables
 from portal.app import TEMPLATES_DIR
-from portal.config import Settings
+from portal.core.config import Settings
+from portal.core.i18n import format_date
 from portal.decisions import change_status, extend, retry
 from portal.deletions import (
     COMPLETED,
@@ -34,7 +35,6 @@ from portal.deletions import (
     add_months,
     get_request,
 )
-from portal.i18n import format_date
 from tests.factories import BOB, load_personas
 from tests.operators import ask_deletion
 

@@ -17,7 +17,9 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import TEMPLATES_DIR, create_app
-from portal.config import Settings
+from portal.core.config import Settings
+from portal.core.fields import BY_KEY
+from portal.core.i18n import format_date
 from portal.deletions import (
     COMPLETED,
     FORWARD_FAILED,
@@ -31,8 +33,6 @@ from portal.deletions import (
     new_reference,
     request_deletion,
 )
-from portal.fields import BY_KEY
-from portal.i18n import format_date
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from portal.lookups import VerifiedSession

@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
 
 from portal import mail_worker, messages, tables
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.mail_worker import MailWorker
 from portal.messages import render
 from portal.outbox import enqueue_email

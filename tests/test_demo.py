@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from portal.blind_index import normalise
-from portal.config import Settings
+from portal.core.blind_index import normalise
+from portal.core.config import Settings
 from portal.demo import DEMO_ADDRESSES, DEMO_SLUG, PARTNER_COLUMNS, is_loaded, write_demo_files
 from portal.importer import import_csv
 from portal.incident_file import parse_incident_file

@@ -20,8 +20,8 @@ from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-from portal.config import Settings
-from portal.fields import to_bits
+from portal.core.config import Settings
+from portal.core.fields import to_bits
 from portal.forwarding import webhook_payload
 from portal.outbox import webhook_body
 from tests.test_cli import environment

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.every_email import send_every_email

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import create_app
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.importer import import_csv
 from portal.incident_file import parse_incident_file
 from portal.incidents import load_incident_file

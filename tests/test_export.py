@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from tests.factories import ALICE, BOB, load_personas
 from tests.operators import ask_deletion, create_operators, portal_cli, sign_in
 

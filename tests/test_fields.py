@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.fields import BY_KEY, FIELDS, HIGH, field_for_column, from_bits, squash, to_bits
+from portal.core.fields import BY_KEY, FIELDS, HIGH, field_for_column, from_bits, squash, to_bits
 
 # The vocabulary the design promises (§2 "CSV import").
 DESIGN_COLUMNS = {

@@ -12,9 +12,9 @@ from starlette.testclient import TestClient
 
 from portal import db, fingerprints, tables
 from portal.app import create_app
-from portal.blind_index import KdfParams, blind_index
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core.blind_index import KdfParams, blind_index
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.factories import BOB, INCIDENT, PARK_A, load_personas, write_csv

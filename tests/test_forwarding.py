@@ -18,8 +18,8 @@ from sqlalchemy import Engine, func, select, update
 
 from portal import tables
 from portal.app import TEMPLATES_DIR
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.deletions import DeletionRequest, mark_forward_failed, mark_forwarded
 from portal.forwarding import remind_periodically, send_due_reminders
 from portal.importer import import_csv

@@ -12,7 +12,7 @@ import pytest
 from babel.messages.catalog import Catalog, Message
 from babel.messages.pofile import read_po
 
-from portal.i18n import LOCALE_DIR, SUPPORTED, choose_language, format_date, gettext
+from portal.core.i18n import LOCALE_DIR, SUPPORTED, choose_language, format_date, gettext
 
 ROOT = Path(__file__).resolve().parent.parent
 BOTH = ["nl", "en"]

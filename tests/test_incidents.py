@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, Table, func, select, update
 
 from portal import tables
-from portal.blind_index import KdfParams
-from portal.errors import PortalError
+from portal.core.blind_index import KdfParams
+from portal.core.errors import PortalError
 from portal.incident_file import parse_incident_file
 from portal.incidents import (
     get_incident,

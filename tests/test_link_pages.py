@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.factories import ALICE, INCIDENT, PARK_A, write_csv

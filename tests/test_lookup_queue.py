@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from tests.factories import ALICE, BOB, load_personas
 from tests.fixtures_mail import wait_for_sync
 from tests.test_public import csrf, lookups_done, sign_in

@@ -13,10 +13,11 @@ from sqlalchemy import Engine, func, select, update
 
 from portal import tables
 from portal.app import TEMPLATES_DIR
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.errors import PortalError
-from portal.fields import BY_KEY
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.core.fields import BY_KEY
+from portal.core.tokens import TokenExpired, TokenInvalid
 from portal.lookups import (
     LinkUsed,
     LookupRequest,
@@ -28,7 +29,6 @@ from portal.lookups import (
     results_for,
 )
 from portal.ratelimit import RateLimiter
-from portal.tokens import TokenExpired, TokenInvalid
 from tests.factories import ALICE, BOB, CAROL, load_personas
 
 SLUG = "ticketing-2021"

@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Connection, Engine, Row, select, update
 
 from portal import db, tables
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.delivery import OutboxDirSender, SmtpSender, sender_for
 from portal.mail_worker import MailWorker
 from portal.messages import Message, render

@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 
 from portal import notices, tables
 from portal.app import TEMPLATES_DIR, create_app
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from portal.mail_worker import MailWorker
@@ -330,8 +330,8 @@ def test_it_says_an_expired_notice_link_has_expired(
 
 
 def test_it_does_not_take_a_lookup_link_for_a_notice_link(settings: Settings) -> None:
+    from portal.core.tokens import TokenInvalid
     from portal.lookups import link_tokens, notice_tokens
-    from portal.tokens import TokenInvalid
 
     notice, _ = notice_tokens(settings).issue()
     lookup, _ = link_tokens(settings).issue()

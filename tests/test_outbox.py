@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import Engine, select
 
 from portal import db, tables
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.messages import Message
 from portal.outbox import LEASE, claim, enqueue_email
 

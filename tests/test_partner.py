@@ -17,10 +17,10 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import create_app
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.fields import BY_KEY
 from portal.deletions import DeletionRequest
-from portal.fields import BY_KEY
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, write_csv

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.importer import import_csv
 from tests.factories import ALICE, BOB, CAROL, load_personas, write_csv
 

@@ -10,7 +10,7 @@ import pytest
 from limits import parse
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from portal.config import Settings
+from portal.core.config import Settings
 from portal.ratelimit import MemoryWindows, RateLimiter
 
 pytestmark = pytest.mark.anyio

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import create_app
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.delivery import SmtpSender
 from portal.mail_worker import MailWorker
 from portal.outbox import enqueue_email

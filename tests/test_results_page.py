@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from portal.app import create_app
-from portal.config import Settings
-from portal.fields import BY_KEY
-from portal.i18n import format_date
+from portal.core.config import Settings
+from portal.core.fields import BY_KEY
+from portal.core.i18n import format_date
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.factories import ALICE, CAROL, INCIDENT, PARK_A, THEATER_B, write_csv

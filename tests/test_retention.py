@@ -12,8 +12,8 @@ from sqlalchemy import Engine, Table, select, update
 
 from portal import tables
 from portal.app import TEMPLATES_DIR
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.deletions import COMPLETED, REJECTED, request_deletion
 from portal.lookups import VerifiedSession
 from portal.messages import Message
@@ -270,7 +270,7 @@ def test_it_erases_a_closed_incident_entirely_and_nothing_else(
 
 
 def test_it_refuses_to_erase_an_incident_still_open(personas: Engine, settings: Settings) -> None:
-    from portal.errors import PortalError
+    from portal.core.errors import PortalError
     from portal.retention import purge_incident
 
     ask_deletion(personas, settings, sign_in_directly(personas, settings, BOB))

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from tests.factories import ALICE, load_personas
 from tests.test_public import csrf, lookups_done
 

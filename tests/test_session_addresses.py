@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 
 from portal import db, tables
 from portal.app import create_app
-from portal.clock import utcnow
-from portal.config import Settings
+from portal.core.clock import utcnow
+from portal.core.config import Settings
 from portal.retention import purge
 from portal.session_addresses import MAX_ADDRESSES
 from tests.databases import stored_bytes

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from portal.config import Settings
+from portal.core.config import Settings
 from tests.every_email import Sent, send_every_email
 
 SPAMASSASSIN = shutil.which("spamassassin")

@@ -9,9 +9,9 @@ from sqlalchemy import Engine, select, update
 
 from portal import tables
 from portal.app import TEMPLATES_DIR
-from portal.config import Settings
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.deletions import FORWARDED, request_deletion
-from portal.errors import PortalError
 from portal.incidents import load_incident_file
 from portal.stats import incident_figures, partner_figures
 from tests.factories import ALICE, BOB, load_personas
@@ -110,7 +110,7 @@ def test_it_counts_people_visits_overdue_and_days_to_close(
 ) -> None:
     from datetime import date, timedelta
 
-    from portal.clock import utcnow
+    from portal.core.clock import utcnow
 
     ask_deletion(personas, settings, ALICE, "all")
     ask_deletion(personas, settings, BOB, "park-a")

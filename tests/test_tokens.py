@@ -9,7 +9,7 @@ import time
 import pytest
 from itsdangerous.timed import TimestampSigner
 
-from portal.tokens import (
+from portal.core.tokens import (
     SECRET_BYTES,
     SealedText,
     TokenExpired,
@@ -170,6 +170,6 @@ def test_it_seals_every_text_to_one_length() -> None:
 def test_it_opens_a_sealed_text_only_within_its_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
     sealed = sent(max_age=600).seal("alice@example.org")
     later = time.time() + 601
-    monkeypatch.setattr("portal.tokens.time.time", lambda: later)
+    monkeypatch.setattr("portal.core.tokens.time.time", lambda: later)
     with pytest.raises(TokenExpired):
         sent(max_age=600).open(sealed)

@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from portal.app import create_app
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.incidents import load_incident_file
 from portal.mail_worker import MailWorker
 from portal.messages import Message

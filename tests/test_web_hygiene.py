@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from portal import tables
 from portal.app import TEMPLATES_DIR, create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from tests.factories import ALICE, load_personas
 from tests.test_public import SLUG, csrf, sign_in
 

@@ -8,7 +8,7 @@ from portal.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only `alembic revision --autogenerate` gets here
-    from portal.config import Settings
+    from portal.core.config import Settings
     from portal.db import make_engine
 
     engine = make_engine(Settings.from_env().database_url)

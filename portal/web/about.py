@@ -8,7 +8,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from portal import incidents
-from portal.clock import utcnow
+from portal.core.clock import utcnow
 from portal.incident_file import SLUG
 from portal.security_txt import security_txt
 from portal.web.pages import language, render, with_db

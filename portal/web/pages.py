@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
-from portal.i18n import choose_language, template_context
+from portal.core.i18n import choose_language, template_context
 from portal.incidents import Incident
 from portal.web.csrf import csrf_token, set_csrf_cookie
 

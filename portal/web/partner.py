@@ -10,10 +10,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from portal import reporting
+from portal.core.fields import BY_KEY, to_bits
+from portal.core.printable import quoted
+from portal.core.tokens import TokenInvalid
 from portal.deletions import GROUNDS, RequestNotFound, RequestRefused
-from portal.fields import BY_KEY, to_bits
-from portal.printable import quoted
-from portal.tokens import TokenInvalid
 from portal.web.csrf import checked_form
 from portal.web.forms import read_decision
 from portal.web.pages import language, render, with_db

@@ -9,13 +9,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import deletions, incidents, lookups, metrics, session_addresses
-from portal.blind_index import InvalidEmail, normalise
-from portal.clock import utcnow
+from portal import deletions, incidents, lookups, session_addresses
+from portal.core import metrics
+from portal.core.blind_index import InvalidEmail, normalise
+from portal.core.clock import utcnow
+from portal.core.tokens import SealedText, TokenExpired, TokenInvalid
 from portal.incident_file import SLUG
 from portal.results_query import ResultsPage, read_results
 from portal.results_view import advice_once, results_view
-from portal.tokens import SealedText, TokenExpired, TokenInvalid
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, render_shared, with_db
 

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from portal import db
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from tests.security.conftest import SLUG, Site, links_to, wait_until
 from tests.server import Portal
 

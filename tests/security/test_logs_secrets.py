@@ -12,7 +12,7 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from portal import db, incidents
-from portal.blind_index import blind_index, normalise
+from portal.core.blind_index import blind_index, normalise
 from tests.security.conftest import (
     KNOWN,
     LONG_SECRET,

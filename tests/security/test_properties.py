@@ -20,10 +20,10 @@ from starlette.testclient import TestClient
 
 from portal import db, tables
 from portal.app import create_app
-from portal.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
-from portal.config import Settings
-from portal.errors import PortalError
-from portal.i18n import SUPPORTED, translations
+from portal.core.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
+from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.core.i18n import SUPPORTED, translations
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from tests.databases import Backend

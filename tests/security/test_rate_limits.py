@@ -11,8 +11,8 @@ import redis
 from sqlalchemy import func, select
 
 from portal import db, tables
-from portal.config import Settings
-from portal.errors import PortalError
+from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.ratelimit import RateLimiter
 from tests.databases import Backend
 from tests.fixtures_mail import SmtpServer

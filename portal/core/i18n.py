@@ -27,7 +27,7 @@ from markupsafe import Markup
 SUPPORTED = ("nl", "en")
 # The locale whose conventions a language's dates and numbers follow: "22 February 2021".
 LOCALES = {"nl": "nl_NL", "en": "en_GB"}
-LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 DOMAIN = "messages"
 
 

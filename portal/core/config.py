@@ -15,7 +15,7 @@ from urllib.parse import SplitResult, urlsplit
 from limits import parse_many
 from starlette.config import Config
 
-from portal.errors import PortalError
+from portal.core.errors import PortalError
 
 log = logging.getLogger("portal.config")
 
