@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from portal import db
 from portal.core.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
+from portal.store import db
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.factories import INCIDENT

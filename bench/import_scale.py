@@ -179,10 +179,10 @@ def _raw(rows: int) -> dict[str, float]:
 
 
 def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]:
-    from portal import db
     from portal.core.config import Settings
     from portal.importer import import_csv
     from portal.incidents import load_incident_file
+    from portal.store import db
     from tests.factories import INCIDENT
 
     url = _scratch_database(postgresql) if postgresql else f"sqlite:///{folder}/portal.db"
@@ -238,7 +238,7 @@ def _drop_database(admin_url: str, url: str) -> None:
 
 
 def _admin(admin_url: str, sql: str) -> None:
-    from portal import db
+    from portal.store import db
 
     engine = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:

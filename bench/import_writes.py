@@ -3,7 +3,7 @@
 Random 32-byte blind indexes stand for hashed addresses. Each method writes ROWS new
 exposures in chunks of the importer's size, then the same rows again with one more field
 (every one an update: the field-set union), each chunk in its own transaction as the
-importer does. `portal.db.write_exposures` uses what wins here: COPY on PostgreSQL, the
+importer does. `portal.store.db.write_exposures` uses what wins here: COPY on PostgreSQL, the
 prepared INSERT run per row on SQLite.
 
 Usage: python bench/import_writes.py [ROWS] [--postgresql URL]
@@ -24,9 +24,9 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
-from portal import db, tables
 from portal.importer import CHUNK
 from portal.incidents import load_incident_file
+from portal.store import db, tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.factories import INCIDENT
@@ -44,7 +44,7 @@ def executemany(conn: Connection, partner_id: int, indexed: dict[bytes, int]) ->
         keys=["partner_id", "bidx"],
         update={"fields": lambda ex: t.c.fields.op("|")(ex.fields)},
     )
-    # What portal.db.write_exposures does on SQLite.
+    # What portal.store.db.write_exposures does on SQLite.
 
 
 def multirow(conn: Connection, partner_id: int, indexed: dict[bytes, int]) -> None:

@@ -32,12 +32,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from portal import db, outbox, tables
+from portal import outbox
 from portal.core.config import Settings
 from portal.deletions import mark_forward_failed, mark_forwarded
 from portal.delivery import SMTP_CONNECTIONS, SmtpSender
 from portal.mail_worker import BATCH_SIZE, MailWorker
 from portal.messages import Message, build_email, render
+from portal.store import db, tables
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1000.0  # mails/s

@@ -23,13 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.import_bench import _cpu
-from portal import db
 from portal.app import TEMPLATES_DIR
 from portal.core.blind_index import KdfParams, blind_index
 from portal.core.config import Settings
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from portal.notices import notify
+from portal.store import db
 from tests.factories import INCIDENT
 
 SLUG, PARTNER = "ticketing-2021", "park-a"

@@ -12,11 +12,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Connection, delete, select, update
 
-from portal import tables
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.tokens import TokenInvalid, TokenService, token_hash
+from portal.store import tables
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # an argon2id of a megabyte of "password" is work for nothing

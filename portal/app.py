@@ -21,13 +21,14 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from portal import db, deletions, forwarding
+from portal import deletions, forwarding
 from portal.core import logs
 from portal.core.config import Settings
 from portal.fingerprints import PepperWatch
 from portal.incident_cache import IncidentCache
 from portal.lookup_queue import LookupQueue
 from portal.ratelimit import RateLimiter
+from portal.store import db
 from portal.web import about, admin, ops, partner, public
 from portal.web.middleware import (
     AccessLog,

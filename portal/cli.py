@@ -34,12 +34,12 @@ from rich.text import Text
 from sqlalchemy import Engine
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from portal import db
 from portal.core import logs
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
 from portal.importer import ImportSummary, describe_lines, import_csv
+from portal.store import db
 
 if TYPE_CHECKING:
     from portal.notices import NotifySummary
@@ -910,7 +910,8 @@ def admin_create(
 
     Example: portal admin create alice
     """
-    from portal import accounts, audit
+    from portal import accounts
+    from portal.store import audit
 
     settings = _settings()
     accounts.check_username(username)
@@ -973,7 +974,8 @@ def admin_disable(
 
     Example: portal admin disable alice
     """
-    from portal import accounts, audit
+    from portal import accounts
+    from portal.store import audit
 
     settings = _settings()
     with _database(settings) as engine, engine.begin() as conn:

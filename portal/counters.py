@@ -7,8 +7,9 @@ from datetime import date
 
 from sqlalchemy import Connection, func, select
 
-from portal import db, incidents, tables
+from portal import incidents
 from portal.core.clock import utcnow
+from portal.store import db, tables
 
 WHOLE_INCIDENT = 0  # the partner_id of a figure about the incident as a whole
 LOOKUPS, VERIFIED_VISITS, FOUND_AFFECTED = "lookups", "verified_visits", "found_affected"

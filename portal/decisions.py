@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from portal import audit, forwarding, receipts, tables
+from portal import forwarding, receipts
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.printable import quoted
@@ -34,6 +34,7 @@ from portal.deletions import (
     record_event,
     request_row,
 )
+from portal.store import audit, tables
 
 MAX_TEXT = 2000
 # Beside the fields of a rejection that lacks them.

@@ -18,13 +18,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import db, forwarding, incidents, notices, receipts, tables
+from portal import forwarding, incidents, notices, receipts
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.lookups import VerifiedSession, exposures_of
 from portal.mail_worker import MailWorker
+from portal.store import db, tables
 
 RECEIVED, FORWARDED, FORWARD_FAILED = "received", "forwarded", "forward_failed"
 COMPLETED, REJECTED = "completed", "rejected"

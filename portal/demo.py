@@ -9,7 +9,7 @@ from pathlib import Path
 from faker import Faker
 from sqlalchemy import Engine, func, select
 
-from portal import tables
+from portal.store import tables
 
 DEMO_SLUG = "ticketing-demo"
 # Addresses printed by `portal demo`; the first two occur in the data, the last does not.

@@ -11,8 +11,9 @@ import io
 
 from sqlalchemy import Connection, select
 
-from portal import audit, incidents, tables
+from portal import incidents
 from portal.deletions import REJECTED
+from portal.store import audit, tables
 
 COLUMNS = ("reference", "email", "received", "due", "status", "closed", "outcome")
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).

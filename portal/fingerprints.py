@@ -24,9 +24,9 @@ from sqlalchemy import Connection, Engine, Exists, exists, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from portal import db, tables
 from portal.core.blind_index import InvalidEmail, KdfParams, blind_index, normalise
 from portal.core.errors import PortalError
+from portal.store import db, tables
 
 log = logging.getLogger("portal.fingerprints")
 

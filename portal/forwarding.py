@@ -13,12 +13,13 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal import incidents, messages, outbox, tables
+from portal import incidents, messages, outbox
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import from_bits
 from portal.core.tokens import ReferenceSigner
 from portal.incidents import Incident, Partner
+from portal.store import tables
 
 log = logging.getLogger("portal.forwarding")
 

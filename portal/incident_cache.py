@@ -21,8 +21,9 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, select
 from starlette.concurrency import run_in_threadpool
 
-from portal import incidents, tables
+from portal import incidents
 from portal.incidents import Incident, Partner
+from portal.store import tables
 
 log = logging.getLogger("portal.incident_cache")
 

@@ -10,12 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from portal import tables
 from portal.core.blind_index import KdfParams
 from portal.core.clock import utcnow
 from portal.core.errors import PortalError
 from portal.core.printable import shown
 from portal.incident_file import parse_incident_file
+from portal.store import tables
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import anyio
 from anyio import fail_after, to_thread
 from sqlalchemy import Connection, Engine, Row
 
-from portal import db, outbox
+from portal import outbox
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -33,6 +33,7 @@ from portal.delivery import (
 from portal.messages import Email, Message, build_email, domain_of
 from portal.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
 from portal.relay_health import RelayHealth
+from portal.store import db
 from portal.webhooks import WebhookError, partner_webhook_secret, post_webhook
 
 log = logging.getLogger("portal.mail")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal import db, outbox, tables
+from portal import outbox
 from portal.core import fields
 from portal.core.clock import utcnow
 from portal.core.config import MAX_NOTICE_RATE, Settings
@@ -51,6 +51,7 @@ from portal.incidents import Incident, Partner, get_partners
 from portal.lookups import NOTICE_PURPOSE, notice_tokens
 from portal.mail_markdown import MailMarkdown
 from portal.messages import Message, render
+from portal.store import db, tables
 
 log = logging.getLogger("portal.notices")
 

@@ -27,10 +27,10 @@ from sqlalchemy import (
     update,
 )
 
-from portal import tables
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.messages import Message, refuse_line_breaks
+from portal.store import tables
 
 log = logging.getLogger("portal.mail")
 

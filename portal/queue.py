@@ -8,7 +8,6 @@ from datetime import date, datetime
 
 from sqlalchemy import ColumnElement, Connection, and_, func, select
 
-from portal import tables
 from portal.core.fields import Field, from_bits
 from portal.deletions import (
     CLOSED,
@@ -19,6 +18,7 @@ from portal.deletions import (
     actor_kind,
     get_request,
 )
+from portal.store import tables
 
 PAGE_SIZE = 200
 DUE_SOON_DAYS = 7

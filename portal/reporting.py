@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
-from portal import decisions, forwarding, tables
+from portal import decisions, forwarding
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import Field, from_bits
@@ -25,6 +25,7 @@ from portal.deletions import (
     get_request,
 )
 from portal.incidents import Incident, Partner
+from portal.store import tables
 from portal.webhooks import sign_webhook
 
 OUTCOMES = (COMPLETED, REJECTED)

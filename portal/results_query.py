@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, select
 
-from portal import tables
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import from_bits
@@ -23,6 +22,7 @@ from portal.core.tokens import TokenInvalid, token_hash
 from portal.deletions import DeletionRequest, request_from_row
 from portal.incidents import Incident, Partner
 from portal.lookups import PartnerResult, Results, VerifiedSession, session_tokens
+from portal.store import tables
 
 _REQUEST_COLUMNS = [c.label(f"request_{c.name}") for c in tables.deletion_requests.c]
 

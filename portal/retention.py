@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
-from portal import audit, db, tables
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.deletions import OPEN
 from portal.incidents import require_incident
+from portal.store import audit, db, tables
 
 OUTBOX_PROOF_DAYS = 30
 UNDELIVERED = ("queued", "sending")

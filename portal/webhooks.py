@@ -8,7 +8,7 @@ import hmac
 import httpx
 from sqlalchemy import Connection, select
 
-from portal import tables
+from portal.store import tables
 
 WEBHOOK_TIMEOUT = 10.0
 

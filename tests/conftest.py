@@ -11,8 +11,8 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 
-from portal import db
 from portal.core.config import Settings
+from portal.store import db
 
 pytest_plugins = ["tests.fixtures_mail", "tests.databases"]
 

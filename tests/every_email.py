@@ -20,7 +20,7 @@ from typing import cast
 import anyio
 from sqlalchemy import Engine, func, select
 
-from portal import deletions, notices, outbox, tables
+from portal import deletions, notices, outbox
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -33,6 +33,7 @@ from portal.incidents import load_incident_file
 from portal.lookups import LookupRequest, confirm_link, request_link
 from portal.mail_worker import MailWorker
 from portal.ratelimit import RateLimiter
+from portal.store import tables
 from tests.factories import write_csv
 from tests.fixtures_mail import running_smtp_server
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from typer.testing import CliRunner
 
-from portal import db, tables
 from portal.cli import app
+from portal.store import db, tables
 from tests.databases import Backend, database_url_of
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import wait_for_sync

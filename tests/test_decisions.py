@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, select, text, update
 from sqlalchemy.exc import OperationalError
 
-from portal import audit, db, tables
 from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.core.i18n import format_date
@@ -35,6 +34,7 @@ from portal.deletions import (
     add_months,
     get_request,
 )
+from portal.store import audit, db, tables
 from tests.factories import BOB, load_personas
 from tests.operators import ask_deletion
 

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from starlette.testclient import TestClient
 
-from portal import tables
 from portal.app import TEMPLATES_DIR, create_app
 from portal.core.config import Settings
 from portal.core.fields import BY_KEY
@@ -36,6 +35,7 @@ from portal.deletions import (
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from portal.lookups import VerifiedSession
+from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv
 from tests.test_lookups import sign_in_directly
 from tests.test_public import lookups_done

@@ -14,13 +14,14 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
 
-from portal import mail_worker, messages, tables
+from portal import mail_worker, messages
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.mail_worker import MailWorker
 from portal.messages import render
 from portal.outbox import enqueue_email
 from portal.stats import incident_figures
+from portal.store import tables
 from tests.factories import load_personas
 from tests.fixtures_mail import SmtpServer, running_smtp_server
 from tests.test_mail import Clock

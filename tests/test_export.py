@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
-from portal import tables
 from portal.app import create_app
 from portal.core.config import Settings
+from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas
 from tests.operators import ask_deletion, create_operators, portal_cli, sign_in
 

@@ -16,7 +16,6 @@ import anyio
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from portal import tables
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -25,6 +24,7 @@ from portal.forwarding import remind_periodically, send_due_reminders
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
 from portal.mail_worker import MailWorker
+from portal.store import tables
 from tests.factories import BOB, INCIDENT, PARK_A, write_csv
 from tests.fixtures_mail import SmtpServer, WebhookReceiver, running_webhook_receiver, wait_for
 from tests.operators import ask_deletion

@@ -23,13 +23,13 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
 
-from portal import db, tables
 from portal.core import fields
 from portal.core.blind_index import InvalidEmail, blind_index, normalise
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.importer import ImportSummary, import_csv
 from portal.incidents import get_incident, load_incident_file
+from portal.store import db, tables
 from tests.factories import INCIDENT
 
 SLUG = "ticketing-2021"

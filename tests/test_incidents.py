@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, Table, func, select, update
 
-from portal import tables
 from portal.core.blind_index import KdfParams
 from portal.core.errors import PortalError
 from portal.incident_file import parse_incident_file
@@ -19,6 +18,7 @@ from portal.incidents import (
     list_incidents,
     load_incident_file,
 )
+from portal.store import tables
 
 DATA = Path(__file__).parent / "data"
 

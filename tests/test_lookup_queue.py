@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, func, select
 from starlette.testclient import TestClient
 
-from portal import tables
 from portal.app import create_app
 from portal.core.config import Settings
+from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas
 from tests.fixtures_mail import wait_for_sync
 from tests.test_public import csrf, lookups_done, sign_in

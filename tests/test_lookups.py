@@ -11,7 +11,6 @@ import anyio
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from portal import tables
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -29,6 +28,7 @@ from portal.lookups import (
     results_for,
 )
 from portal.ratelimit import RateLimiter
+from portal.store import tables
 from tests.factories import ALICE, BOB, CAROL, load_personas
 
 SLUG = "ticketing-2021"

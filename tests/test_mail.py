@@ -18,13 +18,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Connection, Engine, Row, select, update
 
-from portal import db, tables
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.delivery import OutboxDirSender, SmtpSender, sender_for
 from portal.mail_worker import MailWorker
 from portal.messages import Message, render
 from portal.outbox import backoff, describe, enqueue_email, enqueue_webhook
+from portal.store import db, tables
 from tests.databases import stored_bytes
 from tests.fixtures_mail import (
     SmtpServer,

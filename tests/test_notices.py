@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 from starlette.testclient import TestClient
 
-from portal import notices, tables
+from portal import notices
 from portal.app import TEMPLATES_DIR, create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -23,6 +23,7 @@ from portal.incidents import load_incident_file
 from portal.mail_worker import MailWorker
 from portal.outbox import ERASED
 from portal.stats import incident_figures
+from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv
 from tests.fixtures_mail import SmtpServer, running_smtp_server
 from tests.test_public import csrf

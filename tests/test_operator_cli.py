@@ -20,8 +20,8 @@ import typer
 from sqlalchemy import create_engine, update
 from typer.testing import CliRunner
 
-from portal import tables
 from portal.cli import app
+from portal.store import tables
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import free_port, wait_for_sync
 from tests.test_cli import assert_operator_error, environment, portal

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, select
 
-from portal import db, tables
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.messages import Message
 from portal.outbox import LEASE, claim, enqueue_email
+from portal.store import db, tables
 
 MESSAGE = Message("Subject", "text", "<p>html</p>")
 

@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
-from portal import tables
 from portal.app import create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -23,6 +22,7 @@ from portal.core.fields import BY_KEY
 from portal.deletions import DeletionRequest
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
+from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.operators import ask_deletion, form_token
 

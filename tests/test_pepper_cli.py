@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from portal import db, tables
+from portal.store import db, tables
 from tests.databases import Backend, database_url_of
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import free_port

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
-from portal import tables
 from portal.app import create_app
 from portal.core.config import Settings
 from portal.importer import import_csv
+from portal.store import tables
 from tests.factories import ALICE, BOB, CAROL, load_personas, write_csv
 
 SLUG = "ticketing-2021"

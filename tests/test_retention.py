@@ -10,7 +10,6 @@ import anyio
 import pytest
 from sqlalchemy import Engine, Table, select, update
 
-from portal import tables
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -20,6 +19,7 @@ from portal.messages import Message
 from portal.outbox import ERASED, enqueue_email
 from portal.ratelimit import RateLimiter
 from portal.retention import purge
+from portal.store import tables
 from tests.databases import stored_bytes
 from tests.factories import ALICE, BOB, CAROL, load_personas
 from tests.test_lookups import ask_link, sign_in_directly
@@ -207,7 +207,7 @@ def test_it_deletes_expired_operator_sessions(personas: Engine, settings: Settin
 def test_it_deletes_audit_entries_older_than_their_retention(
     personas: Engine, settings: Settings
 ) -> None:
-    from portal import audit
+    from portal.store import audit
 
     with personas.begin() as conn:
         for _ in range(3):

@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from starlette.testclient import TestClient
 
-from portal import db, tables
 from portal.app import create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.retention import purge
 from portal.session_addresses import MAX_ADDRESSES
+from portal.store import db, tables
 from tests.databases import stored_bytes
 from tests.factories import ALICE, BOB, CAROL, load_personas
 from tests.test_public import SLUG, csrf, lookups_done, outbox_links, sign_in

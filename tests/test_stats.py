@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, update
 
-from portal import tables
 from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.deletions import FORWARDED, request_deletion
 from portal.incidents import load_incident_file
 from portal.stats import incident_figures, partner_figures
+from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas
 from tests.test_lookups import sign_in_directly
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
-from portal import tables
 from portal.app import TEMPLATES_DIR, create_app
 from portal.core.config import Settings
+from portal.store import tables
 from tests.factories import ALICE, load_personas
 from tests.test_public import SLUG, csrf, sign_in
 

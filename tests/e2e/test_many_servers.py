@@ -22,7 +22,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
-from portal import db, tables
+from portal.store import db, tables
 from tests.databases import Backend, attach
 from tests.e2e.conftest import (
     ALICE,

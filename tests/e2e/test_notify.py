@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from portal import tables
+from portal.store import tables
 from tests.databases import stored_bytes
 from tests.e2e.conftest import (
     ALICE,

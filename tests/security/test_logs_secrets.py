@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from portal import db, incidents
+from portal import incidents
 from portal.core.blind_index import blind_index, normalise
+from portal.store import db
 from tests.security.conftest import (
     KNOWN,
     LONG_SECRET,

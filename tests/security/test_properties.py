@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
-from portal import db, tables
 from portal.app import create_app
 from portal.core.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
 from portal.core.config import Settings
@@ -26,6 +25,7 @@ from portal.core.errors import PortalError
 from portal.core.i18n import SUPPORTED, translations
 from portal.importer import import_csv
 from portal.incidents import load_incident_file
+from portal.store import db, tables
 from tests.databases import Backend
 from tests.factories import INCIDENT
 

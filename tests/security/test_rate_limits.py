@@ -10,10 +10,10 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from portal import db, tables
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.ratelimit import RateLimiter
+from portal.store import db, tables
 from tests.databases import Backend
 from tests.fixtures_mail import SmtpServer
 from tests.security.conftest import (

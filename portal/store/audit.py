@@ -12,8 +12,8 @@ from datetime import datetime, time
 
 from sqlalchemy import Connection, func, select
 
-from portal import tables
 from portal.core.clock import utcnow
+from portal.store import tables
 
 _ADDRESS = re.compile(r"[^\s@]+@[^\s@]+")
 MAX_OBJECT = 200

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from alembic import context
 
-from portal.tables import metadata
+from portal.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only `alembic revision --autogenerate` gets here
     from portal.core.config import Settings
-    from portal.db import make_engine
+    from portal.store.db import make_engine
 
     engine = make_engine(Settings.from_env().database_url)
     with engine.begin() as connection:

@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
-from portal import tables
 from portal.core.errors import PortalError
+from portal.store import tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock's key for migrations: any constant no other code uses.
