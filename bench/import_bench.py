@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from portal.core.config import Settings
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.store import db
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

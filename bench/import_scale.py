@@ -137,7 +137,7 @@ def _child(kind: str, folder: Path, rows: int, postgresql: str | None) -> dict[s
 
 def _read(folder: Path) -> dict[str, float]:
     """What the import holds before it hashes: the file read, checked and deduplicated."""
-    from portal.importer import _read_rows, plan_columns
+    from portal.incidents.importer import _read_rows, plan_columns
 
     before = _peak_mib()
     started = time.perf_counter()
@@ -180,8 +180,8 @@ def _raw(rows: int) -> dict[str, float]:
 
 def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]:
     from portal.core.config import Settings
-    from portal.importer import import_csv
-    from portal.incidents import load_incident_file
+    from portal.incidents.importer import import_csv
+    from portal.incidents.stored import load_incident_file
     from portal.store import db
     from tests.factories import INCIDENT
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
-from portal.importer import CHUNK
-from portal.incidents import load_incident_file
+from portal.incidents.importer import CHUNK
+from portal.incidents.stored import load_incident_file
 from portal.store import db, tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -45,8 +45,8 @@ from bench.bruteforce import cpu_model  # noqa: E402
 from portal import db, incidents  # noqa: E402
 from portal.core.blind_index import blind_index  # noqa: E402
 from portal.core.config import Settings  # noqa: E402
-from portal.importer import import_csv  # noqa: E402
-from portal.incidents import load_incident_file  # noqa: E402
+from portal.incidents.importer import import_csv  # noqa: E402
+from portal.incidents.stored import load_incident_file  # noqa: E402
 from portal.lookups import exposures_of  # noqa: E402
 from tests.factories import INCIDENT, write_csv  # noqa: E402
 from tests.server import portal_env, running_portal  # noqa: E402

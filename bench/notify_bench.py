@@ -26,8 +26,8 @@ from bench.import_bench import _cpu
 from portal.app import TEMPLATES_DIR
 from portal.core.blind_index import KdfParams, blind_index
 from portal.core.config import Settings
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.notices import notify
 from portal.store import db
 from tests.factories import INCIDENT

@@ -24,8 +24,8 @@ from starlette.staticfiles import StaticFiles
 from portal import deletions, forwarding
 from portal.core import logs
 from portal.core.config import Settings
-from portal.fingerprints import PepperWatch
-from portal.incident_cache import IncidentCache
+from portal.incidents.cache import IncidentCache
+from portal.incidents.fingerprints import PepperWatch
 from portal.lookup_queue import LookupQueue
 from portal.ratelimit import RateLimiter
 from portal.store import db

@@ -38,7 +38,7 @@ from portal.core import logs
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
-from portal.importer import ImportSummary, describe_lines, import_csv
+from portal.incidents.importer import ImportSummary, describe_lines, import_csv
 from portal.store import db
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _database(settings: Settings) -> Iterator[Engine]:
 def _refuse_another_pepper(engine: Engine, settings: Settings) -> None:
     """Stops a command that hashes addresses when the pepper in force is not the one the
     records were imported with: every lookup would answer "not affected" (design §4.1)."""
-    from portal import fingerprints
+    from portal.incidents import fingerprints
 
     with engine.begin() as conn:
         found = fingerprints.check(conn, settings.pepper)
@@ -202,7 +202,7 @@ def incident_load(
 
     Example: portal incident load incident.toml
     """
-    from portal.incidents import load_incident_file
+    from portal.incidents.stored import load_incident_file
 
     settings = _settings()
     with _database(settings) as engine:
@@ -839,7 +839,7 @@ def export_command(
     Example: portal export ticketing-2021 park-a --out park-a-requests.csv
     """
     from portal.export import export_requests
-    from portal.importer import require_partner
+    from portal.incidents.importer import require_partner
 
     settings = _settings()
     actor = f"cli:{_os_user()}"
@@ -996,8 +996,8 @@ def demo(
 
     Example: portal demo --port 8000
     """
-    from portal import demo as demo_data
-    from portal.incidents import load_incident_file
+    from portal.incidents import demo as demo_data
+    from portal.incidents.stored import load_incident_file
 
     logs.configure(logging.INFO, structured=False)
     settings = Settings.from_env()

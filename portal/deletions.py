@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import forwarding, incidents, notices, receipts
+from portal import forwarding, notices, receipts
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
+from portal.incidents import stored
 from portal.lookups import VerifiedSession, exposures_of
 from portal.mail_worker import MailWorker
 from portal.store import db, tables
@@ -198,7 +199,7 @@ def request_deletion(
 
     Raises PartnerNotFound for a partner where the session's address does not occur.
     """
-    incident = incidents.get_incident(conn, session.incident_slug)
+    incident = stored.get_incident(conn, session.incident_slug)
     assert incident is not None
     exposed = exposures_of(conn, incident, session.bidx)
     targets = list(exposed) if partner == "all" else [p for p in exposed if p.slug == partner]
@@ -229,8 +230,8 @@ def _create(
     conn: Connection,
     settings: Settings,
     session: VerifiedSession,
-    incident: incidents.Incident,
-    partner: incidents.Partner,
+    incident: stored.Incident,
+    partner: stored.Partner,
     fields: int,
     templates_dir: Path,
 ) -> DeletionRequest:

@@ -11,8 +11,8 @@ import io
 
 from sqlalchemy import Connection, select
 
-from portal import incidents
 from portal.deletions import REJECTED
+from portal.incidents import stored
 from portal.store import audit, tables
 
 COLUMNS = ("reference", "email", "received", "due", "status", "closed", "outcome")
@@ -45,8 +45,8 @@ def export_requests(
 
 def partner_requests_csv(conn: Connection, *, incident: str, partner: str) -> tuple[str, int]:
     """The CSV text and its number of rows; raises ExportNotFound."""
-    found = incidents.get_incident(conn, incident)
-    owner = incidents.get_partner(conn, found.id, partner) if found else None
+    found = stored.get_incident(conn, incident)
+    owner = stored.get_partner(conn, found.id, partner) if found else None
     if owner is None:
         raise ExportNotFound(f"{incident}/{partner}")
     r = tables.deletion_requests.c

@@ -13,12 +13,13 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal import incidents, messages, outbox
+from portal import messages, outbox
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import from_bits
 from portal.core.tokens import ReferenceSigner
-from portal.incidents import Incident, Partner
+from portal.incidents import stored
+from portal.incidents.stored import Incident, Partner
 from portal.store import tables
 
 log = logging.getLogger("portal.forwarding")
@@ -49,9 +50,9 @@ def owner_of(conn: Connection, partner_id: int) -> tuple[Incident, Partner]:
     slug = conn.scalar(
         select(i.c.slug).join(p, p.c.incident_id == i.c.id).where(p.c.id == partner_id)
     )
-    incident = incidents.get_incident(conn, slug) if slug else None
+    incident = stored.get_incident(conn, slug) if slug else None
     assert incident is not None, "a request's partner always exists"
-    partner = next(p for p in incidents.get_partners(conn, incident.id) if p.id == partner_id)
+    partner = next(p for p in stored.get_partners(conn, incident.id) if p.id == partner_id)
     return incident, partner
 
 

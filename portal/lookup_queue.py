@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from portal import lookups
 from portal.core import metrics
 from portal.core.config import Settings
-from portal.incident_cache import IncidentCache
+from portal.incidents.cache import IncidentCache
 from portal.lookups import LookupRequest, PendingLink
 from portal.ratelimit import RateLimiter
 

@@ -13,14 +13,15 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select, update
 from starlette.concurrency import run_in_threadpool
 
-from portal import counters, incidents, messages, outbox
+from portal import messages, outbox
 from portal.core import metrics
 from portal.core.blind_index import blind_index
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import Field, from_bits
 from portal.core.tokens import TokenExpired, TokenInvalid, TokenService, seal, token_hash, unseal
-from portal.incidents import Incident, Partner
+from portal.incidents import counters, stored
+from portal.incidents.stored import Incident, Partner
 from portal.ratelimit import RateLimiter
 from portal.store import db, tables
 
@@ -189,7 +190,7 @@ def hash_address(
 
 def _incident_and_salt(engine: Engine, slug: str) -> tuple[Incident | None, bytes]:
     with engine.begin() as conn:
-        return incidents.get_incident(conn, slug), db.ensure_salt(conn)
+        return stored.get_incident(conn, slug), db.ensure_salt(conn)
 
 
 def deployment_salt(engine: Engine) -> bytes:
@@ -269,7 +270,7 @@ def _entry_partner_of(engine: Engine, incident: Incident, slug: str | None) -> P
     if not slug:
         return None
     with engine.connect() as conn:
-        return entry_partner(incidents.get_partners(conn, incident.id), slug)
+        return entry_partner(stored.get_partners(conn, incident.id), slug)
 
 
 def asking_session(
@@ -293,7 +294,7 @@ def _link_message(
     Rendered once per incident, language and partner with a marker where the token goes
     (the template costs about 1 ms of the GIL, 20 % of a core at 200 lookups a second);
     each link email is that text with its token put in. A reloaded incident is a new object
-    in the cache (portal.incident_cache), and renders anew.
+    in the cache (portal.incidents.cache), and renders anew.
     """
     key = (
         str(templates_dir),
@@ -473,7 +474,7 @@ def end_session(conn: Connection, session: VerifiedSession) -> None:
 
 def exposures_of(conn: Connection, incident: Incident, bidx: bytes) -> dict[Partner, int]:
     """The incident's partners where an address occurs, each with its field bit set."""
-    by_id = {p.id: p for p in incidents.get_partners(conn, incident.id)}
+    by_id = {p.id: p for p in stored.get_partners(conn, incident.id)}
     rows = conn.execute(
         select(tables.exposures.c.partner_id, tables.exposures.c.fields).where(
             tables.exposures.c.bidx == bidx,
@@ -485,7 +486,7 @@ def exposures_of(conn: Connection, incident: Incident, bidx: bytes) -> dict[Part
 
 def results_for(conn: Connection, session: VerifiedSession) -> Results:
     """Per partner where the session's address occurs, the exposed fields."""
-    incident = incidents.get_incident(conn, session.incident_slug)
+    incident = stored.get_incident(conn, session.incident_slug)
     assert incident is not None
     exposed = exposures_of(conn, incident, session.bidx)
     found = [PartnerResult(partner, from_bits(bits)) for partner, bits in exposed.items()]

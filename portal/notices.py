@@ -39,7 +39,7 @@ from portal.core.config import MAX_NOTICE_RATE, Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
 from portal.core.tokens import seal, token_hash
-from portal.importer import (
+from portal.incidents.importer import (
     Hasher,
     ImportSummary,
     Progress,
@@ -47,7 +47,7 @@ from portal.importer import (
     read_addresses,
     require_partner,
 )
-from portal.incidents import Incident, Partner, get_partners
+from portal.incidents.stored import Incident, Partner, get_partners
 from portal.lookups import NOTICE_PURPOSE, notice_tokens
 from portal.mail_markdown import MailMarkdown
 from portal.messages import Message, render

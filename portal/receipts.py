@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from portal import messages, outbox
 from portal.core.fields import from_bits
-from portal.incidents import Incident, Partner
+from portal.incidents.stored import Incident, Partner
 
 # The right to complain (GDPR Art. 77) goes to the Dutch supervisory authority.
 REGULATOR = {"name": "Autoriteit Persoonsgegevens", "website": "autoriteitpersoonsgegevens.nl"}

@@ -24,7 +24,7 @@ from portal.deletions import (
     RequestRefused,
     get_request,
 )
-from portal.incidents import Incident, Partner
+from portal.incidents.stored import Incident, Partner
 from portal.store import tables
 from portal.webhooks import sign_webhook
 

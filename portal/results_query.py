@@ -1,7 +1,7 @@
 """The results page's data in one query: the session, its exposures and its requests.
 
 The page is what a person opens again and again on notice day. Its incident and partners
-come from the process's cache (portal.incident_cache); everything that is the person's
+come from the process's cache (portal.incidents.cache); everything that is the person's
 comes from one SELECT in one transaction: the session row by its cookie's hash, joined to
 the exposures of its blind index at the incident's partners, each joined to the deletion
 request for it.
@@ -20,7 +20,7 @@ from portal.core.config import Settings
 from portal.core.fields import from_bits
 from portal.core.tokens import TokenInvalid, token_hash
 from portal.deletions import DeletionRequest, request_from_row
-from portal.incidents import Incident, Partner
+from portal.incidents.stored import Incident, Partner
 from portal.lookups import PartnerResult, Results, VerifiedSession, session_tokens
 from portal.store import tables
 

@@ -8,7 +8,7 @@ from itertools import groupby
 
 from portal.core.fields import Field
 from portal.deletions import DeletionRequest
-from portal.incidents import Partner
+from portal.incidents.stored import Partner
 from portal.lookups import PartnerResult, Results
 
 

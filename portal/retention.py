@@ -11,7 +11,7 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.deletions import OPEN
-from portal.incidents import require_incident
+from portal.incidents.stored import require_incident
 from portal.store import audit, db, tables
 
 OUTBOX_PROOF_DAYS = 30

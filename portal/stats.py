@@ -9,10 +9,11 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection, and_, case, func, select
 
-from portal import counters, notices
+from portal import notices
 from portal.core.clock import utcnow
 from portal.deletions import CLOSED, OPEN
-from portal.incidents import require_incident
+from portal.incidents import counters
+from portal.incidents.stored import require_incident
 from portal.store import tables
 
 # The notice figures shown per partner (`portal stats`, /admin/); bounces come per partner

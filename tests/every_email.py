@@ -28,8 +28,8 @@ from portal.core.fields import to_bits
 from portal.decisions import change_status, extend
 from portal.deletions import Actor, request_deletion
 from portal.forwarding import send_due_reminders
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.lookups import LookupRequest, confirm_link, request_link
 from portal.mail_worker import MailWorker
 from portal.ratelimit import RateLimiter

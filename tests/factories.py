@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from portal.core.config import Settings
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 
 # Personas: alice occurs at two partners, bob at one, carol nowhere.
 ALICE = "alice@example.org"

@@ -32,8 +32,8 @@ from portal.deletions import (
     new_reference,
     request_deletion,
 )
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.lookups import VerifiedSession
 from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv

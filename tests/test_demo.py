@@ -10,10 +10,16 @@ from sqlalchemy import Engine
 
 from portal.core.blind_index import normalise
 from portal.core.config import Settings
-from portal.demo import DEMO_ADDRESSES, DEMO_SLUG, PARTNER_COLUMNS, is_loaded, write_demo_files
-from portal.importer import import_csv
-from portal.incident_file import parse_incident_file
-from portal.incidents import load_incident_file
+from portal.incidents.demo import (
+    DEMO_ADDRESSES,
+    DEMO_SLUG,
+    PARTNER_COLUMNS,
+    is_loaded,
+    write_demo_files,
+)
+from portal.incidents.file import parse_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 
 RECORDS = 50
 

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from portal.app import create_app
 from portal.core.config import Settings
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.store import tables
 from tests.every_email import send_every_email
 from tests.factories import ALICE, INCIDENT, PARK_A, THEATER_B, write_csv

@@ -14,9 +14,9 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.importer import import_csv
-from portal.incident_file import parse_incident_file
-from portal.incidents import load_incident_file
+from portal.incidents.file import parse_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.store import tables
 from tests.factories import ALICE, INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.test_public import csrf, lookups_done

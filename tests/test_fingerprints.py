@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 from starlette.testclient import TestClient
 
-from portal import fingerprints
 from portal.app import create_app
 from portal.core.blind_index import KdfParams, blind_index
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents import fingerprints
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.store import db, tables
 from tests.factories import BOB, INCIDENT, PARK_A, load_personas, write_csv
 from tests.fixtures_mail import free_port

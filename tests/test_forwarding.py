@@ -21,8 +21,8 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.deletions import DeletionRequest, mark_forward_failed, mark_forwarded
 from portal.forwarding import remind_periodically, send_due_reminders
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.mail_worker import MailWorker
 from portal.store import tables
 from tests.factories import BOB, INCIDENT, PARK_A, write_csv

@@ -14,7 +14,7 @@ from tests.test_cli import count, environment, portal
 
 SLUG = "ticketing-2021"
 ROWS = 1500
-CHUNK = 1000  # portal.importer.CHUNK: each chunk is committed on its own
+CHUNK = 1000  # portal.incidents.importer.CHUNK: each chunk is committed on its own
 
 
 def exposures(folder: Path) -> list[tuple[int, bytes, int]]:

@@ -27,8 +27,8 @@ from portal.core import fields
 from portal.core.blind_index import InvalidEmail, blind_index, normalise
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.importer import ImportSummary, import_csv
-from portal.incidents import get_incident, load_incident_file
+from portal.incidents.importer import ImportSummary, import_csv
+from portal.incidents.stored import get_incident, load_incident_file
 from portal.store import db, tables
 from tests.factories import INCIDENT
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from portal import importer
 from portal.core import fields
 from portal.core.blind_index import blind_index, normalise
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.importer import ImportSummary, Skipped, import_csv, plan_columns
-from portal.incidents import get_incident, get_partner, load_incident_file
+from portal.incidents import importer
+from portal.incidents.importer import ImportSummary, Skipped, import_csv, plan_columns
+from portal.incidents.stored import get_incident, get_partner, load_incident_file
 from portal.store import db, tables
 from tests.databases import stored_bytes
 

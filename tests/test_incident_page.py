@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 
 from portal.app import create_app
 from portal.core.config import Settings
-from portal.demo import INCIDENT_TOML
-from portal.incidents import load_incident_file
+from portal.incidents.demo import INCIDENT_TOML
+from portal.incidents.stored import load_incident_file
 from tests.factories import INCIDENT
 
 SLUG = "ticketing-2021"

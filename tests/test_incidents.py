@@ -10,8 +10,8 @@ from sqlalchemy import Engine, Table, func, select, update
 
 from portal.core.blind_index import KdfParams
 from portal.core.errors import PortalError
-from portal.incident_file import parse_incident_file
-from portal.incidents import (
+from portal.incidents.file import parse_incident_file
+from portal.incidents.stored import (
     get_incident,
     get_partner,
     get_partners,

@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 
 from portal.app import create_app
 from portal.core.config import Settings
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from tests.factories import ALICE, INCIDENT, PARK_A, write_csv
 from tests.test_public import csrf, outbox_links, sign_in
 

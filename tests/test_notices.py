@@ -18,8 +18,8 @@ from portal.app import TEMPLATES_DIR, create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.mail_worker import MailWorker
 from portal.outbox import ERASED
 from portal.stats import incident_figures

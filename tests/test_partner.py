@@ -20,8 +20,8 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import BY_KEY
 from portal.deletions import DeletionRequest
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.operators import ask_deletion, form_token

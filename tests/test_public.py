@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from portal.app import create_app
 from portal.core.config import Settings
-from portal.importer import import_csv
+from portal.incidents.importer import import_csv
 from portal.store import tables
 from tests.factories import ALICE, BOB, CAROL, load_personas, write_csv
 

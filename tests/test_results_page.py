@@ -17,8 +17,8 @@ from portal.app import create_app
 from portal.core.config import Settings
 from portal.core.fields import BY_KEY
 from portal.core.i18n import format_date
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from tests.factories import ALICE, CAROL, INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.test_public import csrf, sign_in
 

@@ -234,7 +234,7 @@ def counts(engine: Engine) -> dict[str, int]:
 def test_it_erases_a_closed_incident_entirely_and_nothing_else(
     personas: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    from portal.incidents import load_incident_file
+    from portal.incidents.stored import load_incident_file
     from portal.retention import purge_incident
     from tests.factories import INCIDENT
 

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.incidents import load_incident_file
+from portal.incidents.stored import load_incident_file
 from portal.mail_worker import MailWorker
 from portal.messages import Message
 from portal.outbox import enqueue_email

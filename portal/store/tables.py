@@ -57,7 +57,7 @@ incidents = Table(
     Column("kdf_memory_cost", Integer, nullable=False),
     Column("kdf_parallelism", Integer, nullable=False),
     # A keyed hash of a fixed string under the pepper and salt its records were imported
-    # with (portal.fingerprints): another pepper would make every lookup miss.
+    # with (portal.incidents.fingerprints): another pepper would make every lookup miss.
     Column("pepper_fingerprint", String(64), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),

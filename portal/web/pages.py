@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
 from portal.core.i18n import choose_language, template_context
-from portal.incidents import Incident
+from portal.incidents.stored import Incident
 from portal.web.csrf import csrf_token, set_csrf_cookie
 
 LANG_COOKIE = "portal_lang"
@@ -67,7 +67,7 @@ def language(request: Request, incident: Incident | None, *, carried: str | None
 class RenderedPages:
     """Pages that are the same for every visitor but the CSRF token, rendered once.
 
-    Each is kept with the object it shows (an incident from `portal.incident_cache`): when
+    Each is kept with the object it shows (an incident from `portal.incidents.cache`): when
     the cache holds a new object, the page is rendered anew. The token goes in per request,
     in place of a marker no text can contain (a random value of this process).
     """

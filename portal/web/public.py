@@ -9,12 +9,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import deletions, incidents, lookups, session_addresses
+from portal import deletions, lookups, session_addresses
 from portal.core import metrics
 from portal.core.blind_index import InvalidEmail, normalise
 from portal.core.clock import utcnow
 from portal.core.tokens import SealedText, TokenExpired, TokenInvalid
-from portal.incident_file import SLUG
+from portal.incidents import stored
+from portal.incidents.file import SLUG
 from portal.results_query import ResultsPage, read_results
 from portal.results_view import advice_once, results_view
 from portal.web.csrf import checked_form, rotate_csrf_cookie
@@ -63,8 +64,8 @@ async def partner_without_slash(request: Request) -> Response:
 
 
 async def _entry_partner(
-    request: Request, incident: incidents.Incident, slug: object
-) -> incidents.Partner | None:
+    request: Request, incident: stored.Incident, slug: object
+) -> stored.Partner | None:
     if not isinstance(slug, str) or not SLUG.fullmatch(slug):
         return None
     partners = await request.app.state.incidents.partners(incident)
@@ -73,11 +74,11 @@ async def _entry_partner(
 
 async def _incident_page(
     request: Request,
-    incident: incidents.Incident,
+    incident: stored.Incident,
     *,
     error: str | None = None,
     typed: str = "",
-    partner: incidents.Partner | None = None,
+    partner: stored.Partner | None = None,
 ) -> Response:
     if error is None and partner is None:
         # The page everyone opens: the same for all but the CSRF token, rendered once.
@@ -159,7 +160,7 @@ def _typed_address(request: Request) -> str | None:
         return None
 
 
-def _sent_cookie(request: Request, incident: incidents.Incident) -> dict[str, Any]:
+def _sent_cookie(request: Request, incident: stored.Incident) -> dict[str, Any]:
     """The browser sends it to the "check your inbox" page only."""
     secure = request.app.state.settings.https
     return {"path": f"/{incident.slug}/sent", "httponly": True, "samesite": "lax", "secure": secure}
@@ -218,7 +219,7 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
         slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
     except TokenInvalid as exc:
         return await _bad_link(request, exc, token)
-    incident = await with_db(request, incidents.get_incident, slug)
+    incident = await with_db(request, stored.get_incident, slug)
     return render(
         request,
         "too_many_addresses.html",
@@ -255,11 +256,11 @@ async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response
 
 async def _incident_of(
     request: Request, origin: lookups.LinkOrigin | None
-) -> incidents.Incident | None:
+) -> stored.Incident | None:
     """The incident a dead link was for; for a link not ours, the only incident if one."""
     cache = request.app.state.incidents
     if origin is not None:
-        found: incidents.Incident | None = await cache.incident(origin.incident)
+        found: stored.Incident | None = await cache.incident(origin.incident)
         return found
     every = await cache.incidents()
     return every[0] if len(every) == 1 else None
@@ -350,7 +351,7 @@ async def deletion(request: Request) -> Response:
     return response
 
 
-async def _results_page(request: Request, incident: incidents.Incident) -> ResultsPage | None:
+async def _results_page(request: Request, incident: stored.Incident) -> ResultsPage | None:
     """The session and its results in one query (one thread hop, one transaction)."""
     partners = await request.app.state.incidents.partners(incident)
     return await with_db(
@@ -382,20 +383,18 @@ def _address(session: lookups.VerifiedSession) -> str | None:
         return None
 
 
-async def _incident(request: Request) -> incidents.Incident:
+async def _incident(request: Request) -> stored.Incident:
     slug = request.path_params["incident"]
     # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
     if not SLUG.fullmatch(slug):
         raise HTTPException(404)
-    incident: incidents.Incident | None = await request.app.state.incidents.incident(slug)
+    incident: stored.Incident | None = await request.app.state.incidents.incident(slug)
     if incident is None:
         raise HTTPException(404)
     return incident
 
 
-async def _session(
-    request: Request, incident: incidents.Incident
-) -> lookups.VerifiedSession | None:
+async def _session(request: Request, incident: stored.Incident) -> lookups.VerifiedSession | None:
     settings = request.app.state.settings
     cookie = request.cookies.get(SESSION_COOKIE)
     session = await with_db(request, lookups.load_session, settings, cookie)

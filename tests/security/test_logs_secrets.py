@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from portal import incidents
 from portal.core.blind_index import blind_index, normalise
+from portal.incidents import stored
 from portal.store import db
 from tests.security.conftest import (
     KNOWN,
@@ -78,7 +78,7 @@ def addresses(site: Site) -> set[str]:
 def blind_indexes(site: Site, emails: set[str]) -> list[str]:
     with site.engine.connect() as conn:
         salt = db.ensure_salt(conn)
-        incident = incidents.get_incident(conn, SLUG)
+        incident = stored.get_incident(conn, SLUG)
     assert incident is not None
     found = []
     for email in emails:

@@ -23,8 +23,8 @@ from portal.core.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.i18n import SUPPORTED, translations
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
 from portal.store import db, tables
 from tests.databases import Backend
 from tests.factories import INCIDENT

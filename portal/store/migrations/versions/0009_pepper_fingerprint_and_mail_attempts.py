@@ -5,7 +5,7 @@ Revises: 0008
 Create Date: 2026-12-03 09:00:00.000000
 
 `incidents.pepper_fingerprint`: the keyed hash of a fixed string under the pepper and salt
-the incident's records were imported with (portal.fingerprints), so that a command started
+the incident's records were imported with (portal.incidents.fingerprints), so that a command started
 with another pepper refuses instead of answering "not affected" to everyone. NULL until the
 first import writes records; an incident imported before this column existed gets it at the
 next guarded start (adopted, with a warning, unless a deletion request's address proves the

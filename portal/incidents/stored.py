@@ -14,7 +14,7 @@ from portal.core.blind_index import KdfParams
 from portal.core.clock import utcnow
 from portal.core.errors import PortalError
 from portal.core.printable import shown
-from portal.incident_file import parse_incident_file
+from portal.incidents.file import parse_incident_file
 from portal.store import tables
 
 

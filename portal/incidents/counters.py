@@ -7,8 +7,8 @@ from datetime import date
 
 from sqlalchemy import Connection, func, select
 
-from portal import incidents
 from portal.core.clock import utcnow
+from portal.incidents import stored
 from portal.store import db, tables
 
 WHOLE_INCIDENT = 0  # the partner_id of a figure about the incident as a whole
@@ -47,7 +47,7 @@ def count_visit(conn: Connection, *, incident_id: int, bidx: bytes) -> None:
     The blind index is used for the look-up only; nothing of it is kept with the counts.
     """
     bump(conn, incident_id=incident_id, name=VERIFIED_VISITS)
-    partner_ids = [p.id for p in incidents.get_partners(conn, incident_id)]
+    partner_ids = [p.id for p in stored.get_partners(conn, incident_id)]
     found = conn.scalars(
         select(tables.exposures.c.partner_id).where(
             tables.exposures.c.bidx == bidx, tables.exposures.c.partner_id.in_(partner_ids)

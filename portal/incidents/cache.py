@@ -21,8 +21,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, select
 from starlette.concurrency import run_in_threadpool
 
-from portal import incidents
-from portal.incidents import Incident, Partner
+from portal.incidents import stored
+from portal.incidents.stored import Incident, Partner
 from portal.store import tables
 
 log = logging.getLogger("portal.incident_cache")
@@ -105,10 +105,10 @@ def _versions(conn: Connection) -> tuple[tuple[int, datetime | None], ...]:
 
 
 def _read_all(conn: Connection, versions: tuple[tuple[int, datetime | None], ...]) -> Snapshot:
-    ordered = incidents.list_incidents(conn)
+    ordered = stored.list_incidents(conn)
     return Snapshot(
         versions=versions,
         by_slug={incident.slug: incident for incident in ordered},
-        partners={incident.id: incidents.get_partners(conn, incident.id) for incident in ordered},
+        partners={incident.id: stored.get_partners(conn, incident.id) for incident in ordered},
         ordered=ordered,
     )

@@ -13,10 +13,10 @@ from email_validator import EmailNotValidError, validate_email
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from portal import toml_errors
 from portal.core.blind_index import KdfParams
 from portal.core.errors import PortalError
 from portal.core.printable import quoted, shown
+from portal.incidents import toml_errors
 
 LANGUAGES = ("nl", "en")
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")

@@ -23,14 +23,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
-from portal import fingerprints
 from portal.core import fields
 from portal.core.blind_index import InvalidEmail, KdfParams, blind_index, normalise
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
-from portal.csv_file import CsvFile, Row, count_lines
-from portal.incidents import Incident, Partner, get_partner, get_partners, require_incident
+from portal.incidents import fingerprints
+from portal.incidents.csv_file import CsvFile, Row, count_lines
+from portal.incidents.stored import Incident, Partner, get_partner, get_partners, require_incident
 from portal.store import db, tables
 
 log = logging.getLogger("portal.importer")
