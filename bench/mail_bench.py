@@ -32,12 +32,12 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from portal import outbox
 from portal.core.config import Settings
 from portal.deletions import mark_forward_failed, mark_forwarded
-from portal.delivery import SMTP_CONNECTIONS, SmtpSender
-from portal.mail_worker import BATCH_SIZE, MailWorker
-from portal.messages import Message, build_email, render
+from portal.mail import outbox
+from portal.mail.delivery import SMTP_CONNECTIONS, SmtpSender
+from portal.mail.messages import Message, build_email, render
+from portal.mail.worker import BATCH_SIZE, MailWorker
 from portal.store import db, tables
 
 ROOT = Path(__file__).resolve().parent.parent

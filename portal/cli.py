@@ -597,8 +597,8 @@ def serve(
     if no_mail_worker:
         # The mail workers apart check the relay when they start; this process promises
         # "check your inbox" all the same, so it says so too.
-        from portal.delivery import sender_for
-        from portal.mail_worker import check_relay
+        from portal.mail.delivery import sender_for
+        from portal.mail.worker import check_relay
 
         asyncio.run(check_relay(sender_for(settings)))
     _serve(settings, host=host, port=port, workers=workers, mail=not no_mail_worker)

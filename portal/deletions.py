@@ -25,7 +25,7 @@ from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents import stored
 from portal.lookups import VerifiedSession, exposures_of
-from portal.mail_worker import MailWorker
+from portal.mail.worker import MailWorker
 from portal.store import db, tables
 
 RECEIVED, FORWARDED, FORWARD_FAILED = "received", "forwarded", "forward_failed"

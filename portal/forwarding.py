@@ -13,13 +13,13 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal import messages, outbox
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import from_bits
 from portal.core.tokens import ReferenceSigner
 from portal.incidents import stored
 from portal.incidents.stored import Incident, Partner
+from portal.mail import messages, outbox
 from portal.store import tables
 
 log = logging.getLogger("portal.forwarding")

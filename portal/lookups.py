@@ -13,7 +13,6 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select, update
 from starlette.concurrency import run_in_threadpool
 
-from portal import messages, outbox
 from portal.core import metrics
 from portal.core.blind_index import blind_index
 from portal.core.clock import utcnow
@@ -22,6 +21,7 @@ from portal.core.fields import Field, from_bits
 from portal.core.tokens import TokenExpired, TokenInvalid, TokenService, seal, token_hash, unseal
 from portal.incidents import counters, stored
 from portal.incidents.stored import Incident, Partner
+from portal.mail import messages, outbox
 from portal.ratelimit import RateLimiter
 from portal.store import db, tables
 

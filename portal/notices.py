@@ -32,7 +32,6 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal import outbox
 from portal.core import fields
 from portal.core.clock import utcnow
 from portal.core.config import MAX_NOTICE_RATE, Settings
@@ -49,8 +48,9 @@ from portal.incidents.importer import (
 )
 from portal.incidents.stored import Incident, Partner, get_partners
 from portal.lookups import NOTICE_PURPOSE, notice_tokens
-from portal.mail_markdown import MailMarkdown
-from portal.messages import Message, render
+from portal.mail import outbox
+from portal.mail.markdown import MailMarkdown
+from portal.mail.messages import Message, render
 from portal.store import db, tables
 
 log = logging.getLogger("portal.notices")

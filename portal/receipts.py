@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from portal import messages, outbox
 from portal.core.fields import from_bits
 from portal.incidents.stored import Incident, Partner
+from portal.mail import messages, outbox
 
 # The right to complain (GDPR Art. 77) goes to the Dutch supervisory authority.
 REGULATOR = {"name": "Autoriteit Persoonsgegevens", "website": "autoriteitpersoonsgegevens.nl"}

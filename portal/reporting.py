@@ -25,8 +25,8 @@ from portal.deletions import (
     get_request,
 )
 from portal.incidents.stored import Incident, Partner
+from portal.mail.webhooks import sign_webhook
 from portal.store import tables
-from portal.webhooks import sign_webhook
 
 OUTCOMES = (COMPLETED, REJECTED)
 MAX_SKEW = timedelta(minutes=5)

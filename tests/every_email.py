@@ -20,7 +20,7 @@ from typing import cast
 import anyio
 from sqlalchemy import Engine, func, select
 
-from portal import deletions, notices, outbox
+from portal import deletions, notices
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -31,7 +31,8 @@ from portal.forwarding import send_due_reminders
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.lookups import LookupRequest, confirm_link, request_link
-from portal.mail_worker import MailWorker
+from portal.mail import outbox
+from portal.mail.worker import MailWorker
 from portal.ratelimit import RateLimiter
 from portal.store import tables
 from tests.factories import write_csv

@@ -14,12 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
 
-from portal import mail_worker, messages
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.mail_worker import MailWorker
-from portal.messages import render
-from portal.outbox import enqueue_email
+from portal.mail import messages
+from portal.mail import worker as mail_worker
+from portal.mail.messages import render
+from portal.mail.outbox import enqueue_email
+from portal.mail.worker import MailWorker
 from portal.stats import incident_figures
 from portal.store import tables
 from tests.factories import load_personas

@@ -23,7 +23,7 @@ from portal.deletions import DeletionRequest, mark_forward_failed, mark_forwarde
 from portal.forwarding import remind_periodically, send_due_reminders
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
-from portal.mail_worker import MailWorker
+from portal.mail.worker import MailWorker
 from portal.store import tables
 from tests.factories import BOB, INCIDENT, PARK_A, write_csv
 from tests.fixtures_mail import SmtpServer, WebhookReceiver, running_webhook_receiver, wait_for

@@ -20,10 +20,10 @@ from sqlalchemy import Connection, Engine, Row, select, update
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.delivery import OutboxDirSender, SmtpSender, sender_for
-from portal.mail_worker import MailWorker
-from portal.messages import Message, render
-from portal.outbox import backoff, describe, enqueue_email, enqueue_webhook
+from portal.mail.delivery import OutboxDirSender, SmtpSender, sender_for
+from portal.mail.messages import Message, render
+from portal.mail.outbox import backoff, describe, enqueue_email, enqueue_webhook
+from portal.mail.worker import MailWorker
 from portal.store import db, tables
 from tests.databases import stored_bytes
 from tests.fixtures_mail import (
@@ -506,7 +506,7 @@ async def test_it_gives_up_an_attempt_before_its_lease_runs_out(
     smtp_server: SmtpServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("portal.mail_worker.DELIVERY_DEADLINE", 0.3)
+    monkeypatch.setattr("portal.mail.worker.DELIVERY_DEADLINE", 0.3)
     smtp_server.handler.delay = 3.0
     outbox_id = queue(engine)
     assert await MailWorker(engine, mail_settings).deliver_due() == 0

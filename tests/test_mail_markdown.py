@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.mail_markdown import MailMarkdown, site
+from portal.mail.markdown import MailMarkdown, site
 
 PORTAL = "https://lek.example.org"
 markdown = MailMarkdown(PORTAL)

@@ -8,8 +8,8 @@ from typing import cast
 
 import pytest
 
-from portal.messages import Message, build_email
-from portal.sender import from_header
+from portal.mail.messages import Message, build_email
+from portal.mail.sender import from_header
 
 LINK = "https://lek.example.org/v/tok3n"
 CASES = [

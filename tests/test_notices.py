@@ -20,8 +20,8 @@ from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
-from portal.mail_worker import MailWorker
-from portal.outbox import ERASED
+from portal.mail.outbox import ERASED
+from portal.mail.worker import MailWorker
 from portal.stats import incident_figures
 from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv

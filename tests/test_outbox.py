@@ -10,8 +10,8 @@ from sqlalchemy import Engine, select
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.messages import Message
-from portal.outbox import LEASE, claim, enqueue_email
+from portal.mail.messages import Message
+from portal.mail.outbox import LEASE, claim, enqueue_email
 from portal.store import db, tables
 
 MESSAGE = Message("Subject", "text", "<p>html</p>")

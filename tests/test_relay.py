@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.delivery import SmtpSender
-from portal.mail_worker import MailWorker
-from portal.outbox import enqueue_email
+from portal.mail.delivery import SmtpSender
+from portal.mail.outbox import enqueue_email
+from portal.mail.worker import MailWorker
 from portal.store import tables
 from tests.fixtures_mail import free_port, running_smtp_server, wait_for_sync
 from tests.test_cli import environment

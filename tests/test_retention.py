@@ -15,8 +15,8 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.deletions import COMPLETED, REJECTED, request_deletion
 from portal.lookups import VerifiedSession
-from portal.messages import Message
-from portal.outbox import ERASED, enqueue_email
+from portal.mail.messages import Message
+from portal.mail.outbox import ERASED, enqueue_email
 from portal.ratelimit import RateLimiter
 from portal.retention import purge
 from portal.store import tables

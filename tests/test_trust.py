@@ -16,10 +16,10 @@ from portal.app import create_app
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents.stored import load_incident_file
-from portal.mail_worker import MailWorker
-from portal.messages import Message
-from portal.outbox import enqueue_email
-from portal.sender import from_header
+from portal.mail.messages import Message
+from portal.mail.outbox import enqueue_email
+from portal.mail.sender import from_header
+from portal.mail.worker import MailWorker
 from tests.factories import INCIDENT
 from tests.fixtures_mail import SmtpServer, wait_for
 

@@ -68,7 +68,7 @@ def normalise(address: str) -> str:
     if len(local.encode()) > MAX_LOCAL_OCTETS:
         raise InvalidEmail("local_too_long")
     # A non-ASCII local part (RFC 6531) is an address like any other: its mail goes out with
-    # SMTPUTF8 (portal.delivery), and a relay without it fails that message with the reason.
+    # SMTPUTF8 (portal.mail.delivery), and a relay without it fails that message with the reason.
     labels = domain.split(".")
     for label in labels:
         if _mixes_scripts(label):

@@ -17,8 +17,8 @@ from typing import Any, cast
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from portal.core.i18n import template_context
-from portal.mail_markdown import site
-from portal.sender import from_header
+from portal.mail.markdown import site
+from portal.mail.sender import from_header
 
 # RFC 5322 allows 998 characters a line; folding at 78 moves a long subject's first word
 # onto a continuation line, which some clients show with a leading space.
@@ -174,7 +174,7 @@ def _with_email_package(
     kind: str, to: str, message: Message, mail_from: str, sender_name: str | None, msgid: str
 ) -> bytes:
     # A non-ASCII mailbox (RFC 6531) is written as UTF-8 in the headers (RFC 6532): its
-    # mail goes only over SMTPUTF8, which portal.delivery asks for and checks.
+    # mail goes only over SMTPUTF8, which portal.mail.delivery asks for and checks.
     policy = SMTP if to.isascii() else SMTPUTF8
     msg = EmailMessage(policy=policy)
     msg["From"] = from_header(mail_from, sender_name)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 from portal.core import metrics
 from portal.core.clock import utcnow
-from portal.messages import Message, refuse_line_breaks
+from portal.mail.messages import Message, refuse_line_breaks
 from portal.store import tables
 
 log = logging.getLogger("portal.mail")

@@ -18,11 +18,11 @@ import anyio
 from anyio import fail_after, to_thread
 from sqlalchemy import Connection, Engine, Row
 
-from portal import outbox
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.delivery import (
+from portal.mail import outbox
+from portal.mail.delivery import (
     Sender,
     SmtpSender,
     fails_for_good,
@@ -30,11 +30,11 @@ from portal.delivery import (
     refused_permanently,
     sender_for,
 )
-from portal.messages import Email, Message, build_email, domain_of
-from portal.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
-from portal.relay_health import RelayHealth
+from portal.mail.messages import Email, Message, build_email, domain_of
+from portal.mail.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
+from portal.mail.relay_health import RelayHealth
+from portal.mail.webhooks import WebhookError, partner_webhook_secret, post_webhook
 from portal.store import db
-from portal.webhooks import WebhookError, partner_webhook_secret, post_webhook
 
 log = logging.getLogger("portal.mail")
 

@@ -23,7 +23,7 @@ from anyio import fail_after, to_thread
 from portal.core import metrics
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.messages import Email, first_link
+from portal.mail.messages import Email, first_link
 
 SMTP_TIMEOUT = 30.0  # per SMTP step
 # The check at start: a relay slower than this is worth a warning, and a stop (a deploy)
