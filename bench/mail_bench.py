@@ -33,11 +33,11 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from portal.core.config import Settings
-from portal.deletions import mark_forward_failed, mark_forwarded
 from portal.mail import outbox
 from portal.mail.delivery import SMTP_CONNECTIONS, SmtpSender
 from portal.mail.messages import Message, build_email, render
 from portal.mail.worker import BATCH_SIZE, MailWorker
+from portal.requests.deletions import mark_forward_failed, mark_forwarded
 from portal.store import db, tables
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -661,8 +661,8 @@ def mail_worker() -> None:
 
 async def _deliver_and_remind(engine: Engine, settings: Settings) -> None:
     from portal.app import TEMPLATES_DIR
-    from portal.deletions import mail_worker as worker_for
-    from portal.forwarding import remind_periodically
+    from portal.requests.deletions import mail_worker as worker_for
+    from portal.requests.forwarding import remind_periodically
 
     worker, stop = worker_for(engine, settings), asyncio.Event()
     await asyncio.gather(

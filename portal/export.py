@@ -11,8 +11,8 @@ import io
 
 from sqlalchemy import Connection, select
 
-from portal.deletions import REJECTED
 from portal.incidents import stored
+from portal.requests.deletions import REJECTED
 from portal.store import audit, tables
 
 COLUMNS = ("reference", "email", "received", "due", "status", "closed", "outcome")

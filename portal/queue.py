@@ -9,7 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import ColumnElement, Connection, and_, func, select
 
 from portal.core.fields import Field, from_bits
-from portal.deletions import (
+from portal.requests.deletions import (
     CLOSED,
     OPEN,
     STATUSES,

@@ -19,9 +19,9 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import from_bits
 from portal.core.tokens import TokenInvalid, token_hash
-from portal.deletions import DeletionRequest, request_from_row
 from portal.incidents.stored import Incident, Partner
 from portal.lookups import PartnerResult, Results, VerifiedSession, session_tokens
+from portal.requests.deletions import DeletionRequest, request_from_row
 from portal.store import tables
 
 _REQUEST_COLUMNS = [c.label(f"request_{c.name}") for c in tables.deletion_requests.c]

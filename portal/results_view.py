@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from portal.core.fields import Field
-from portal.deletions import DeletionRequest
 from portal.incidents.stored import Partner
 from portal.lookups import PartnerResult, Results
+from portal.requests.deletions import DeletionRequest
 
 
 @dataclass(frozen=True)

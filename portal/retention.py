@@ -10,8 +10,8 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.deletions import OPEN
 from portal.incidents.stored import require_incident
+from portal.requests.deletions import OPEN
 from portal.store import audit, db, tables
 
 OUTBOX_PROOF_DAYS = 30

@@ -11,9 +11,9 @@ from sqlalchemy import Connection, and_, case, func, select
 
 from portal import notices
 from portal.core.clock import utcnow
-from portal.deletions import CLOSED, OPEN
 from portal.incidents import counters
 from portal.incidents.stored import require_incident
+from portal.requests.deletions import CLOSED, OPEN
 from portal.store import tables
 
 # The notice figures shown per partner (`portal stats`, /admin/); bounces come per partner

@@ -20,20 +20,21 @@ from typing import cast
 import anyio
 from sqlalchemy import Engine, func, select
 
-from portal import deletions, notices
+from portal import notices
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import to_bits
-from portal.decisions import change_status, extend
-from portal.deletions import Actor, request_deletion
-from portal.forwarding import send_due_reminders
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.lookups import LookupRequest, confirm_link, request_link
 from portal.mail import outbox
 from portal.mail.worker import MailWorker
 from portal.ratelimit import RateLimiter
+from portal.requests import deletions
+from portal.requests.decisions import change_status, extend
+from portal.requests.deletions import Actor, request_deletion
+from portal.requests.forwarding import send_due_reminders
 from portal.store import tables
 from tests.factories import write_csv
 from tests.fixtures_mail import running_smtp_server

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from portal import accounts
 from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
-from portal.deletions import DeletionRequest, request_deletion
+from portal.requests.deletions import DeletionRequest, request_deletion
 from tests.test_lookups import sign_in_directly
 
 # Operators: dora works the queue, eve is the colleague acting at the same moment.

@@ -18,7 +18,7 @@ from portal import notices
 from portal.app import TEMPLATES_DIR, create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.deletions import DeletionRequest
+from portal.requests.deletions import DeletionRequest
 from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas
 from tests.operators import (

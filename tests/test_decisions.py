@@ -22,8 +22,8 @@ from sqlalchemy.exc import OperationalError
 from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.core.i18n import format_date
-from portal.decisions import change_status, extend, retry
-from portal.deletions import (
+from portal.requests.decisions import change_status, extend, retry
+from portal.requests.deletions import (
     COMPLETED,
     FORWARD_FAILED,
     FORWARDED,
@@ -427,7 +427,7 @@ def test_it_lets_one_of_two_simultaneous_decisions_win(people: Engine, settings:
 def test_it_keeps_a_form_valid_when_only_the_mail_worker_moved_the_request(
     people: Engine, settings: Settings
 ) -> None:
-    from portal.deletions import mark_forwarded
+    from portal.requests.deletions import mark_forwarded
 
     made = bob_request(people, settings)
     shown = current(people, made.reference).version

@@ -19,7 +19,10 @@ from portal.app import TEMPLATES_DIR, create_app
 from portal.core.config import Settings
 from portal.core.fields import BY_KEY
 from portal.core.i18n import format_date
-from portal.deletions import (
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
+from portal.lookups import VerifiedSession
+from portal.requests.deletions import (
     COMPLETED,
     FORWARD_FAILED,
     FORWARDED,
@@ -32,9 +35,6 @@ from portal.deletions import (
     new_reference,
     request_deletion,
 )
-from portal.incidents.importer import import_csv
-from portal.incidents.stored import load_incident_file
-from portal.lookups import VerifiedSession
 from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv
 from tests.test_lookups import sign_in_directly

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 
 from portal.core.config import Settings
 from portal.core.fields import to_bits
-from portal.forwarding import webhook_payload
 from portal.mail.outbox import webhook_body
+from portal.requests.forwarding import webhook_payload
 from tests.test_cli import environment
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -19,11 +19,11 @@ from sqlalchemy import Engine, func, select, update
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.deletions import DeletionRequest, mark_forward_failed, mark_forwarded
-from portal.forwarding import remind_periodically, send_due_reminders
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.mail.worker import MailWorker
+from portal.requests.deletions import DeletionRequest, mark_forward_failed, mark_forwarded
+from portal.requests.forwarding import remind_periodically, send_due_reminders
 from portal.store import tables
 from tests.factories import BOB, INCIDENT, PARK_A, write_csv
 from tests.fixtures_mail import SmtpServer, WebhookReceiver, running_webhook_receiver, wait_for

@@ -368,7 +368,7 @@ async def test_it_counts_a_permanent_refusal_as_a_bounce(
 def _worker(engine: Engine, settings: Settings, smtp: SmtpServer) -> MailWorker:
     from dataclasses import replace
 
-    from portal.deletions import mail_worker
+    from portal.requests.deletions import mail_worker
 
     return mail_worker(engine, replace(settings, smtp_url=smtp.url()))
 

@@ -19,9 +19,9 @@ from portal.app import create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import BY_KEY
-from portal.deletions import DeletionRequest
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
+from portal.requests.deletions import DeletionRequest
 from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.operators import ask_deletion, form_token

@@ -10,8 +10,8 @@ from sqlalchemy import Engine, select, update
 from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.deletions import FORWARDED, request_deletion
 from portal.incidents.stored import load_incident_file
+from portal.requests.deletions import FORWARDED, request_deletion
 from portal.stats import incident_figures, partner_figures
 from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas

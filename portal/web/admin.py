@@ -12,12 +12,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import accounts, decisions, export, queue, stats
+from portal import accounts, export, queue, stats
 from portal.accounts import OperatorSession
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.fields import FIELDS
-from portal.deletions import GROUNDS, STATUSES, Actor, RequestNotFound, RequestRefused
+from portal.requests import decisions
+from portal.requests.deletions import GROUNDS, STATUSES, Actor, RequestNotFound, RequestRefused
 from portal.store import audit
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.forms import number, read_decision, text

@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import reporting
 from portal.core.fields import BY_KEY, to_bits
 from portal.core.printable import quoted
 from portal.core.tokens import TokenInvalid
-from portal.deletions import GROUNDS, RequestNotFound, RequestRefused
+from portal.requests import reporting
+from portal.requests.deletions import GROUNDS, RequestNotFound, RequestRefused
 from portal.web.csrf import checked_form
 from portal.web.forms import read_decision
 from portal.web.pages import language, render, with_db

@@ -9,13 +9,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import deletions, lookups, session_addresses
+from portal import lookups, session_addresses
 from portal.core import metrics
 from portal.core.blind_index import InvalidEmail, normalise
 from portal.core.clock import utcnow
 from portal.core.tokens import SealedText, TokenExpired, TokenInvalid
 from portal.incidents import stored
 from portal.incidents.file import SLUG
+from portal.requests import deletions
 from portal.results_query import ResultsPage, read_results
 from portal.results_view import advice_once, results_view
 from portal.web.csrf import checked_form, rotate_csrf_cookie

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from portal.core.i18n import format_date
-from portal.deletions import add_months
+from portal.requests.deletions import add_months
 from tests.e2e.conftest import (
     ALICE,
     BOB,

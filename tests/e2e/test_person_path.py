@@ -14,7 +14,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from portal.core.clock import utcnow
 from portal.core.i18n import format_date
-from portal.deletions import add_one_month
+from portal.requests.deletions import add_one_month
 from tests.e2e.conftest import (
     ALICE,
     BOB,

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
-from portal import decisions, forwarding
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import Field, from_bits
 from portal.core.printable import quoted
 from portal.core.tokens import TokenExpired
-from portal.deletions import (
+from portal.incidents.stored import Incident, Partner
+from portal.mail.webhooks import sign_webhook
+from portal.requests import decisions, forwarding
+from portal.requests.deletions import (
     COMPLETED,
     REJECTED,
     Actor,
@@ -24,8 +26,6 @@ from portal.deletions import (
     RequestRefused,
     get_request,
 )
-from portal.incidents.stored import Incident, Partner
-from portal.mail.webhooks import sign_webhook
 from portal.store import tables
 
 OUTCOMES = (COMPLETED, REJECTED)

@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from portal import forwarding, receipts
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.printable import quoted
-from portal.deletions import (
+from portal.requests import forwarding, receipts
+from portal.requests.deletions import (
     CLOSED,
     EXTENSION_MONTHS,
     FORWARD_FAILED,

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import forwarding, notices, receipts
+from portal import notices
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -26,6 +26,7 @@ from portal.core.errors import PortalError
 from portal.incidents import stored
 from portal.lookups import VerifiedSession, exposures_of
 from portal.mail.worker import MailWorker
+from portal.requests import forwarding, receipts
 from portal.store import db, tables
 
 RECEIVED, FORWARDED, FORWARD_FAILED = "received", "forwarded", "forward_failed"
