@@ -28,7 +28,7 @@ from portal.core.blind_index import KdfParams, blind_index
 from portal.core.config import Settings
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
-from portal.notices import notify
+from portal.reach.notices import notify
 from portal.store import db
 from tests.factories import INCIDENT
 

@@ -42,7 +42,7 @@ from portal.incidents.importer import ImportSummary, describe_lines, import_csv
 from portal.store import db
 
 if TYPE_CHECKING:
-    from portal.notices import NotifySummary
+    from portal.reach.notices import NotifySummary
     from portal.stats import IncidentOverview, RelayFigures
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -484,7 +484,7 @@ def notify(
     Example: portal notify ticketing-2021 park-a park-a.csv --rate 20
     """
     from portal.app import TEMPLATES_DIR
-    from portal.notices import notify as queue_notices
+    from portal.reach.notices import notify as queue_notices
 
     settings = _settings()
     if settings.base_url_is_default and not dry_run:

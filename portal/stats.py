@@ -9,10 +9,10 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection, and_, case, func, select
 
-from portal import notices
 from portal.core.clock import utcnow
 from portal.incidents import counters
 from portal.incidents.stored import require_incident
+from portal.reach import notices
 from portal.requests.deletions import CLOSED, OPEN
 from portal.store import tables
 

@@ -20,7 +20,6 @@ from typing import cast
 import anyio
 from sqlalchemy import Engine, func, select
 
-from portal import notices
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -31,6 +30,7 @@ from portal.lookups import LookupRequest, confirm_link, request_link
 from portal.mail import outbox
 from portal.mail.worker import MailWorker
 from portal.ratelimit import RateLimiter
+from portal.reach import notices
 from portal.requests import deletions
 from portal.requests.decisions import change_status, extend
 from portal.requests.deletions import Actor, request_deletion

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
-from portal import notices
 from portal.app import TEMPLATES_DIR, create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
+from portal.reach import notices
 from portal.requests.deletions import DeletionRequest
 from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 from starlette.testclient import TestClient
 
-from portal import notices
 from portal.app import TEMPLATES_DIR, create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -22,6 +21,7 @@ from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.mail.outbox import ERASED
 from portal.mail.worker import MailWorker
+from portal.reach import notices
 from portal.stats import incident_figures
 from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv

@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import notices
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -26,6 +25,7 @@ from portal.core.errors import PortalError
 from portal.incidents import stored
 from portal.lookups import VerifiedSession, exposures_of
 from portal.mail.worker import MailWorker
+from portal.reach import notices
 from portal.requests import forwarding, receipts
 from portal.store import db, tables
 
