@@ -47,7 +47,7 @@ from portal.core.blind_index import blind_index  # noqa: E402
 from portal.core.config import Settings  # noqa: E402
 from portal.incidents.importer import import_csv  # noqa: E402
 from portal.incidents.stored import load_incident_file  # noqa: E402
-from portal.lookups import exposures_of  # noqa: E402
+from portal.person.lookups import exposures_of  # noqa: E402
 from tests.factories import INCIDENT, write_csv  # noqa: E402
 from tests.server import portal_env, running_portal  # noqa: E402
 

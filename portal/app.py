@@ -25,8 +25,8 @@ from portal.core import logs
 from portal.core.config import Settings
 from portal.incidents.cache import IncidentCache
 from portal.incidents.fingerprints import PepperWatch
-from portal.lookup_queue import LookupQueue
-from portal.ratelimit import RateLimiter
+from portal.person.lookup_queue import LookupQueue
+from portal.person.ratelimit import RateLimiter
 from portal.requests import deletions, forwarding
 from portal.store import db
 from portal.web import about, admin, ops, partner, public

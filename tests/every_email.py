@@ -26,10 +26,10 @@ from portal.core.config import Settings
 from portal.core.fields import to_bits
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
-from portal.lookups import LookupRequest, confirm_link, request_link
 from portal.mail import outbox
 from portal.mail.worker import MailWorker
-from portal.ratelimit import RateLimiter
+from portal.person.lookups import LookupRequest, confirm_link, request_link
+from portal.person.ratelimit import RateLimiter
 from portal.reach import notices
 from portal.requests import deletions
 from portal.requests.decisions import change_status, extend

@@ -17,7 +17,7 @@ from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.fields import BY_KEY
 from portal.core.tokens import TokenExpired, TokenInvalid
-from portal.lookups import (
+from portal.person.lookups import (
     LinkUsed,
     LookupRequest,
     VerifiedSession,
@@ -27,7 +27,7 @@ from portal.lookups import (
     request_link,
     results_for,
 )
-from portal.ratelimit import RateLimiter
+from portal.person.ratelimit import RateLimiter
 from portal.store import tables
 from tests.factories import ALICE, BOB, CAROL, load_personas
 

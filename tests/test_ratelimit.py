@@ -11,7 +11,7 @@ from limits import parse
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from portal.core.config import Settings
-from portal.ratelimit import MemoryWindows, RateLimiter
+from portal.person.ratelimit import MemoryWindows, RateLimiter
 
 pytestmark = pytest.mark.anyio
 

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, Table, select, update
 from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.lookups import VerifiedSession
 from portal.mail.messages import Message
 from portal.mail.outbox import ERASED, enqueue_email
-from portal.ratelimit import RateLimiter
+from portal.person.lookups import VerifiedSession
+from portal.person.ratelimit import RateLimiter
 from portal.requests.deletions import COMPLETED, REJECTED, request_deletion
 from portal.retention import purge
 from portal.store import tables

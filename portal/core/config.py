@@ -57,7 +57,7 @@ class Settings:
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
     # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
     base_url_is_default: bool = False
-    # Lookups waiting to be hashed, per process; past it a lookup is shed (portal.lookup_queue).
+    # Lookups waiting to be hashed, per process; past it one is shed (portal.person.lookup_queue).
     lookup_queue_size: int = 10000
     hash_threads: int = 0  # threads hashing lookups per process; 0: one per core
     incident_cache_ttl: float = 1.0  # seconds a page may show an incident from before a load

@@ -47,10 +47,10 @@ from portal.incidents.importer import (
     require_partner,
 )
 from portal.incidents.stored import Incident, Partner, get_partners
-from portal.lookups import NOTICE_PURPOSE, notice_tokens
 from portal.mail import outbox
 from portal.mail.markdown import MailMarkdown
 from portal.mail.messages import Message, render
+from portal.person.lookups import NOTICE_PURPOSE, notice_tokens
 from portal.store import db, tables
 
 log = logging.getLogger("portal.notices")

@@ -23,8 +23,8 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents import stored
-from portal.lookups import VerifiedSession, exposures_of
 from portal.mail.worker import MailWorker
+from portal.person.lookups import VerifiedSession, exposures_of
 from portal.reach import notices
 from portal.requests import forwarding, receipts
 from portal.store import db, tables

@@ -9,16 +9,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import lookups, session_addresses
 from portal.core import metrics
 from portal.core.blind_index import InvalidEmail, normalise
 from portal.core.clock import utcnow
 from portal.core.tokens import SealedText, TokenExpired, TokenInvalid
 from portal.incidents import stored
 from portal.incidents.file import SLUG
+from portal.person import addresses, lookups
+from portal.person.results_query import ResultsPage, read_results
+from portal.person.results_view import advice_once, results_view
 from portal.requests import deletions
-from portal.results_query import ResultsPage, read_results
-from portal.results_view import advice_once, results_view
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, render_shared, with_db
 
@@ -119,7 +119,7 @@ async def lookup(request: Request) -> Response:
         partner=entry,
         session_token=request.cookies.get(SESSION_COOKIE),
     )
-    # Hashing, limits and the mail happen in the background (portal.lookup_queue); a shed
+    # Hashing, limits and the mail happen in the background (portal.person.lookup_queue); a shed
     # lookup answers the same.
     request.app.state.lookups.submit(request_)
     response = RedirectResponse(f"/{incident.slug}/sent", status_code=303)
@@ -190,14 +190,14 @@ async def confirm(request: Request) -> Response:
     try:
         cookie, session = await with_db(
             request,
-            session_addresses.confirm,
+            addresses.confirm,
             state.settings,
             token,
             request.cookies.get(SESSION_COOKIE),
         )
     except TokenInvalid as exc:
         return await _bad_link(request, exc, token)
-    except session_addresses.TooManyAddresses:
+    except addresses.TooManyAddresses:
         return await _too_many_addresses(request, token)
     response = RedirectResponse(f"/{session.incident_slug}/results", status_code=303)
     # A new session, or the browser's own with the address added: a new cookie either way.
@@ -227,7 +227,7 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
         lang=language(request, incident),
         status=409,
         incident=incident,
-        most=session_addresses.MAX_ADDRESSES,
+        most=addresses.MAX_ADDRESSES,
     )
 
 
@@ -282,7 +282,7 @@ async def results(request: Request) -> Response:
         incident=incident,
         addresses=shown,
         advice=advice_once(each.view for each in shown),
-        most=session_addresses.MAX_ADDRESSES,
+        most=addresses.MAX_ADDRESSES,
         flash=request.cookies.get(FLASH_COOKIE),
         minutes=request.app.state.settings.session_ttl // 60,
         today=utcnow(),
@@ -324,7 +324,7 @@ async def deletion(request: Request) -> Response:
     try:
         index = await with_db(
             request,
-            session_addresses.request_deletion,
+            addresses.request_deletion,
             state.settings,
             session,
             partner=partner,
@@ -365,16 +365,16 @@ async def _results_page(request: Request, incident: stored.Incident) -> ResultsP
     )
 
 
-async def _addresses(request: Request, page: ResultsPage) -> list[session_addresses.AddressResults]:
+async def _addresses(request: Request, page: ResultsPage) -> list[addresses.AddressResults]:
     """The results per verified address: from the page's one query when the session holds
     one address (notice day's common case), else read per address."""
     session = page.session
     if page.more_addresses:
-        return await with_db(request, session_addresses.results_of, session)
+        return await with_db(request, addresses.results_of, session)
     view = results_view(
         page.results, page.requests, address=_address(session), first=session.partner_id
     )
-    return [session_addresses.AddressResults(1, view)]
+    return [addresses.AddressResults(1, view)]
 
 
 def _address(session: lookups.VerifiedSession) -> str | None:

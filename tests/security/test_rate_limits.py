@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.ratelimit import RateLimiter
+from portal.person.ratelimit import RateLimiter
 from portal.store import db, tables
 from tests.databases import Backend
 from tests.fixtures_mail import SmtpServer

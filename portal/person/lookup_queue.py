@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from portal import lookups
 from portal.core import metrics
 from portal.core.config import Settings
 from portal.incidents.cache import IncidentCache
-from portal.lookups import LookupRequest, PendingLink
-from portal.ratelimit import RateLimiter
+from portal.person import lookups
+from portal.person.lookups import LookupRequest, PendingLink
+from portal.person.ratelimit import RateLimiter
 
 log = logging.getLogger("portal.lookup_queue")
 

@@ -8,7 +8,7 @@ from itertools import groupby
 
 from portal.core.fields import Field
 from portal.incidents.stored import Partner
-from portal.lookups import PartnerResult, Results
+from portal.person.lookups import PartnerResult, Results
 from portal.requests.deletions import DeletionRequest
 
 

@@ -22,7 +22,7 @@ from portal.core.tokens import TokenExpired, TokenInvalid, TokenService, seal, t
 from portal.incidents import counters, stored
 from portal.incidents.stored import Incident, Partner
 from portal.mail import messages, outbox
-from portal.ratelimit import RateLimiter
+from portal.person.ratelimit import RateLimiter
 from portal.store import db, tables
 
 log = logging.getLogger("portal.lookups")
@@ -145,7 +145,7 @@ async def request_link(
 ) -> bool:
     """Hashes the address and queues a link email, unless a limit is reached.
 
-    One lookup on its own (the web's lookups go through `portal.lookup_queue`, which runs
+    One lookup on its own (the web's lookups go through `portal.person.lookup_queue`, which runs
     the same steps in batches). Tells whether a mail was queued.
     """
     metrics.lookups_total.inc()

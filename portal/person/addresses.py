@@ -19,15 +19,15 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select, update
 
-from portal import lookups
 from portal.core.blind_index import InvalidEmail, normalise
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.tokens import TokenInvalid, seal, token_hash, unseal
 from portal.incidents import counters
-from portal.lookups import LinkUsed, VerifiedSession
+from portal.person import lookups
+from portal.person.lookups import LinkUsed, VerifiedSession
+from portal.person.results_view import ResultsView, results_view
 from portal.requests import deletions
-from portal.results_view import ResultsView, results_view
 from portal.store import db, tables
 
 MAX_ADDRESSES = 10

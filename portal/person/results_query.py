@@ -20,7 +20,7 @@ from portal.core.config import Settings
 from portal.core.fields import from_bits
 from portal.core.tokens import TokenInvalid, token_hash
 from portal.incidents.stored import Incident, Partner
-from portal.lookups import PartnerResult, Results, VerifiedSession, session_tokens
+from portal.person.lookups import PartnerResult, Results, VerifiedSession, session_tokens
 from portal.requests.deletions import DeletionRequest, request_from_row
 from portal.store import tables
 
@@ -32,7 +32,7 @@ class ResultsPage:
     session: VerifiedSession
     results: Results
     requests: dict[int, DeletionRequest]
-    # Addresses joined the session (portal.session_addresses): the page reads each then.
+    # Addresses joined the session (portal.person.addresses): the page reads each then.
     more_addresses: bool = False
 
 
