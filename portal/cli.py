@@ -42,8 +42,8 @@ from portal.incidents.importer import ImportSummary, describe_lines, import_csv
 from portal.store import db
 
 if TYPE_CHECKING:
+    from portal.operator.stats import IncidentOverview, RelayFigures
     from portal.reach.notices import NotifySummary
-    from portal.stats import IncidentOverview, RelayFigures
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -227,7 +227,7 @@ def incident_list() -> None:
     Example: portal incident list
     """
     from portal.core.clock import utcnow
-    from portal.stats import incident_overview
+    from portal.operator.stats import incident_overview
 
     settings = _settings()
     with _database(settings) as engine, engine.connect() as conn:
@@ -699,8 +699,8 @@ def purge(
 
     Example: portal purge --incident ticketing-2021 --all
     """
-    from portal.retention import purge as apply_retention
-    from portal.retention import purge_incident
+    from portal.operator.retention import purge as apply_retention
+    from portal.operator.retention import purge_incident
 
     if (incident is None) != (not everything):
         raise typer.BadParameter("--incident SLUG and --all go together", param_hint="--all")
@@ -743,7 +743,12 @@ def stats(
 
     Example: portal stats ticketing-2021
     """
-    from portal.stats import PARTNER_NOTICES, incident_figures, partner_figures, relay_figures
+    from portal.operator.stats import (
+        PARTNER_NOTICES,
+        incident_figures,
+        partner_figures,
+        relay_figures,
+    )
 
     settings = _settings()
     with _database(settings) as engine, engine.connect() as conn:
@@ -838,8 +843,8 @@ def export_command(
 
     Example: portal export ticketing-2021 park-a --out park-a-requests.csv
     """
-    from portal.export import export_requests
     from portal.incidents.importer import require_partner
+    from portal.operator.export import export_requests
 
     settings = _settings()
     actor = f"cli:{_os_user()}"
@@ -910,7 +915,7 @@ def admin_create(
 
     Example: portal admin create alice
     """
-    from portal import accounts
+    from portal.operator import accounts
     from portal.store import audit
 
     settings = _settings()
@@ -943,7 +948,7 @@ def admin_list() -> None:
 
     Example: portal admin list
     """
-    from portal import accounts
+    from portal.operator import accounts
 
     settings = _settings()
     with _database(settings) as engine, engine.connect() as conn:
@@ -974,7 +979,7 @@ def admin_disable(
 
     Example: portal admin disable alice
     """
-    from portal import accounts
+    from portal.operator import accounts
     from portal.store import audit
 
     settings = _settings()

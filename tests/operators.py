@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from portal import accounts
 from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
+from portal.operator import accounts
 from portal.requests.deletions import DeletionRequest, request_deletion
 from tests.test_lookups import sign_in_directly
 

@@ -12,11 +12,11 @@ from argon2 import PasswordHasher
 from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
-from portal import accounts
 from portal.cli import app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
+from portal.operator import accounts
 from portal.store import tables
 from tests.databases import stored_bytes
 from tests.test_cli import environment

@@ -150,7 +150,7 @@ def test_it_refuses_a_wrong_password_and_an_unknown_name_alike(browser: TestClie
 
 
 def test_it_refuses_a_disabled_operator(people: Engine, browser: TestClient) -> None:
-    from portal.accounts import disable_operator
+    from portal.operator.accounts import disable_operator
 
     sign_in(browser, EVE, EVE_PASSWORD)
     with people.begin() as conn:
@@ -585,7 +585,7 @@ def test_it_exports_a_partners_requests_with_formulas_neutralised(
 
 @pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
 def test_it_neutralises_every_formula_start(cell: str) -> None:
-    from portal.export import neutralise
+    from portal.operator.export import neutralise
 
     assert neutralise(cell) == "'" + cell
     assert neutralise("DR-0000") == "DR-0000" and neutralise("bob@example.org") == "bob@example.org"

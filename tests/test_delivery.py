@@ -21,7 +21,7 @@ from portal.mail import worker as mail_worker
 from portal.mail.messages import render
 from portal.mail.outbox import enqueue_email
 from portal.mail.worker import MailWorker
-from portal.stats import incident_figures
+from portal.operator.stats import incident_figures
 from portal.store import tables
 from tests.factories import load_personas
 from tests.fixtures_mail import SmtpServer, running_smtp_server

@@ -21,8 +21,8 @@ from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.mail.outbox import ERASED
 from portal.mail.worker import MailWorker
+from portal.operator.stats import incident_figures
 from portal.reach import notices
-from portal.stats import incident_figures
 from portal.store import tables
 from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv
 from tests.fixtures_mail import SmtpServer, running_smtp_server
@@ -376,7 +376,7 @@ def _worker(engine: Engine, settings: Settings, smtp: SmtpServer) -> MailWorker:
 def test_it_erases_an_incidents_notices_with_it_once_they_are_out(
     engine: Engine, settings: Settings, personas: Path
 ) -> None:
-    from portal.retention import purge_incident
+    from portal.operator.retention import purge_incident
 
     run(engine, settings, personas, "park-a")
     with pytest.raises(PortalError, match="2 notice\\(s\\) still queued"):

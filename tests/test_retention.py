@@ -15,10 +15,10 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.mail.messages import Message
 from portal.mail.outbox import ERASED, enqueue_email
+from portal.operator.retention import purge
 from portal.person.lookups import VerifiedSession
 from portal.person.ratelimit import RateLimiter
 from portal.requests.deletions import COMPLETED, REJECTED, request_deletion
-from portal.retention import purge
 from portal.store import tables
 from tests.databases import stored_bytes
 from tests.factories import ALICE, BOB, CAROL, load_personas
@@ -235,7 +235,7 @@ def test_it_erases_a_closed_incident_entirely_and_nothing_else(
     personas: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     from portal.incidents.stored import load_incident_file
-    from portal.retention import purge_incident
+    from portal.operator.retention import purge_incident
     from tests.factories import INCIDENT
 
     other = tmp_path / "other.toml"
@@ -271,7 +271,7 @@ def test_it_erases_a_closed_incident_entirely_and_nothing_else(
 
 def test_it_refuses_to_erase_an_incident_still_open(personas: Engine, settings: Settings) -> None:
     from portal.core.errors import PortalError
-    from portal.retention import purge_incident
+    from portal.operator.retention import purge_incident
 
     ask_deletion(personas, settings, sign_in_directly(personas, settings, BOB))
     before = counts(personas)

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
+from portal.operator.retention import purge
 from portal.person.addresses import MAX_ADDRESSES
-from portal.retention import purge
 from portal.store import db, tables
 from tests.databases import stored_bytes
 from tests.factories import ALICE, BOB, CAROL, load_personas

@@ -11,8 +11,8 @@ from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents.stored import load_incident_file
+from portal.operator.stats import incident_figures, partner_figures
 from portal.requests.deletions import FORWARDED, request_deletion
-from portal.stats import incident_figures, partner_figures
 from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas
 from tests.test_lookups import sign_in_directly

@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import accounts, export, queue, stats
-from portal.accounts import OperatorSession
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.fields import FIELDS
+from portal.operator import accounts, export, queue, stats
+from portal.operator.accounts import OperatorSession
 from portal.requests import decisions
 from portal.requests.deletions import GROUNDS, STATUSES, Actor, RequestNotFound, RequestRefused
 from portal.store import audit
