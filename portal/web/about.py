@@ -10,9 +10,9 @@ from starlette.routing import Route
 from portal.core.clock import utcnow
 from portal.incidents import stored
 from portal.incidents.file import SLUG
-from portal.security_txt import security_txt
 from portal.web.pages import language, render, with_db
 from portal.web.public import SENT_MAX_AGE
+from portal.web.security_txt import security_txt
 
 
 async def privacy(request: Request) -> Response:
