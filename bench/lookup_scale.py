@@ -4,7 +4,7 @@ For each size (default 10,000 and 2,000,000 exposures) a fresh database gets a s
 known addresses imported the real way (`import_csv`, hashed), and the rest as random 32-byte
 blind indexes written in bulk: nothing hashes two million addresses. Then:
 
-- at the database level, the results query (`lookups.exposures_of`: the partners where a
+- at the database level, the results query (`stored.exposures_of`: the partners where a
   blind index occurs) for known and unknown blind indexes;
 - through a real `portal serve`: a lookup per known address (POST, 303), its link read from
   the instance outbox, the link confirmed (GET and POST /v/...), and the results page
@@ -46,8 +46,7 @@ from portal import db, incidents  # noqa: E402
 from portal.core.blind_index import blind_index  # noqa: E402
 from portal.core.config import Settings  # noqa: E402
 from portal.incidents.importer import import_csv  # noqa: E402
-from portal.incidents.stored import load_incident_file  # noqa: E402
-from portal.person.lookups import exposures_of  # noqa: E402
+from portal.incidents.stored import exposures_of, load_incident_file  # noqa: E402
 from tests.factories import INCIDENT, write_csv  # noqa: E402
 from tests.server import portal_env, running_portal  # noqa: E402
 

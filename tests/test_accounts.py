@@ -164,7 +164,7 @@ def test_it_ends_an_idle_session_and_an_old_one(engine: Engine, settings: Settin
 def test_it_refuses_a_person_session_token_as_an_operator_one(
     engine: Engine, settings: Settings
 ) -> None:
-    from portal.person.lookups import session_tokens
+    from portal.core.tokens import session_tokens
 
     create(engine)
     person_token, _ = session_tokens(settings).issue()

@@ -331,8 +331,7 @@ def test_it_says_an_expired_notice_link_has_expired(
 
 
 def test_it_does_not_take_a_lookup_link_for_a_notice_link(settings: Settings) -> None:
-    from portal.core.tokens import TokenInvalid
-    from portal.person.lookups import link_tokens, notice_tokens
+    from portal.core.tokens import TokenInvalid, link_tokens, notice_tokens
 
     notice, _ = notice_tokens(settings).issue()
     lookup, _ = link_tokens(settings).issue()

@@ -196,7 +196,7 @@ def test_it_refuses_a_rejection_by_link_without_ground_and_reason(
 def test_it_refuses_a_tampered_or_foreign_link(
     people: Engine, settings: Settings, partner_browser: TestClient
 ) -> None:
-    from portal.person.lookups import link_tokens
+    from portal.core.tokens import link_tokens
 
     made = bob(people, settings)
     path = link_path(people, made)

@@ -1,4 +1,4 @@
-"""Signed, expiring tokens (one salt and max age per purpose) and sealing with their secret."""
+"""Signed, expiring tokens and sealing with their secret; every purpose, each made here once."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ import hmac
 import os
 import secrets
 import time
+from datetime import timedelta
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
+from portal.core.config import Settings
+
 SECRET_BYTES = 32
+# What a link row's `purpose` says: a lookup's link, or a notice's direct link.
+LINK_PURPOSE = "results"
+NOTICE_PURPOSE = "notice"
+OPERATOR_SESSION_MAX_AGE = timedelta(hours=12)  # however active the operator is
+SENT_ADDRESS_MAX_AGE = 600  # seconds the "check your inbox" page shows the address typed
 
 
 class TokenInvalid(Exception):
@@ -155,3 +163,39 @@ class ReferenceSigner:
         if not isinstance(value, str):
             raise TokenInvalid
         return value
+
+
+# -- every purpose: its own salt and max age, so that no token passes for another ---------
+
+
+def link_tokens(settings: Settings) -> TokenService:
+    """A lookup's emailed link."""
+    return TokenService(settings.secret_key, purpose="link", max_age=settings.link_ttl)
+
+
+def notice_tokens(settings: Settings) -> TokenService:
+    """A direct notice's link into the results."""
+    return TokenService(settings.secret_key, purpose="notice", max_age=settings.notice_link_ttl)
+
+
+def session_tokens(settings: Settings) -> TokenService:
+    """A person's session cookie, after following a link."""
+    return TokenService(settings.secret_key, purpose="session", max_age=settings.session_ttl)
+
+
+def operator_session_tokens(settings: Settings) -> TokenService:
+    """An operator's session cookie in the admin area."""
+    max_age = int(OPERATOR_SESSION_MAX_AGE.total_seconds())
+    return TokenService(settings.secret_key, purpose="operator", max_age=max_age)
+
+
+def partner_signer(settings: Settings) -> ReferenceSigner:
+    """A partner's link to one deletion request, valid as long as the database says."""
+    return ReferenceSigner(settings.secret_key, purpose="partner")
+
+
+def sent_address_sealer(settings: Settings) -> SealedText:
+    """The "check your inbox" cookie: the address typed, encrypted, not just signed."""
+    return SealedText(
+        settings.secret_key, purpose="sent-address", max_age=SENT_ADDRESS_MAX_AGE, size=512
+    )

@@ -222,3 +222,15 @@ def _partner(row: Any) -> Partner:
         certainty=row["certainty"],
         intro=json.loads(row["intro"] or "{}"),
     )
+
+
+def exposures_of(conn: Connection, incident: Incident, bidx: bytes) -> dict[Partner, int]:
+    """The incident's partners where an address occurs, each with its field bit set."""
+    by_id = {p.id: p for p in get_partners(conn, incident.id)}
+    rows = conn.execute(
+        select(tables.exposures.c.partner_id, tables.exposures.c.fields).where(
+            tables.exposures.c.bidx == bidx,
+            tables.exposures.c.partner_id.in_(by_id),
+        )
+    ).all()
+    return {by_id[r.partner_id]: r.fields for r in rows}

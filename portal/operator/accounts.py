@@ -15,7 +15,12 @@ from sqlalchemy import Connection, delete, select, update
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
-from portal.core.tokens import TokenInvalid, TokenService, token_hash
+from portal.core.tokens import (
+    OPERATOR_SESSION_MAX_AGE,
+    TokenInvalid,
+    operator_session_tokens,
+    token_hash,
+)
 from portal.store import tables
 
 MIN_PASSWORD = 12
@@ -23,7 +28,7 @@ MAX_PASSWORD = 1024  # an argon2id of a megabyte of "password" is work for nothi
 # No "@": a username is written into the audit log, which holds no email address.
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # However often it is used, an operator session ends this long after the login.
-SESSION_MAX_AGE = timedelta(hours=12)
+SESSION_MAX_AGE = OPERATOR_SESSION_MAX_AGE
 # A session's expiry moves on with use, but at most once a minute: one write, not one a page.
 SLIDE_STEP = timedelta(seconds=60)
 
@@ -161,15 +166,9 @@ def _operator(row) -> Operator:  # type: ignore[no-untyped-def]
 # -- sessions ----------------------------------------------------------------------------
 
 
-def session_tokens(settings: Settings) -> TokenService:
-    return TokenService(
-        settings.secret_key, purpose="operator", max_age=int(SESSION_MAX_AGE.total_seconds())
-    )
-
-
 def start_session(conn: Connection, settings: Settings, operator: Operator) -> str:
     """A new session (a new id at every login); returns the cookie value."""
-    token, secret = session_tokens(settings).issue()
+    token, secret = operator_session_tokens(settings).issue()
     now = utcnow()
     conn.execute(
         tables.operator_sessions.insert().values(
@@ -190,7 +189,7 @@ def load_session(conn: Connection, settings: Settings, token: str | None) -> Ope
     if not token:
         return None
     try:
-        secret = session_tokens(settings).read(token)
+        secret = operator_session_tokens(settings).read(token)
     except TokenInvalid:
         return None
     s, o = tables.operator_sessions, tables.operators

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select, update
 from portal.core.blind_index import InvalidEmail, normalise
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.core.tokens import TokenInvalid, seal, token_hash, unseal
+from portal.core.tokens import TokenInvalid, seal, session_tokens, token_hash, unseal
 from portal.incidents import counters
 from portal.person import lookups
 from portal.person.lookups import LinkUsed, VerifiedSession
@@ -107,7 +107,7 @@ def _renew(
     conn: Connection, settings: Settings, session: VerifiedSession
 ) -> tuple[str, VerifiedSession]:
     """A new secret for the session: its cookie changes, its addresses are sealed anew."""
-    cookie, secret = lookups.session_tokens(settings).issue()
+    cookie, secret = session_tokens(settings).issue()
     sealed = _reseal(session.secret, secret, session.sealed_email)
     conn.execute(
         update(tables.sessions)

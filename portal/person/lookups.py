@@ -18,7 +18,18 @@ from portal.core.blind_index import blind_index
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import Field, from_bits
-from portal.core.tokens import TokenExpired, TokenInvalid, TokenService, seal, token_hash, unseal
+from portal.core.tokens import (
+    LINK_PURPOSE,
+    NOTICE_PURPOSE,
+    TokenExpired,
+    TokenInvalid,
+    link_tokens,
+    notice_tokens,
+    seal,
+    session_tokens,
+    token_hash,
+    unseal,
+)
 from portal.incidents import counters, stored
 from portal.incidents.stored import Incident, Partner
 from portal.mail import messages, outbox
@@ -26,9 +37,6 @@ from portal.person.ratelimit import RateLimiter
 from portal.store import db, tables
 
 log = logging.getLogger("portal.lookups")
-
-LINK_PURPOSE = "results"
-NOTICE_PURPOSE = "notice"  # the direct link in a notice (portal/notices.py)
 
 
 class LinkUsed(TokenInvalid):
@@ -99,14 +107,6 @@ class Results:
         return sorted(seen.values(), key=lambda f: -f.severity)
 
 
-def link_tokens(settings: Settings) -> TokenService:
-    return TokenService(settings.secret_key, purpose="link", max_age=settings.link_ttl)
-
-
-def notice_tokens(settings: Settings) -> TokenService:
-    return TokenService(settings.secret_key, purpose="notice", max_age=settings.notice_link_ttl)
-
-
 def read_link(settings: Settings, token: str) -> tuple[bytes, str]:
     """The secret of a lookup's link or of a notice's direct link, and which of the two."""
     try:
@@ -119,10 +119,6 @@ def read_link(settings: Settings, token: str) -> tuple[bytes, str]:
         return notice_tokens(settings).read(token), NOTICE_PURPOSE
     except TokenExpired:
         raise NoticeLinkExpired from None
-
-
-def session_tokens(settings: Settings) -> TokenService:
-    return TokenService(settings.secret_key, purpose="session", max_age=settings.session_ttl)
 
 
 @dataclass(frozen=True)
@@ -472,23 +468,11 @@ def end_session(conn: Connection, session: VerifiedSession) -> None:
     conn.execute(tables.sessions.delete().where(tables.sessions.c.id == session.id))
 
 
-def exposures_of(conn: Connection, incident: Incident, bidx: bytes) -> dict[Partner, int]:
-    """The incident's partners where an address occurs, each with its field bit set."""
-    by_id = {p.id: p for p in stored.get_partners(conn, incident.id)}
-    rows = conn.execute(
-        select(tables.exposures.c.partner_id, tables.exposures.c.fields).where(
-            tables.exposures.c.bidx == bidx,
-            tables.exposures.c.partner_id.in_(by_id),
-        )
-    ).all()
-    return {by_id[r.partner_id]: r.fields for r in rows}
-
-
 def results_for(conn: Connection, session: VerifiedSession) -> Results:
     """Per partner where the session's address occurs, the exposed fields."""
     incident = stored.get_incident(conn, session.incident_slug)
     assert incident is not None
-    exposed = exposures_of(conn, incident, session.bidx)
+    exposed = stored.exposures_of(conn, incident, session.bidx)
     found = [PartnerResult(partner, from_bits(bits)) for partner, bits in exposed.items()]
     found.sort(key=lambda r: r.partner.name.lower())
     return Results(incident, found)

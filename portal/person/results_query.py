@@ -18,9 +18,9 @@ from sqlalchemy import Connection, and_, exists, select
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import from_bits
-from portal.core.tokens import TokenInvalid, token_hash
+from portal.core.tokens import TokenInvalid, session_tokens, token_hash
 from portal.incidents.stored import Incident, Partner
-from portal.person.lookups import PartnerResult, Results, VerifiedSession, session_tokens
+from portal.person.lookups import PartnerResult, Results, VerifiedSession
 from portal.requests.deletions import DeletionRequest, request_from_row
 from portal.store import tables
 

@@ -37,7 +37,7 @@ from portal.core.clock import utcnow
 from portal.core.config import MAX_NOTICE_RATE, Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
-from portal.core.tokens import seal, token_hash
+from portal.core.tokens import NOTICE_PURPOSE, notice_tokens, seal, token_hash
 from portal.incidents.importer import (
     Hasher,
     ImportSummary,
@@ -50,7 +50,6 @@ from portal.incidents.stored import Incident, Partner, get_partners
 from portal.mail import outbox
 from portal.mail.markdown import MailMarkdown
 from portal.mail.messages import Message, render
-from portal.person.lookups import NOTICE_PURPOSE, notice_tokens
 from portal.store import db, tables
 
 log = logging.getLogger("portal.notices")

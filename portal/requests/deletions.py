@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, select, update
 
@@ -24,7 +24,6 @@ from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents import stored
 from portal.mail.worker import MailWorker
-from portal.person.lookups import VerifiedSession, exposures_of
 from portal.reach import notices
 from portal.requests import forwarding, receipts
 from portal.store import db, tables
@@ -78,6 +77,22 @@ class RequestRefused(PortalError):
     def field(self) -> str | None:
         """The first field at fault, if any."""
         return next(iter(self.fields), None)
+
+
+class Requester(Protocol):
+    """Who asks: a session that proved control of the address (a person's verified session)."""
+
+    @property
+    def incident_slug(self) -> str: ...
+    @property
+    def bidx(self) -> bytes: ...
+    @property
+    def lang(self) -> str: ...
+    @property
+    def verified_at(self) -> object: ...
+    def email(self) -> str:
+        """The verified address, read only now."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -191,7 +206,7 @@ def request_row(conn: Connection, reference: str) -> Any:
 def request_deletion(
     conn: Connection,
     settings: Settings,
-    session: VerifiedSession,
+    session: Requester,
     *,
     partner: str,
     templates_dir: Path,
@@ -202,7 +217,7 @@ def request_deletion(
     """
     incident = stored.get_incident(conn, session.incident_slug)
     assert incident is not None
-    exposed = exposures_of(conn, incident, session.bidx)
+    exposed = stored.exposures_of(conn, incident, session.bidx)
     targets = list(exposed) if partner == "all" else [p for p in exposed if p.slug == partner]
     if not targets:
         raise PartnerNotFound(partner)
@@ -230,7 +245,7 @@ def request_deletion(
 def _create(
     conn: Connection,
     settings: Settings,
-    session: VerifiedSession,
+    session: Requester,
     incident: stored.Incident,
     partner: stored.Partner,
     fields: int,

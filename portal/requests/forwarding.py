@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import from_bits
-from portal.core.tokens import ReferenceSigner
+from portal.core.tokens import partner_signer
 from portal.incidents import stored
 from portal.incidents.stored import Incident, Partner
 from portal.mail import messages, outbox
@@ -29,10 +29,6 @@ FORWARDED = "forwarded"
 LINK_DAYS_AFTER_CLOSE = 30
 REMINDER_INTERVAL = 600.0  # seconds between two looks for partners to remind
 REMINDER_BATCH = 200
-
-
-def partner_signer(settings: Settings) -> ReferenceSigner:
-    return ReferenceSigner(settings.secret_key, purpose="partner")
 
 
 def partner_link(settings: Settings, reference: str) -> str:

@@ -13,7 +13,7 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.fields import Field, from_bits
 from portal.core.printable import quoted
-from portal.core.tokens import TokenExpired
+from portal.core.tokens import TokenExpired, partner_signer
 from portal.incidents.stored import Incident, Partner
 from portal.mail.webhooks import sign_webhook
 from portal.requests import decisions, forwarding
@@ -60,7 +60,7 @@ class PartnerView:
 
 def request_for_link(conn: Connection, settings: Settings, token: str) -> PartnerView:
     """The request behind a partner's link; raises TokenInvalid, or LinkClosed."""
-    reference = forwarding.partner_signer(settings).read(token)
+    reference = partner_signer(settings).read(token)
     try:
         request = get_request(conn, reference)
     except RequestNotFound:

@@ -12,7 +12,12 @@ from starlette.routing import Route
 from portal.core import metrics
 from portal.core.blind_index import InvalidEmail, normalise
 from portal.core.clock import utcnow
-from portal.core.tokens import SealedText, TokenExpired, TokenInvalid
+from portal.core.tokens import (
+    SENT_ADDRESS_MAX_AGE,
+    TokenExpired,
+    TokenInvalid,
+    sent_address_sealer,
+)
 from portal.incidents import stored
 from portal.incidents.file import SLUG
 from portal.person import addresses, lookups
@@ -27,7 +32,7 @@ SESSION_COOKIE = "portal_session"
 FLASH_COOKIE = "portal_flash"
 # The address just typed, sealed, for the "check your inbox" page alone to show back, once.
 SENT_COOKIE = "portal_sent"
-SENT_MAX_AGE = 600
+SENT_MAX_AGE = SENT_ADDRESS_MAX_AGE
 
 
 async def home(request: Request) -> Response:
@@ -124,7 +129,7 @@ async def lookup(request: Request) -> Response:
     request.app.state.lookups.submit(request_)
     response = RedirectResponse(f"/{incident.slug}/sent", status_code=303)
     # Every valid address gets this cookie, of one length: known or not, limited or not.
-    typed = sent_address(request).seal(str(address).strip())
+    typed = sent_address_sealer(request.app.state.settings).seal(str(address).strip())
     response.set_cookie(SENT_COOKIE, typed, max_age=SENT_MAX_AGE, **_sent_cookie(request, incident))
     return response
 
@@ -145,18 +150,12 @@ async def sent(request: Request) -> Response:
     return response
 
 
-def sent_address(request: Request) -> SealedText:
-    """The sealing of the "check your inbox" cookie: encrypted, not just signed."""
-    secret_key = request.app.state.settings.secret_key
-    return SealedText(secret_key, purpose="sent-address", max_age=SENT_MAX_AGE, size=512)
-
-
 def _typed_address(request: Request) -> str | None:
     cookie = request.cookies.get(SENT_COOKIE)
     if not cookie:
         return None
     try:
-        return sent_address(request).open(cookie) or None
+        return sent_address_sealer(request.app.state.settings).open(cookie) or None
     except TokenInvalid:
         return None
 
