@@ -35,7 +35,8 @@ from sqlalchemy.engine import make_url
 from portal.core.config import Settings
 from portal.mail import outbox
 from portal.mail.delivery import SMTP_CONNECTIONS, SmtpSender
-from portal.mail.messages import Message, build_email, render
+from portal.mail.messages import Message, build_email
+from portal.mail.renderer import Renderer
 from portal.mail.worker import BATCH_SIZE, MailWorker
 from portal.requests.deletions import mark_forward_failed, mark_forwarded
 from portal.store import db, tables
@@ -91,7 +92,7 @@ def main() -> None:
         with _smtp_server() as (port, received):
             raw, raw_cpu = _cpu_of(_raw_smtp, port, args.n, args.connections)
             sender = SmtpSender("127.0.0.1", port, parallel=args.connections)
-            worker = MailWorker(  # as deletions.mail_worker makes it, with its own sender
+            worker = MailWorker(  # as portal.workers.mail_worker makes it, with its own sender
                 engine,
                 settings,
                 sender=sender,
@@ -149,8 +150,7 @@ def _database(server_url: str | None, folder: str) -> Iterator[str]:
 
 
 def _message() -> Message:
-    return render(
-        ROOT / "templates",
+    return Renderer(ROOT / "templates").email(
         "link",
         "nl",
         incident_title="Datalek bij TicketDienst",

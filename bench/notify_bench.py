@@ -23,14 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.import_bench import _cpu
-from portal.app import TEMPLATES_DIR
 from portal.core.blind_index import KdfParams, blind_index
 from portal.core.config import Settings
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.reach.notices import notify
 from portal.store import db
-from tests.factories import INCIDENT
+from tests.factories import INCIDENT, RENDERER
 
 SLUG, PARTNER = "ticketing-2021", "park-a"
 
@@ -79,7 +78,7 @@ def one(size: int) -> None:
             incident=SLUG,
             partner=PARTNER,
             path=path,
-            templates_dir=TEMPLATES_DIR,
+            renderer=RENDERER,
             rate=10,
         )
         seconds = time.perf_counter() - started

@@ -8,11 +8,9 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from traceback import extract_tb
 
 from prometheus_client import multiprocess
-from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,13 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from portal import workers
 from portal.core import logs
 from portal.core.config import Settings
 from portal.incidents.cache import IncidentCache
 from portal.incidents.fingerprints import PepperWatch
 from portal.person.lookup_queue import LookupQueue
 from portal.person.ratelimit import RateLimiter
-from portal.requests import deletions, forwarding
 from portal.store import db
 from portal.web import about, admin, ops, partner, public
 from portal.web.middleware import (
@@ -41,15 +39,14 @@ from portal.web.pages import RenderedPages, language, page_templates, render
 
 log = logging.getLogger("portal.app")
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+STATIC_DIR = workers.ROOT / "static"
 ERROR_TEMPLATES = {400, 403, 404, 405, 413, 415, 429, 500, 503}
 
 
 def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     """The portal as an ASGI app; `deliver_mail` runs the outbox worker in-process."""
     engine = db.make_engine(settings.database_url)
+    renderer = workers.renderer(pages=page_templates)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -58,7 +55,11 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
         app.state.lookups.start()
         if app.state.mail_worker is not None:
             tasks.append(asyncio.create_task(app.state.mail_worker.run(stop)))
-            tasks.append(asyncio.create_task(reminders(engine, settings, stop, app)))
+            tasks.append(
+                asyncio.create_task(
+                    workers.reminders(engine, settings, renderer, app.state.mail_worker, stop)
+                )
+            )
         try:
             yield
         finally:
@@ -96,11 +97,10 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.engine = engine
-    app.state.templates_dir = TEMPLATES_DIR
-    app.state.templates = page_templates(TEMPLATES_DIR)
+    app.state.renderer = renderer
     app.state.pages = RenderedPages()
     app.state.limiter = RateLimiter(settings)
-    app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
+    app.state.mail_worker = workers.mail_worker(engine, settings) if deliver_mail else None
     app.state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
     app.state.pepper = PepperWatch(engine, settings.pepper, interval=settings.pepper_check_interval)
     app.state.lookups = LookupQueue(
@@ -108,19 +108,10 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
         settings,
         app.state.limiter,
         app.state.incidents,
-        templates_dir=TEMPLATES_DIR,
+        renderer=renderer,
         written=app.state.mail_worker.wake if app.state.mail_worker else lambda: None,
     )
     return app
-
-
-async def reminders(
-    engine: Engine, settings: Settings, stop: asyncio.Event, app: Starlette
-) -> None:
-    """Reminds partners next to the mail worker, which then sends the reminders at once."""
-    await forwarding.remind_periodically(
-        engine, settings, stop, templates_dir=TEMPLATES_DIR, queued=app.state.mail_worker.wake
-    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

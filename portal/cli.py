@@ -483,7 +483,7 @@ def notify(
 
     Example: portal notify ticketing-2021 park-a park-a.csv --rate 20
     """
-    from portal.app import TEMPLATES_DIR
+    from portal import workers as root
     from portal.reach.notices import notify as queue_notices
 
     settings = _settings()
@@ -502,7 +502,7 @@ def notify(
             incident=incident,
             partner=partner,
             path=file,
-            templates_dir=TEMPLATES_DIR,
+            renderer=root.renderer(),
             mapping=mapping,
             email_column=email_column,
             rate=rate,
@@ -652,25 +652,13 @@ def mail_worker() -> None:
 
     Example: portal mail-worker
     """
+    from portal import workers
+
     settings = _settings(server=True)
     with _database(settings) as engine:
         _refuse_another_pepper(engine, settings)
         out.print("delivering mail and reminding partners; stop with Ctrl+C")
-        asyncio.run(_deliver_and_remind(engine, settings))
-
-
-async def _deliver_and_remind(engine: Engine, settings: Settings) -> None:
-    from portal.app import TEMPLATES_DIR
-    from portal.requests.deletions import mail_worker as worker_for
-    from portal.requests.forwarding import remind_periodically
-
-    worker, stop = worker_for(engine, settings), asyncio.Event()
-    await asyncio.gather(
-        worker.run_until_signalled(stop),
-        remind_periodically(
-            engine, settings, stop, templates_dir=TEMPLATES_DIR, queued=worker.wake
-        ),
-    )
+        asyncio.run(workers.deliver_and_remind(engine, settings, asyncio.Event()))
 
 
 @app.command()

@@ -7,9 +7,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from portal import workers
 from portal.core.config import Settings
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
+
+# The portal's templates, rendered as the portal renders them.
+RENDERER = workers.renderer()
 
 # Personas: alice occurs at two partners, bob at one, carol nowhere.
 ALICE = "alice@example.org"

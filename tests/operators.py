@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.operator import accounts
 from portal.requests.deletions import DeletionRequest, request_deletion
+from tests.factories import RENDERER
 from tests.test_lookups import sign_in_directly
 
 # Operators: dora works the queue, eve is the colleague acting at the same moment.
@@ -51,9 +51,7 @@ def ask_deletion(
     """A person signs in and asks for deletion: the request as the public flow makes it."""
     session = sign_in_directly(engine, settings, address)
     with engine.begin() as conn:
-        return request_deletion(
-            conn, settings, session, partner=partner, templates_dir=TEMPLATES_DIR
-        )
+        return request_deletion(conn, settings, session, partner=partner, renderer=RENDERER)
 
 
 def post_form(client: TestClient, page_path: str, action: str, **fields: str):  # type: ignore[no-untyped-def]

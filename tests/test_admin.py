@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
-from portal.app import TEMPLATES_DIR, create_app
+from portal.app import create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.reach import notices
 from portal.requests.deletions import DeletionRequest
 from portal.store import tables
-from tests.factories import ALICE, BOB, load_personas
+from tests.factories import ALICE, BOB, RENDERER, load_personas
 from tests.operators import (
     DORA,
     DORA_PASSWORD,
@@ -679,7 +679,7 @@ def test_it_shows_the_notice_figures_that_portal_stats_shows(
     def notify(partner: str) -> None:
         notices.notify(
             people, settings, incident=SLUG, partner=partner, path=tmp_path / f"{partner}.csv",
-            templates_dir=TEMPLATES_DIR,
+            renderer=RENDERER,
         )  # fmt: skip
 
     def set_notice(address: str, status: str) -> None:

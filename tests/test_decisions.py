@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, select, text, update
 from sqlalchemy.exc import OperationalError
 
-from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.core.i18n import format_date
 from portal.requests.decisions import change_status, extend, retry
@@ -35,7 +34,7 @@ from portal.requests.deletions import (
     get_request,
 )
 from portal.store import audit, db, tables
-from tests.factories import BOB, load_personas
+from tests.factories import BOB, RENDERER, load_personas
 from tests.operators import ask_deletion
 
 DORA = Actor("operator", "dora", "admin")
@@ -133,9 +132,7 @@ def decide(
     engine: Engine, reference: str, to: str, actor: Actor = DORA, **kw: object
 ) -> DeletionRequest:
     with engine.begin() as conn:
-        return change_status(
-            conn, reference=reference, to=to, actor=actor, templates_dir=TEMPLATES_DIR, **kw
-        )  # type: ignore[arg-type]
+        return change_status(conn, reference=reference, to=to, actor=actor, renderer=RENDERER, **kw)  # type: ignore[arg-type]
 
 
 def lengthen(engine: Engine, reference: str, months: int, **kw: object) -> DeletionRequest:
@@ -145,7 +142,7 @@ def lengthen(engine: Engine, reference: str, months: int, **kw: object) -> Delet
             reference=reference,
             months=months,
             actor=DORA,
-            templates_dir=TEMPLATES_DIR,
+            renderer=RENDERER,
             **kw,  # type: ignore[arg-type]
         )
 
@@ -364,13 +361,11 @@ def test_it_forwards_a_failed_request_again_by_hand(people: Engine, settings: Se
     made = bob_request(people, settings)
     refused = pytest.raises(RequestRefused, match="only a forward_failed request is retried")
     with refused, people.begin() as conn:
-        retry(conn, settings, reference=made.reference, actor=DORA, templates_dir=TEMPLATES_DIR)
+        retry(conn, settings, reference=made.reference, actor=DORA, renderer=RENDERER)
     with people.begin() as conn:
         conn.execute(update(tables.deletion_requests).values(status=FORWARD_FAILED))
     with people.begin() as conn:
-        retried = retry(
-            conn, settings, reference=made.reference, actor=DORA, templates_dir=TEMPLATES_DIR
-        )
+        retried = retry(conn, settings, reference=made.reference, actor=DORA, renderer=RENDERER)
     assert retried.status == FORWARD_FAILED
     assert len(mails(people, "partner_request")) == 2
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from starlette.testclient import TestClient
 
-from portal.app import TEMPLATES_DIR, create_app
+from portal.app import create_app
 from portal.core.config import Settings
 from portal.core.fields import BY_KEY
 from portal.core.i18n import format_date
@@ -36,7 +36,16 @@ from portal.requests.deletions import (
     request_deletion,
 )
 from portal.store import tables
-from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv
+from tests.factories import (
+    ALICE,
+    BOB,
+    INCIDENT,
+    PARK_A,
+    RENDERER,
+    THEATER_B,
+    load_personas,
+    write_csv,
+)
 from tests.test_lookups import sign_in_directly
 from tests.test_public import lookups_done
 
@@ -123,9 +132,7 @@ def personas(engine: Engine, settings: Settings, tmp_path: Path) -> Engine:
 
 def ask(engine: Engine, settings: Settings, session: VerifiedSession, partner: str) -> list:
     with engine.begin() as conn:
-        return request_deletion(
-            conn, settings, session, partner=partner, templates_dir=TEMPLATES_DIR
-        )
+        return request_deletion(conn, settings, session, partner=partner, renderer=RENDERER)
 
 
 def outbox(engine: Engine, kind: str) -> list:

@@ -18,8 +18,8 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.mail import messages
 from portal.mail import worker as mail_worker
-from portal.mail.messages import render
 from portal.mail.outbox import enqueue_email
+from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
 from portal.operator.stats import incident_figures
 from portal.store import tables
@@ -28,6 +28,7 @@ from tests.fixtures_mail import SmtpServer, running_smtp_server
 from tests.test_mail import Clock
 
 TEMPLATES = Path(__file__).parent / "data"
+TEST_MAIL = Renderer(TEMPLATES)  # emails/hello/ only
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def queue_many(engine: Engine, count: int) -> list[str]:
     addresses = [f"person{n}@example.org" for n in range(count)]
     with engine.begin() as conn:
         for n, address in enumerate(addresses):
-            message = render(TEMPLATES, "hello", "en", incident="Parks", link=f"http://x/v/{n}")
+            message = TEST_MAIL.email("hello", "en", incident="Parks", link=f"http://x/v/{n}")
             enqueue_email(conn, kind="link", to=address, message=message)
     return addresses
 
@@ -148,7 +149,7 @@ async def test_it_sends_a_non_ascii_mailbox_with_smtputf8(
     engine: Engine, mail_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     with engine.begin() as conn:
-        message = render(TEMPLATES, "hello", "en", incident="Parks", link="http://x/v/1")
+        message = TEST_MAIL.email("hello", "en", incident="Parks", link="http://x/v/1")
         enqueue_email(conn, kind="link", to="jörg@xn--bcher-kva.de", message=message)
     assert await MailWorker(engine, mail_settings).deliver_due() == 1
     [received] = smtp_server.received
@@ -167,7 +168,7 @@ async def test_it_fails_a_non_ascii_mailbox_at_once_with_the_reason_on_a_relay_w
         relay_settings = replace(settings, smtp_url=old_relay.url(), mail_from="p@example.net")
         with engine.begin() as conn:
             for to in ("jörg@example.de", "jan@example.de"):
-                message = render(TEMPLATES, "hello", "en", incident="Parks", link="http://x/v/1")
+                message = TEST_MAIL.email("hello", "en", incident="Parks", link="http://x/v/1")
                 enqueue_email(conn, kind="link", to=to, message=message)
         assert await MailWorker(engine, relay_settings).deliver_due() == 1
         assert [r.rcpt_tos for r in old_relay.received] == [["jan@example.de"]]

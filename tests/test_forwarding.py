@@ -16,7 +16,6 @@ import anyio
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.incidents.importer import import_csv
@@ -25,7 +24,7 @@ from portal.mail.worker import MailWorker
 from portal.requests.deletions import DeletionRequest, mark_forward_failed, mark_forwarded
 from portal.requests.forwarding import remind_periodically, send_due_reminders
 from portal.store import tables
-from tests.factories import BOB, INCIDENT, PARK_A, write_csv
+from tests.factories import BOB, INCIDENT, PARK_A, RENDERER, write_csv
 from tests.fixtures_mail import SmtpServer, WebhookReceiver, running_webhook_receiver, wait_for
 from tests.operators import ask_deletion
 from tests.test_mail import Clock
@@ -200,7 +199,7 @@ def reminders(engine: Engine) -> list:
 
 
 def remind(engine: Engine, settings: Settings, now: datetime) -> int:
-    return send_due_reminders(engine, settings, templates_dir=TEMPLATES_DIR, now=now)
+    return send_due_reminders(engine, settings, renderer=RENDERER, now=now)
 
 
 def test_it_reminds_the_partner_every_n_days_until_the_request_closes(
@@ -289,7 +288,7 @@ async def test_it_reminds_from_the_periodic_task_next_to_the_mail_worker(
     async with anyio.create_task_group() as group:
         group.start_soon(
             lambda: remind_periodically(
-                engine, settings, stop, templates_dir=TEMPLATES_DIR, queued=woken.set, interval=0.05
+                engine, settings, stop, renderer=RENDERER, queued=woken.set, interval=0.05
             )
         )
         await wait_for(woken.is_set)

@@ -11,7 +11,6 @@ import anyio
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
@@ -29,7 +28,7 @@ from portal.person.lookups import (
 )
 from portal.person.ratelimit import RateLimiter
 from portal.store import tables
-from tests.factories import ALICE, BOB, CAROL, load_personas
+from tests.factories import ALICE, BOB, CAROL, RENDERER, load_personas
 
 SLUG = "ticketing-2021"
 CLIENT = "203.0.113.7"
@@ -56,7 +55,7 @@ async def ask_link(
     client: str = CLIENT,
 ) -> bool:
     lookup = LookupRequest(incident=incident, address=address, client=client, lang="en")
-    return await request_link(engine, settings, limiter, lookup, templates_dir=TEMPLATES_DIR)
+    return await request_link(engine, settings, limiter, lookup, renderer=RENDERER)
 
 
 def link_mails(engine: Engine) -> list[tuple[str, str]]:

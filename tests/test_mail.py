@@ -21,8 +21,9 @@ from sqlalchemy import Connection, Engine, Row, select, update
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.mail.delivery import OutboxDirSender, SmtpSender, sender_for
-from portal.mail.messages import Message, render
+from portal.mail.messages import Message
 from portal.mail.outbox import backoff, describe, enqueue_email, enqueue_webhook
+from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
 from portal.store import db, tables
 from tests.databases import stored_bytes
@@ -35,6 +36,7 @@ from tests.fixtures_mail import (
 )
 
 TEMPLATES = Path(__file__).parent / "data"
+TEST_MAIL = Renderer(TEMPLATES)  # emails/hello/ only
 ALICE = "alice.k7q2@example.org"
 LINK = "http://127.0.0.1:8000/v/tok3n-secret"
 
@@ -63,7 +65,7 @@ class Clock:
 
 
 def hello(lang: str = "en", incident: str = "Parks & Co <b>") -> Message:
-    return render(TEMPLATES, "hello", lang, incident=incident, link=LINK)
+    return TEST_MAIL.email("hello", lang, incident=incident, link=LINK)
 
 
 def queue(engine: Engine, *, to: str = ALICE, kind: str = "link", **fields: Any) -> int:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 from starlette.testclient import TestClient
 
-from portal.app import TEMPLATES_DIR, create_app
+from portal.app import create_app
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
@@ -24,7 +24,16 @@ from portal.mail.worker import MailWorker
 from portal.operator.stats import incident_figures
 from portal.reach import notices
 from portal.store import tables
-from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, load_personas, write_csv
+from tests.factories import (
+    ALICE,
+    BOB,
+    INCIDENT,
+    PARK_A,
+    RENDERER,
+    THEATER_B,
+    load_personas,
+    write_csv,
+)
 from tests.fixtures_mail import SmtpServer, running_smtp_server
 from tests.test_public import csrf
 
@@ -48,7 +57,7 @@ def run(
         incident=SLUG,
         partner=partner,
         path=folder / f"{partner}.csv",
-        templates_dir=TEMPLATES_DIR,
+        renderer=RENDERER,
         **options,
     )
 
@@ -367,7 +376,7 @@ async def test_it_counts_a_permanent_refusal_as_a_bounce(
 def _worker(engine: Engine, settings: Settings, smtp: SmtpServer) -> MailWorker:
     from dataclasses import replace
 
-    from portal.requests.deletions import mail_worker
+    from portal.workers import mail_worker
 
     return mail_worker(engine, replace(settings, smtp_url=smtp.url()))
 

@@ -10,7 +10,6 @@ import anyio
 import pytest
 from sqlalchemy import Engine, Table, select, update
 
-from portal.app import TEMPLATES_DIR
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.mail.messages import Message
@@ -21,7 +20,7 @@ from portal.person.ratelimit import RateLimiter
 from portal.requests.deletions import COMPLETED, REJECTED, request_deletion
 from portal.store import tables
 from tests.databases import stored_bytes
-from tests.factories import ALICE, BOB, CAROL, load_personas
+from tests.factories import ALICE, BOB, CAROL, RENDERER, load_personas
 from tests.test_lookups import ask_link, sign_in_directly
 
 NOW = utcnow()
@@ -60,7 +59,7 @@ def queue_mail(
 
 def ask_deletion(engine: Engine, settings: Settings, session: VerifiedSession) -> list[int]:
     with engine.begin() as conn:
-        made = request_deletion(conn, settings, session, partner="all", templates_dir=TEMPLATES_DIR)
+        made = request_deletion(conn, settings, session, partner="all", renderer=RENDERER)
     return [r.id for r in made]
 
 

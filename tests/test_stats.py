@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, update
 
-from portal.app import TEMPLATES_DIR
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents.stored import load_incident_file
 from portal.operator.stats import incident_figures, partner_figures
 from portal.requests.deletions import FORWARDED, request_deletion
 from portal.store import tables
-from tests.factories import ALICE, BOB, load_personas
+from tests.factories import ALICE, BOB, RENDERER, load_personas
 from tests.test_lookups import sign_in_directly
 
 SLUG = "ticketing-2021"
@@ -29,7 +28,7 @@ def personas(engine: Engine, settings: Settings, tmp_path: Path) -> Engine:
 def ask_deletion(engine: Engine, settings: Settings, address: str, partner: str) -> None:
     session = sign_in_directly(engine, settings, address)
     with engine.begin() as conn:
-        request_deletion(conn, settings, session, partner=partner, templates_dir=TEMPLATES_DIR)
+        request_deletion(conn, settings, session, partner=partner, renderer=RENDERER)
 
 
 def figures(engine: Engine, incident: str | None = SLUG) -> dict[str, tuple[int, dict[str, int]]]:

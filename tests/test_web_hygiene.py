@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
-from portal.app import TEMPLATES_DIR, create_app
+from portal.app import create_app
 from portal.core.config import Settings
 from portal.store import tables
+from portal.workers import TEMPLATES_DIR
 from tests.factories import ALICE, load_personas
 from tests.test_public import SLUG, csrf, sign_in
 

@@ -11,13 +11,8 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid, parseaddr
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-from portal.core.i18n import template_context
-from portal.mail.markdown import site
 from portal.mail.sender import from_header
 
 # RFC 5322 allows 998 characters a line; folding at 78 moves a long subject's first word
@@ -46,37 +41,6 @@ class Email:
     message_id: str
     data: bytes  # CRLF line ends, as the carrier gets them
     payload_sha256: str  # of `data`: the proof kept of what was sent
-
-
-def render(templates_dir: Path, name: str, lang: str, **context: Any) -> Message:
-    """Renders emails/<name>/{subject.txt,body.txt,body.html} in the language `lang`."""
-    env = _environment(Path(templates_dir).resolve())
-    values = {**context, **template_context(lang)}
-
-    def part(filename: str) -> str:
-        return env.get_template(f"emails/{name}/{filename}").render(values)
-
-    # Template blocks may span lines; a subject header is one line.
-    subject = " ".join(part("subject.txt").split())
-    values["subject"] = subject  # the HTML part's <title>
-    return Message(subject=subject, text=part("body.txt"), html=part("body.html"))
-
-
-@lru_cache(maxsize=8)
-def _environment(templates_dir: Path) -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(templates_dir),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        extensions=["jinja2.ext.i18n"],
-    )
-    env.policies["ext.i18n.trimmed"] = True
-    env.filters["site"] = site  # the portal named without being linked to
-    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
-    return env
 
 
 def refuse_line_breaks(**headers: str) -> None:

@@ -15,7 +15,6 @@ an address, so whoever planted it never sees that address's results.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from sqlalchemy import Connection, select, update
 
@@ -24,6 +23,7 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.tokens import TokenInvalid, seal, session_tokens, token_hash, unseal
 from portal.incidents import counters
+from portal.mail.renderer import Renderer
 from portal.person import lookups
 from portal.person.lookups import LinkUsed, VerifiedSession
 from portal.person.results_view import ResultsView, results_view
@@ -172,7 +172,7 @@ def request_deletion(
     *,
     partner: str,
     address: str | None,
-    templates_dir: Path,
+    renderer: Renderer,
 ) -> int:
     """The person's request at a partner for one of the session's addresses (or at every
     partner for 'all'; 'all' without an address: for every address). Returns the address's
@@ -185,7 +185,7 @@ def request_deletion(
         made = 0
         for each in addresses_of(conn, session):
             try:
-                _request(conn, settings, each, partner, templates_dir)
+                _request(conn, settings, each, partner, renderer)
                 made += 1
             except deletions.PartnerNotFound:
                 continue
@@ -196,14 +196,14 @@ def request_deletion(
         index, each = for_address(conn, session, address)
     except UnknownAddress:
         raise deletions.PartnerNotFound(partner) from None
-    _request(conn, settings, each, partner, templates_dir)
+    _request(conn, settings, each, partner, renderer)
     return index
 
 
 def _request(
-    conn: Connection, settings: Settings, each: VerifiedSession, partner: str, templates_dir: Path
+    conn: Connection, settings: Settings, each: VerifiedSession, partner: str, renderer: Renderer
 ) -> None:
-    deletions.request_deletion(conn, settings, each, partner=partner, templates_dir=templates_dir)
+    deletions.request_deletion(conn, settings, each, partner=partner, renderer=renderer)
 
 
 def _email(session: VerifiedSession) -> str | None:

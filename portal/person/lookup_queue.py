@@ -21,7 +21,6 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -29,6 +28,7 @@ from sqlalchemy import Engine
 from portal.core import metrics
 from portal.core.config import Settings
 from portal.incidents.cache import IncidentCache
+from portal.mail.renderer import Renderer
 from portal.person import lookups
 from portal.person.lookups import LookupRequest, PendingLink
 from portal.person.ratelimit import RateLimiter
@@ -63,14 +63,14 @@ class LookupQueue:
         limiter: RateLimiter,
         cache: IncidentCache,
         *,
-        templates_dir: Path,
+        renderer: Renderer,
         written: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.limiter = limiter
         self.cache = cache
-        self.templates_dir = templates_dir
+        self.renderer = renderer
         self.written = written  # called after each batch commits (wakes the mail worker)
         self.hashers = settings.hash_threads or os.cpu_count() or 1
         self.incoming: asyncio.Queue[LookupRequest] = asyncio.Queue(settings.lookup_queue_size)
@@ -159,7 +159,7 @@ class LookupQueue:
             incident,
             bidx,
             lookup,
-            self.templates_dir,
+            self.renderer,
             partner,
         )
         await self.ready.put(pending)

@@ -8,7 +8,6 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select, update
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +32,7 @@ from portal.core.tokens import (
 from portal.incidents import counters, stored
 from portal.incidents.stored import Incident, Partner
 from portal.mail import messages, outbox
+from portal.mail.renderer import Renderer
 from portal.person.ratelimit import RateLimiter
 from portal.store import db, tables
 
@@ -137,7 +137,7 @@ async def request_link(
     limiter: RateLimiter,
     lookup: LookupRequest,
     *,
-    templates_dir: Path,
+    renderer: Renderer,
 ) -> bool:
     """Hashes the address and queues a link email, unless a limit is reached.
 
@@ -155,7 +155,7 @@ async def request_link(
         return False
     partner = await run_in_threadpool(_entry_partner_of, engine, incident, lookup.partner)
     pending = await run_in_threadpool(
-        prepare_link, settings, incident, bidx, lookup, templates_dir, partner
+        prepare_link, settings, incident, bidx, lookup, renderer, partner
     )
     await run_in_threadpool(write_links, engine, settings, [pending])
     return True
@@ -199,7 +199,7 @@ def prepare_link(
     incident: Incident,
     bidx: bytes,
     lookup: LookupRequest,
-    templates_dir: Path,
+    renderer: Renderer,
     partner: Partner | None = None,
 ) -> PendingLink:
     """Issues the link and renders its mail (CPU only: nothing is written yet).
@@ -208,7 +208,7 @@ def prepare_link(
     """
     token, secret = link_tokens(settings).issue()
     now = utcnow()
-    message = _link_message(templates_dir, settings, incident, lookup.lang, token, partner)
+    message = _link_message(renderer, settings, incident, lookup.lang, token, partner)
     link = {
         "token_hash": token_hash(secret),
         "purpose": LINK_PURPOSE,
@@ -278,7 +278,7 @@ def asking_session(
 
 
 def _link_message(
-    templates_dir: Path,
+    renderer: Renderer,
     settings: Settings,
     incident: Incident,
     lang: str,
@@ -289,21 +289,13 @@ def _link_message(
 
     Rendered once per incident, language and partner with a marker where the token goes
     (the template costs about 1 ms of the GIL, 20 % of a core at 200 lookups a second);
-    each link email is that text with its token put in. A reloaded incident is a new object
-    in the cache (portal.incidents.cache), and renders anew.
+    each link email is that text with its token put in. The renderer keeps it; a reloaded
+    incident is a new object in the cache (portal.incidents.cache), and renders anew.
     """
-    key = (
-        str(templates_dir),
-        settings.base_url,
-        settings.link_ttl,
-        incident.id,
-        lang,
-        partner.id if partner else None,
-    )
-    kept = _LINK_MESSAGES.get(key)
-    if kept is None or kept[0] is not incident or kept[1] is not partner:
-        template = messages.render(
-            templates_dir,
+    key = ("link", settings.base_url, settings.link_ttl, incident.id, lang, partner and partner.id)
+
+    def rendered() -> messages.Message:
+        return renderer.email(
             "partner_link" if partner else "link",
             lang,
             incident_title=incident.text(incident.title, lang),
@@ -314,10 +306,8 @@ def _link_message(
             portal_url=settings.base_url,
             partner_name=partner.name if partner else None,
         )
-        if len(_LINK_MESSAGES) > 1000:  # incidents x languages x partners: never near it
-            _LINK_MESSAGES.clear()
-        _LINK_MESSAGES[key] = kept = (incident, partner, template)
-    template = kept[2]
+
+    template = renderer.kept(key, (incident, partner), rendered)
     return messages.Message(
         template.subject.replace(_TOKEN_MARKER, token),
         template.text.replace(_TOKEN_MARKER, token),
@@ -327,10 +317,6 @@ def _link_message(
 
 # Letters and digits only, so that no escaping changes it; no template text contains it.
 _TOKEN_MARKER = f"token{secrets.token_hex(16)}"
-_LINK_MESSAGES: dict[
-    tuple[str, str, int, int, str, int | None],
-    tuple[Incident, Partner | None, messages.Message],
-] = {}
 
 
 def peek_link(conn: Connection, settings: Settings, token: str) -> str:

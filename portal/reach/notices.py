@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,7 +49,8 @@ from portal.incidents.importer import (
 from portal.incidents.stored import Incident, Partner, get_partners
 from portal.mail import outbox
 from portal.mail.markdown import MailMarkdown
-from portal.mail.messages import Message, render
+from portal.mail.messages import Message
+from portal.mail.renderer import Renderer
 from portal.store import db, tables
 
 log = logging.getLogger("portal.notices")
@@ -107,7 +108,7 @@ def notify(
     incident: str,
     partner: str,
     path: Path,
-    templates_dir: Path,
+    renderer: Renderer,
     mapping: dict[str, str] | None = None,
     email_column: str | None = None,
     rate: float | None = None,
@@ -129,7 +130,7 @@ def notify(
         path, mapping=mapping, email_column=email_column, progress=progress
     )
     summary = NotifySummary(read, rate, dry_run=dry_run)
-    queue = _Queue(engine, settings, found_incident, target, partners, templates_dir, summary)
+    queue = _Queue(engine, settings, found_incident, target, partners, renderer, summary)
     hasher = Hasher(settings.pepper, salt, found_incident.kdf)
     done, total = 0, len(found)
     if progress:
@@ -190,7 +191,7 @@ class _Queue:
         incident: Incident,
         partner: Partner,
         partners: dict[int, Partner],
-        templates_dir: Path,
+        renderer: Renderer,
         summary: NotifySummary,
     ) -> None:
         self.engine = engine
@@ -198,7 +199,7 @@ class _Queue:
         self.incident = incident
         self.partner = partner
         self.partners = partners
-        self.templates_dir = templates_dir
+        self.renderer = renderer
         self.summary = summary
         self.lang = incident.languages[0]
         self.step = timedelta(seconds=1 / summary.rate)
@@ -359,7 +360,7 @@ class _Queue:
                 self._rendered.clear()
             link = f"{self.settings.base_url}/v/{TOKEN_SLOT}"
             self._rendered[partners] = render_notice(
-                self.templates_dir,
+                self.renderer,
                 self.settings,
                 self.incident,
                 self.lang,
@@ -398,7 +399,7 @@ class NamedPartner:
 
 
 def render_notice(
-    templates_dir: Path,
+    renderer: Renderer,
     settings: Settings,
     incident: Incident,
     lang: str,
@@ -414,8 +415,7 @@ def render_notice(
     advice = sorted(union.values(), key=lambda f: (-f.severity, f.bit))
     notice = incident.text(incident.notice, lang)
     markdown = MailMarkdown(settings.base_url)
-    return render(
-        templates_dir,
+    return renderer.email(
         "notice",
         lang,
         incident_title=incident.text(incident.title, lang),
@@ -476,13 +476,3 @@ def figures(conn: Connection, *, incident_id: int) -> dict[str, int]:
         or 0
     )
     return counted
-
-
-def both(*hooks: Callable[[Connection, int, int | None], None]) -> outbox.OutboxHook:
-    """One outbox hook that runs each of `hooks` in turn, in the same transaction."""
-
-    def run(conn: Connection, outbox_id: int, request_id: int | None) -> None:
-        for hook in hooks:
-            hook(conn, outbox_id, request_id)
-
-    return run

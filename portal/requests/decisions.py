@@ -8,7 +8,6 @@ Every refusal is a `RequestRefused` with a message for the operator or the partn
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -16,6 +15,7 @@ from sqlalchemy import Connection, select, update
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.printable import quoted
+from portal.mail.renderer import Renderer
 from portal.requests import forwarding, receipts
 from portal.requests.deletions import (
     CLOSED,
@@ -48,7 +48,7 @@ def change_status(
     reference: str,
     to: str,
     actor: Actor,
-    templates_dir: Path,
+    renderer: Renderer,
     version: int | None = None,
     note: str | None = None,
     ground: str | None = None,
@@ -103,7 +103,7 @@ def change_status(
     audit.record(conn, actor=actor.label, action=f"request_{to}", object=reference, detail=detail)
     changed = get_request(conn, reference)
     if to in CLOSED:
-        _tell_outcome(conn, changed, templates_dir)
+        _tell_outcome(conn, changed, renderer)
     return changed
 
 
@@ -114,7 +114,7 @@ def extend(
     months: int,
     reason: str | None,
     actor: Actor,
-    templates_dir: Path,
+    renderer: Renderer,
     version: int | None = None,
     today: date | None = None,
 ) -> DeletionRequest:
@@ -188,7 +188,7 @@ def extend(
             partner=partner,
             due_on=new_due,
             reason=reason,
-            templates_dir=templates_dir,
+            renderer=renderer,
             request_id=changed.id,
         )
     return changed
@@ -200,7 +200,7 @@ def retry(
     *,
     reference: str,
     actor: Actor,
-    templates_dir: Path,
+    renderer: Renderer,
     version: int | None = None,
 ) -> DeletionRequest:
     """Queues a forward_failed request to its partner again; it becomes forwarded on delivery."""
@@ -218,7 +218,7 @@ def retry(
     audit.record(conn, actor=actor.label, action="request_retried", object=reference)
     incident, partner = forwarding.owner_of(conn, old.partner_id)
     forwarding.forward(
-        conn, settings, incident, partner, request_row(conn, reference), templates_dir=templates_dir
+        conn, settings, incident, partner, request_row(conn, reference), renderer=renderer
     )
     return get_request(conn, reference)
 
@@ -278,7 +278,7 @@ def _changed_meanwhile(current: DeletionRequest) -> str:
     )
 
 
-def _tell_outcome(conn: Connection, request: DeletionRequest, templates_dir: Path) -> None:
+def _tell_outcome(conn: Connection, request: DeletionRequest, renderer: Renderer) -> None:
     email = _email_of(conn, request.id)
     if not email:
         return
@@ -295,7 +295,7 @@ def _tell_outcome(conn: Connection, request: DeletionRequest, templates_dir: Pat
         reason=request.reason,
         note=request.note,
         kept_fields=request.kept_fields,
-        templates_dir=templates_dir,
+        renderer=renderer,
         request_id=request.id,
     )
 

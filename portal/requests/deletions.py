@@ -13,18 +13,16 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, select, update
 
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents import stored
-from portal.mail.worker import MailWorker
-from portal.reach import notices
+from portal.mail.renderer import Renderer
 from portal.requests import forwarding, receipts
 from portal.store import db, tables
 
@@ -209,7 +207,7 @@ def request_deletion(
     session: Requester,
     *,
     partner: str,
-    templates_dir: Path,
+    renderer: Renderer,
 ) -> list[DeletionRequest]:
     """Creates the request at one partner (or every partner for 'all'); idempotent.
 
@@ -223,7 +221,7 @@ def request_deletion(
         raise PartnerNotFound(partner)
     existing = requests_for(conn, bidx=session.bidx, incident_id=incident.id)
     created = [
-        _create(conn, settings, session, incident, p, exposed[p], templates_dir)
+        _create(conn, settings, session, incident, p, exposed[p], renderer)
         for p in targets
         if p.id not in existing
     ]
@@ -237,7 +235,7 @@ def request_deletion(
             requests=[
                 receipts.Receipted(r.reference, names[r.partner_id], r.due_on) for r in created
             ],
-            templates_dir=templates_dir,
+            renderer=renderer,
         )
     return [existing.get(p.id) or next(c for c in created if c.partner_id == p.id) for p in targets]
 
@@ -249,7 +247,7 @@ def _create(
     incident: stored.Incident,
     partner: stored.Partner,
     fields: int,
-    templates_dir: Path,
+    renderer: Renderer,
 ) -> DeletionRequest:
     now = utcnow()
     values = {
@@ -269,7 +267,7 @@ def _create(
         return requests_for(conn, bidx=session.bidx, incident_id=incident.id)[partner.id]
     row = request_row(conn, str(values["reference"]))
     record_change(conn, request_id=row.id, actor="person", old=None, new=RECEIVED, via="portal")
-    forwarding.forward(conn, settings, incident, partner, row, templates_dir=templates_dir)
+    forwarding.forward(conn, settings, incident, partner, row, renderer=renderer)
     return request_from_row(row)
 
 
@@ -322,17 +320,6 @@ def mark_forwarded(conn: Connection, outbox_id: int, request_id: int | None) -> 
 def mark_forward_failed(conn: Connection, outbox_id: int, request_id: int | None) -> None:
     """Mail worker hook: the partner's copy could not be delivered within a day."""
     _move(conn, outbox_id, request_id, to=FORWARD_FAILED, allowed=(RECEIVED,))
-
-
-def mail_worker(engine: Engine, settings: Settings) -> MailWorker:
-    """The outbox worker, telling requests when their partner's copy went out or failed,
-    and notices when they were delivered, bounced or given up on."""
-    return MailWorker(
-        engine,
-        settings,
-        on_sent=notices.both(mark_forwarded, notices.mark_sent),
-        on_failed=notices.both(mark_forward_failed, notices.mark_failed),
-    )
 
 
 def _move(

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
@@ -19,7 +18,8 @@ from portal.core.fields import from_bits
 from portal.core.tokens import partner_signer
 from portal.incidents import stored
 from portal.incidents.stored import Incident, Partner
-from portal.mail import messages, outbox
+from portal.mail import outbox
+from portal.mail.renderer import Renderer
 from portal.store import tables
 
 log = logging.getLogger("portal.forwarding")
@@ -63,12 +63,12 @@ def forward(
     partner: Partner,
     row: Any,
     *,
-    templates_dir: Path,
+    renderer: Renderer,
 ) -> None:
     """Queues the request to the partner: an email, and a signed webhook when configured."""
     lang = partner_language(incident, partner)
-    message = messages.render(
-        templates_dir, "partner_request", lang, **_context(settings, incident, partner, row, lang)
+    message = renderer.email(
+        "partner_request", lang, **_context(settings, incident, partner, row, lang)
     )
     outbox.enqueue_email(
         conn,
@@ -139,7 +139,7 @@ def send_due_reminders(
     engine: Engine,
     settings: Settings,
     *,
-    templates_dir: Path,
+    renderer: Renderer,
     now: datetime | None = None,
 ) -> int:
     """Reminds the partner of every forwarded request not reported back for N days.
@@ -161,7 +161,7 @@ def send_due_reminders(
     sent = 0
     for request_id, seen in due:
         with engine.begin() as conn:
-            sent += _remind(conn, settings, request_id, seen, now, templates_dir)
+            sent += _remind(conn, settings, request_id, seen, now, renderer)
     return sent
 
 
@@ -171,7 +171,7 @@ def _remind(
     request_id: int,
     seen: datetime | None,
     now: datetime,
-    templates_dir: Path,
+    renderer: Renderer,
 ) -> int:
     t = tables.deletion_requests
     unchanged = t.c.last_reminded_at.is_(None) if seen is None else t.c.last_reminded_at == seen
@@ -186,7 +186,7 @@ def _remind(
     incident, partner = owner_of(conn, row.partner_id)
     lang = partner_language(incident, partner)
     context = _context(settings, incident, partner, row, lang) | {"reminder": row.reminders_sent}
-    message = messages.render(templates_dir, "partner_reminder", lang, **context)
+    message = renderer.email("partner_reminder", lang, **context)
     outbox.enqueue_email(
         conn,
         kind="partner_reminder",
@@ -203,7 +203,7 @@ async def remind_periodically(
     settings: Settings,
     stop: asyncio.Event,
     *,
-    templates_dir: Path,
+    renderer: Renderer,
     queued: Callable[[], None] | None = None,
     interval: float = REMINDER_INTERVAL,
 ) -> None:
@@ -211,7 +211,7 @@ async def remind_periodically(
     while not stop.is_set():
         try:
             sent = await to_thread.run_sync(
-                lambda: send_due_reminders(engine, settings, templates_dir=templates_dir)
+                lambda: send_due_reminders(engine, settings, renderer=renderer)
             )
         except Exception as exc:
             log.error("reminder round failed: %s", type(exc).__name__)

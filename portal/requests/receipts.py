@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 from sqlalchemy import Connection
 
 from portal.core.fields import from_bits
 from portal.incidents.stored import Incident, Partner
-from portal.mail import messages, outbox
+from portal.mail import outbox
+from portal.mail.renderer import Renderer
 
 # The right to complain (GDPR Art. 77) goes to the Dutch supervisory authority.
 REGULATOR = {"name": "Autoriteit Persoonsgegevens", "website": "autoriteitpersoonsgegevens.nl"}
@@ -32,11 +32,10 @@ def send_receipt(
     lang: str,
     incident: Incident,
     requests: list[Receipted],
-    templates_dir: Path,
+    renderer: Renderer,
 ) -> None:
     """At once, with the reference, the partner, the due date and what happens next."""
-    message = messages.render(
-        templates_dir,
+    message = renderer.email(
         "deletion_receipt",
         lang,
         incident_title=incident.text(incident.title, lang),
@@ -66,12 +65,11 @@ def send_extension(
     partner: Partner,
     due_on: date,
     reason: str,
-    templates_dir: Path,
+    renderer: Renderer,
     request_id: int,
 ) -> None:
     """The new due date and why it was moved."""
-    message = messages.render(
-        templates_dir,
+    message = renderer.email(
         "deletion_extended",
         lang,
         **_common(incident, partner, lang, reference),
@@ -101,13 +99,12 @@ def send_outcome(
     reason: str | None,
     note: str | None,
     kept_fields: int,
-    templates_dir: Path,
+    renderer: Renderer,
     request_id: int,
 ) -> None:
     """Completed or rejected, with the reason; a rejection names the right to complain."""
     name = "deletion_completed" if status == "completed" else "deletion_rejected"
-    message = messages.render(
-        templates_dir,
+    message = renderer.email(
         name,
         lang,
         **_common(incident, partner, lang, reference),

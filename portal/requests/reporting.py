@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import Connection, select
 
@@ -15,6 +14,7 @@ from portal.core.fields import Field, from_bits
 from portal.core.printable import quoted
 from portal.core.tokens import TokenExpired, partner_signer
 from portal.incidents.stored import Incident, Partner
+from portal.mail.renderer import Renderer
 from portal.mail.webhooks import sign_webhook
 from portal.requests import decisions, forwarding
 from portal.requests.deletions import (
@@ -89,14 +89,12 @@ def report_by_link(
     token: str,
     *,
     outcome: str,
-    templates_dir: Path,
+    renderer: Renderer,
     **decision: object,
 ) -> DeletionRequest:
     """Closes the request as its partner reports on the link's page."""
     view = request_for_link(conn, settings, token)
-    return _close(
-        conn, view.request.reference, view.partner, "link", outcome, templates_dir, decision
-    )
+    return _close(conn, view.request.reference, view.partner, "link", outcome, renderer, decision)
 
 
 def authenticate_call(
@@ -160,11 +158,11 @@ def report_by_api(
     reference: str,
     partner: Partner,
     outcome: str,
-    templates_dir: Path,
+    renderer: Renderer,
     **decision: object,
 ) -> DeletionRequest:
     """Closes the request as its (authenticated) partner reports by API."""
-    return _close(conn, reference, partner, "api", outcome, templates_dir, decision)
+    return _close(conn, reference, partner, "api", outcome, renderer, decision)
 
 
 def _close(
@@ -173,7 +171,7 @@ def _close(
     partner: Partner,
     via: str,
     outcome: str,
-    templates_dir: Path,
+    renderer: Renderer,
     decision: dict[str, object],
 ) -> DeletionRequest:
     if outcome not in OUTCOMES:
@@ -188,6 +186,6 @@ def _close(
         reference=reference,
         to=outcome,
         actor=Actor("partner", partner.slug, via),
-        templates_dir=templates_dir,
+        renderer=renderer,
         **decision,  # type: ignore[arg-type]
     )

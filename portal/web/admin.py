@@ -234,7 +234,7 @@ async def set_status(request: Request) -> Response:
         decisions.change_status,
         to=decision.status,
         actor=_actor(request),
-        templates_dir=state.templates_dir,
+        renderer=state.renderer,
         version=decision.version,
         note=decision.note,
         ground=decision.ground,
@@ -253,7 +253,7 @@ async def extend(request: Request) -> Response:
         months=number(form, "months") or 0,
         reason=text(form, "reason"),
         actor=_actor(request),
-        templates_dir=request.app.state.templates_dir,
+        renderer=request.app.state.renderer,
         version=number(form, "version"),
     )
 
@@ -267,7 +267,7 @@ async def retry(request: Request) -> Response:
         decisions.retry,
         state.settings,
         actor=_actor(request),
-        templates_dir=state.templates_dir,
+        renderer=state.renderer,
         version=number(form, "version"),
     )
 

@@ -81,7 +81,7 @@ class RenderedPages:
         kept = self.pages.get(key)
         if kept is None or kept[0] is not of:
             context.update(_context(request, lang), csrf_token=lambda: self.marker, request=request)
-            html = request.app.state.templates.get_template(template).render(context)
+            html = request.app.state.renderer.pages.get_template(template).render(context)
             self.pages[key] = kept = (of, html)
         return kept[1].replace(self.marker, csrf_token(request))
 
@@ -111,7 +111,7 @@ def render(
     status: int = 200,
     **context: Any,
 ) -> Response:
-    templates = request.app.state.templates
+    templates = request.app.state.renderer.pages
     context.update(_context(request, lang))
     response: Response = templates.TemplateResponse(request, template, context, status_code=status)
     return _with_cookies(request, response, lang)

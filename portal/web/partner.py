@@ -46,7 +46,7 @@ async def report(request: Request) -> Response:
             state.settings,
             token,
             outcome=decision.status,
-            templates_dir=state.templates_dir,
+            renderer=state.renderer,
             version=decision.version,
             note=decision.note,
             ground=decision.ground,
@@ -105,7 +105,7 @@ async def api_report(request: Request) -> Response:
             reporting.report_by_api,
             reference=reference,
             partner=partner,
-            templates_dir=request.app.state.templates_dir,
+            renderer=request.app.state.renderer,
             **payload,
         )
     except RequestRefused as exc:

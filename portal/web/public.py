@@ -328,7 +328,7 @@ async def deletion(request: Request) -> Response:
             session,
             partner=partner,
             address=address if isinstance(address, str) else None,
-            templates_dir=state.templates_dir,
+            renderer=state.renderer,
         )
     except deletions.PartnerNotFound:
         raise HTTPException(404) from None
