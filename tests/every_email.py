@@ -28,15 +28,14 @@ from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.mail import outbox
 from portal.mail.worker import MailWorker
-from portal.person.lookups import LookupRequest, confirm_link, request_link
-from portal.person.ratelimit import RateLimiter
+from portal.person.lookups import LookupRequest, confirm_link
 from portal.reach import notices
 from portal.requests.decisions import change_status, extend
 from portal.requests.deletions import Actor, request_deletion
 from portal.requests.forwarding import send_due_reminders
 from portal.store import tables
 from portal.workers import TEMPLATES_DIR
-from tests.factories import RENDERER, write_csv
+from tests.factories import RENDERER, running_lookups, write_csv
 from tests.fixtures_mail import running_smtp_server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -182,11 +181,11 @@ def _ask_link(
     """A lookup as the incident page (or a partner's entry page) sends it; its link's token."""
     lookup = LookupRequest(slug(lang), address, "203.0.113.7", lang, partner)
 
-    async def ask() -> bool:
-        limiter = RateLimiter(settings)
-        return await request_link(engine, settings, limiter, lookup, renderer=RENDERER)
+    async def ask() -> None:
+        async with running_lookups(engine, settings) as queue:
+            assert queue.submit(lookup)
 
-    assert anyio.run(ask)
+    anyio.run(ask)
     o = tables.outbox.c
     with engine.connect() as conn:
         text = conn.scalar(select(o.body_text).where(o.kind == "link").order_by(o.id.desc()))

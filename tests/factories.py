@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from portal import workers
 from portal.core.config import Settings
+from portal.incidents.cache import IncidentCache
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
+from portal.person.lookup_queue import LookupQueue
+from portal.person.ratelimit import RateLimiter
 
 # The portal's templates, rendered as the portal renders them.
 RENDERER = workers.renderer()
@@ -80,3 +85,21 @@ def load_personas(engine: Engine, settings: Settings, folder: Path) -> None:
     for partner, rows in (("park-a", PARK_A), ("theater-b", THEATER_B)):
         path = write_csv(folder / f"{partner}.csv", rows)
         import_csv(engine, settings, incident="ticketing-2021", partner=partner, path=path)
+
+
+@asynccontextmanager
+async def running_lookups(
+    engine: Engine, settings: Settings, limiter: RateLimiter | None = None
+) -> AsyncIterator[LookupQueue]:
+    """The lookup queue the web submits to, started; on leaving, drained and closed, so
+    that every lookup submitted is written (its link and mail) or counted as refused."""
+    cache = IncidentCache(engine, ttl=settings.incident_cache_ttl)
+    queue = LookupQueue(
+        engine, settings, limiter or RateLimiter(settings), cache, renderer=RENDERER
+    )
+    queue.start()
+    try:
+        yield queue
+    finally:
+        await queue.close()
+        await cache.close()

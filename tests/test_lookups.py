@@ -1,4 +1,4 @@
-"""Lookups: from a submitted address to a queued link, and from a used link to results."""
+"""Lookups through the lookup queue: an address to a queued link, a used link to results."""
 
 from __future__ import annotations
 
@@ -23,12 +23,11 @@ from portal.person.lookups import (
     confirm_link,
     load_session,
     peek_link,
-    request_link,
     results_for,
 )
 from portal.person.ratelimit import RateLimiter
 from portal.store import tables
-from tests.factories import ALICE, BOB, CAROL, RENDERER, load_personas
+from tests.factories import ALICE, BOB, CAROL, load_personas, running_lookups
 
 SLUG = "ticketing-2021"
 CLIENT = "203.0.113.7"
@@ -54,8 +53,12 @@ async def ask_link(
     incident: str = SLUG,
     client: str = CLIENT,
 ) -> bool:
+    """Submits one lookup to a real lookup queue and drains it; True when its link was mailed."""
     lookup = LookupRequest(incident=incident, address=address, client=client, lang="en")
-    return await request_link(engine, settings, limiter, lookup, renderer=RENDERER)
+    before = len(link_mails(engine))
+    async with running_lookups(engine, settings, limiter) as queue:
+        assert queue.submit(lookup)
+    return len(link_mails(engine)) > before
 
 
 def link_mails(engine: Engine) -> list[tuple[str, str]]:

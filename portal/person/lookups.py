@@ -1,4 +1,4 @@
-"""From a submitted address to a queued link; from a confirmed link to a session and results."""
+"""A lookup's steps (limits, hash, link, mail) for the lookup queue; a link to a session."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import Connection, Engine, select, update
-from starlette.concurrency import run_in_threadpool
 
 from portal.core import metrics
 from portal.core.blind_index import blind_index
@@ -131,36 +130,6 @@ class PendingLink:
     message: messages.Message
 
 
-async def request_link(
-    engine: Engine,
-    settings: Settings,
-    limiter: RateLimiter,
-    lookup: LookupRequest,
-    *,
-    renderer: Renderer,
-) -> bool:
-    """Hashes the address and queues a link email, unless a limit is reached.
-
-    One lookup on its own (the web's lookups go through `portal.person.lookup_queue`, which runs
-    the same steps in batches). Tells whether a mail was queued.
-    """
-    metrics.lookups_total.inc()
-    if not await within_client_limit(limiter, lookup):
-        return False
-    incident, salt = await run_in_threadpool(_incident_and_salt, engine, lookup.incident)
-    if incident is None:
-        return False
-    bidx = await run_in_threadpool(hash_address, settings, incident, salt, lookup)
-    if not await within_address_limit(limiter, bidx):
-        return False
-    partner = await run_in_threadpool(_entry_partner_of, engine, incident, lookup.partner)
-    pending = await run_in_threadpool(
-        prepare_link, settings, incident, bidx, lookup, renderer, partner
-    )
-    await run_in_threadpool(write_links, engine, settings, [pending])
-    return True
-
-
 async def within_client_limit(limiter: RateLimiter, lookup: LookupRequest) -> bool:
     if await limiter.hit("client", lookup.client):
         return True
@@ -182,11 +151,6 @@ def hash_address(
     bidx = blind_index(lookup.address, pepper=settings.pepper, salt=salt, params=incident.kdf)
     metrics.hashes_total.inc()
     return bidx
-
-
-def _incident_and_salt(engine: Engine, slug: str) -> tuple[Incident | None, bytes]:
-    with engine.begin() as conn:
-        return stored.get_incident(conn, slug), db.ensure_salt(conn)
 
 
 def deployment_salt(engine: Engine) -> bytes:
@@ -260,13 +224,6 @@ def entry_partner(partners: list[Partner], slug: str | None) -> Partner | None:
     if not slug:
         return None
     return next((p for p in partners if p.slug == slug), None)
-
-
-def _entry_partner_of(engine: Engine, incident: Incident, slug: str | None) -> Partner | None:
-    if not slug:
-        return None
-    with engine.connect() as conn:
-        return entry_partner(stored.get_partners(conn, incident.id), slug)
 
 
 def asking_session(
