@@ -21,7 +21,7 @@ from portal.core.tokens import (
 from portal.incidents import stored
 from portal.incidents.file import SLUG
 from portal.person import addresses, lookups
-from portal.person.results_query import ResultsPage, read_results
+from portal.person.results import ResultsPage, read_results
 from portal.person.results_view import advice_once, results_view
 from portal.requests import deletions
 from portal.web.csrf import checked_form, rotate_csrf_cookie
