@@ -14,7 +14,7 @@ an address, so whoever planted it never sees that address's results.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from sqlalchemy import Connection, select, update
 
@@ -26,7 +26,6 @@ from portal.incidents import counters
 from portal.mail.renderer import Renderer
 from portal.person import lookups
 from portal.person.lookups import LinkUsed, VerifiedSession
-from portal.person.results_view import ResultsView, results_view
 from portal.requests import deletions
 from portal.store import db, tables
 
@@ -39,14 +38,6 @@ class TooManyAddresses(Exception):
 
 class UnknownAddress(LookupError):
     """Not one of the session's verified addresses."""
-
-
-@dataclass(frozen=True)
-class AddressResults:
-    """One verified address of a session and what the results page shows for it."""
-
-    index: int  # 1 for the session's first address
-    view: ResultsView
 
 
 def confirm(
@@ -152,17 +143,6 @@ def for_address(
         if _email(each) == wanted:
             return index, each
     raise UnknownAddress
-
-
-def results_of(conn: Connection, session: VerifiedSession) -> list[AddressResults]:
-    """What the results page shows, per verified address of the session."""
-    shown = []
-    for index, each in enumerate(addresses_of(conn, session), 1):
-        found = lookups.results_for(conn, each)
-        requested = deletions.requests_for(conn, bidx=each.bidx, incident_id=each.incident_id)
-        view = results_view(found, requested, address=_email(each), first=session.partner_id)
-        shown.append(AddressResults(index, view))
-    return shown
 
 
 def request_deletion(

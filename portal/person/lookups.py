@@ -15,7 +15,6 @@ from portal.core import metrics
 from portal.core.blind_index import blind_index
 from portal.core.clock import utcnow
 from portal.core.config import Settings
-from portal.core.fields import Field, from_bits
 from portal.core.tokens import (
     LINK_PURPOSE,
     NOTICE_PURPOSE,
@@ -28,7 +27,7 @@ from portal.core.tokens import (
     token_hash,
     unseal,
 )
-from portal.incidents import counters, stored
+from portal.incidents import counters
 from portal.incidents.stored import Incident, Partner
 from portal.mail import messages, outbox
 from portal.mail.renderer import Renderer
@@ -83,27 +82,6 @@ class VerifiedSession:
         if self.sealed_email is None:
             raise TokenInvalid
         return unseal(self.secret, self.sealed_email)
-
-
-@dataclass(frozen=True)
-class PartnerResult:
-    partner: Partner
-    fields: list[Field]
-
-
-@dataclass(frozen=True)
-class Results:
-    incident: Incident
-    partners: list[PartnerResult]
-
-    @property
-    def advice(self) -> list[Field]:
-        """The union of advice over every exposed field, most serious first."""
-        seen: dict[str, Field] = {}
-        for result in self.partners:
-            for field in result.fields:
-                seen[field.key] = field
-        return sorted(seen.values(), key=lambda f: -f.severity)
 
 
 def read_link(settings: Settings, token: str) -> tuple[bytes, str]:
@@ -409,13 +387,3 @@ def load_session(conn: Connection, settings: Settings, token: str | None) -> Ver
 
 def end_session(conn: Connection, session: VerifiedSession) -> None:
     conn.execute(tables.sessions.delete().where(tables.sessions.c.id == session.id))
-
-
-def results_for(conn: Connection, session: VerifiedSession) -> Results:
-    """Per partner where the session's address occurs, the exposed fields."""
-    incident = stored.get_incident(conn, session.incident_slug)
-    assert incident is not None
-    exposed = stored.exposures_of(conn, incident, session.bidx)
-    found = [PartnerResult(partner, from_bits(bits)) for partner, bits in exposed.items()]
-    found.sort(key=lambda r: r.partner.name.lower())
-    return Results(incident, found)

@@ -21,8 +21,7 @@ from portal.core.tokens import (
 from portal.incidents import stored
 from portal.incidents.file import SLUG
 from portal.person import addresses, lookups
-from portal.person.results import ResultsPage, read_results
-from portal.person.results_view import advice_once, results_view
+from portal.person.results import ResultsPage, advice_once, read_results
 from portal.requests import deletions
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, render_shared, with_db
@@ -273,7 +272,7 @@ async def results(request: Request) -> Response:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
     session = page.session
     # The session's own verified owner sees the addresses the results are for.
-    shown = await _addresses(request, page)
+    shown = page.addresses
     response = render(
         request,
         "results.html",
@@ -297,7 +296,7 @@ async def confirm_all(request: Request) -> Response:
     if page is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
     session = page.session
-    shown = await _addresses(request, page)
+    shown = page.addresses
     if not any(a.view.without_request for a in shown):
         return RedirectResponse(f"/{incident.slug}/results", status_code=303)
     return render(
@@ -352,7 +351,7 @@ async def deletion(request: Request) -> Response:
 
 
 async def _results_page(request: Request, incident: stored.Incident) -> ResultsPage | None:
-    """The session and its results in one query (one thread hop, one transaction)."""
+    """The session and the results of its every address in one query (one thread hop)."""
     partners = await request.app.state.incidents.partners(incident)
     return await with_db(
         request,
@@ -362,25 +361,6 @@ async def _results_page(request: Request, incident: stored.Incident) -> ResultsP
         incident=incident,
         partners=partners,
     )
-
-
-async def _addresses(request: Request, page: ResultsPage) -> list[addresses.AddressResults]:
-    """The results per verified address: from the page's one query when the session holds
-    one address (notice day's common case), else read per address."""
-    session = page.session
-    if page.more_addresses:
-        return await with_db(request, addresses.results_of, session)
-    view = results_view(
-        page.results, page.requests, address=_address(session), first=session.partner_id
-    )
-    return [addresses.AddressResults(1, view)]
-
-
-def _address(session: lookups.VerifiedSession) -> str | None:
-    try:
-        return session.email()
-    except TokenInvalid:
-        return None
 
 
 async def _incident(request: Request) -> stored.Incident:
