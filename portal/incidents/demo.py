@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from faker import Faker
 from sqlalchemy import Engine, func, select
 
+from portal.core.config import Settings
+from portal.incidents.importer import ImportSummary, Progress, import_csv
+from portal.incidents.stored import load_incident_file
 from portal.store import tables
 
 DEMO_SLUG = "ticketing-demo"
@@ -209,3 +214,26 @@ def is_loaded(engine: Engine) -> bool:
             .where(tables.incidents.c.slug == DEMO_SLUG)
         )
     return loaded == len(PARTNER_COLUMNS)
+
+
+def load_demo(
+    engine: Engine,
+    settings: Settings,
+    folder: Path,
+    *,
+    records: int,
+    progress: Callable[[Path], AbstractContextManager[Progress]],
+) -> dict[str, ImportSummary] | None:
+    """Loads the demo incident and imports each partner's file, with `progress(file)` shown
+    per import; None when its records were imported before (the incident is updated)."""
+    files = write_demo_files(folder, records=records)
+    load_incident_file(engine, files[0])
+    if is_loaded(engine):
+        return None
+    imported = {}
+    for path in files[1:]:
+        with progress(path) as update:
+            imported[path.stem] = import_csv(
+                engine, settings, incident=DEMO_SLUG, partner=path.stem, path=path, progress=update
+            )
+    return imported

@@ -201,3 +201,19 @@ class PepperWatch:
     def _read(self) -> list[str]:
         with self.engine.connect() as conn:
             return mismatches(conn, self.pepper)
+
+
+def refuse_another_pepper(engine: Engine, pepper: bytes) -> None:
+    """Stops a command that hashes addresses when the pepper in force is not the one the
+    records were imported with: every lookup would answer "not affected" (design §4.1)."""
+    with engine.begin() as conn:
+        found = check(conn, pepper)
+    for slug in found.adopted:
+        log.warning(
+            "incident %s holds records imported before pepper fingerprints were kept: the "
+            "PORTAL_PEPPER in force is now recorded as theirs, unchecked; should people in "
+            'the data be told "not affected", it is not: purge the incident and import it again',
+            slug,
+        )
+    if found.mismatched:
+        raise PortalError(refusal(found.mismatched))

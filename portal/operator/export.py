@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import tempfile
+from pathlib import Path
 
 from sqlalchemy import Connection, select
 
+from portal.core.errors import PortalError
 from portal.incidents import stored
 from portal.requests.deletions import REJECTED
 from portal.store import audit, tables
@@ -81,3 +85,22 @@ def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
 def neutralise(cell: str) -> str:
     """A cell a spreadsheet would read as a formula gets a leading apostrophe."""
     return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Writes `data` to `path`, readable by its owner alone, whole or not at all."""
+    try:
+        # mkstemp makes the file with mode 0600; os.replace puts it in place in one step.
+        fd, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(aside, path)
+    except OSError as exc:
+        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        Path(aside).unlink(missing_ok=True)

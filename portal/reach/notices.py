@@ -118,6 +118,12 @@ def notify(
 ) -> NotifySummary:
     """Queues one notice per distinct valid address of a partner's file; `dry_run` writes
     nothing. Safe to run again: what was queued stays queued once."""
+    if settings.base_url_is_default and not dry_run:
+        # A notice is mailed once, to everyone: a link to this machine would reach no one.
+        raise PortalError(
+            "PORTAL_BASE_URL is not set: the notices would link to http://127.0.0.1:8000, "
+            "which works on this machine only; set it to the portal's public address"
+        )
     rate = settings.notice_rate if rate is None else rate
     if not 0 < rate <= MAX_NOTICE_RATE:
         raise PortalError(f"--rate must be more than 0 and at most {MAX_NOTICE_RATE:,.0f}")
