@@ -137,7 +137,8 @@ def _child(kind: str, folder: Path, rows: int, postgresql: str | None) -> dict[s
 
 def _read(folder: Path) -> dict[str, float]:
     """What the import holds before it hashes: the file read, checked and deduplicated."""
-    from portal.incidents.importer import _read_rows, plan_columns
+    from portal.incidents.columns import plan_columns
+    from portal.incidents.importer import _read_rows
 
     before = _peak_mib()
     started = time.perf_counter()

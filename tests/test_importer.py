@@ -13,7 +13,8 @@ from portal.core.blind_index import blind_index, normalise
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents import importer
-from portal.incidents.importer import ImportSummary, Skipped, import_csv, plan_columns
+from portal.incidents.columns import plan_columns
+from portal.incidents.importer import ImportSummary, Skipped, import_csv
 from portal.incidents.stored import get_incident, get_partner, load_incident_file
 from portal.store import db, tables
 from tests.databases import stored_bytes

@@ -28,6 +28,8 @@ from portal.operator.retention import purge as apply_retention
 from portal.operator.retention import purge_incident
 from portal.operator.stats import (
     PARTNER_NOTICES,
+    IncidentFigures,
+    PartnerFigures,
     RelayFigures,
     incident_figures,
     partner_figures,
@@ -101,12 +103,20 @@ def stats(
 
     Example: portal stats ticketing-2021
     """
-
     settings = load_settings()
     with database(settings) as engine, engine.connect() as conn:
         partners = partner_figures(conn, incident=incident)
         incidents = incident_figures(conn, incident=incident)
         relay = relay_figures(conn)
+    print_table(_requests_table(partners))
+    print_table(_notices_table(partners))
+    for figures in incidents:
+        _print_incident_figures(figures)
+    if relay.failing:
+        say(_relay_failing(relay))
+
+
+def _requests_table(partners: list[PartnerFigures]) -> Table:
     statuses = ("received", "forwarded", "forward_failed", "completed", "rejected")
     table = Table(title="per partner: records, and deletion requests by status")
     columns = (
@@ -132,32 +142,35 @@ def stats(
             str(row.overdue),
             "-" if median is None else f"{median:g}",
         )
-    print_table(table)
+    return table
+
+
+def _notices_table(partners: list[PartnerFigures]) -> Table:
     noticed = Table(title="per partner: direct notices naming it, by status")
     for column in ("incident", "partner", *(f"notices {s}" for s in PARTNER_NOTICES)):
         noticed.add_column(column, justify="left" if column in ("incident", "partner") else "right")
     for row in partners:
         noticed.add_row(row.incident, row.partner, *(str(row.notices[s]) for s in PARTNER_NOTICES))
-    print_table(noticed)
-    for figures in incidents:
-        mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
-        out.print(
-            f"{figures.incident}: {figures.distinct_people} distinct people in the data, "
-            f"{figures.lookups} lookup(s) answered with a link, {figures.verified_visits} "
-            f"verified visit(s), {figures.links_issued} link(s) on record; mail: {mail}",
-            highlight=False,
-            soft_wrap=True,
+    return noticed
+
+
+def _print_incident_figures(figures: IncidentFigures) -> None:
+    mail = ", ".join(f"{k} {v}" for k, v in sorted(figures.mail.items())) or "none"
+    out.print(
+        f"{figures.incident}: {figures.distinct_people} distinct people in the data, "
+        f"{figures.lookups} lookup(s) answered with a link, {figures.verified_visits} "
+        f"verified visit(s), {figures.links_issued} link(s) on record; mail: {mail}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    notices = ", ".join(f"{k} {v}" for k, v in figures.notices.items())
+    say(f"{figures.incident}: notices: {notices}")
+    if figures.mail_failures:
+        reasons = "; ".join(
+            f"{count} {FAILURE_REASONS.get(reason, reason)}"
+            for reason, count in sorted(figures.mail_failures.items())
         )
-        notices = ", ".join(f"{k} {v}" for k, v in figures.notices.items())
-        say(f"{figures.incident}: notices: {notices}")
-        if figures.mail_failures:
-            reasons = "; ".join(
-                f"{count} {FAILURE_REASONS.get(reason, reason)}"
-                for reason, count in sorted(figures.mail_failures.items())
-            )
-            say(f"{figures.incident}: mail given up: {reasons}")
-    if relay.failing:
-        say(_relay_failing(relay))
+        say(f"{figures.incident}: mail given up: {reasons}")
 
 
 def _relay_failing(relay: RelayFigures) -> str:

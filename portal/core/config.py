@@ -92,15 +92,14 @@ class Settings:
         env_file = Path(ENV_FILE) if environ is None and Path(ENV_FILE).is_file() else None
         config = Config(env_file=env_file, environ=os.environ if environ is None else environ)
         instance_dir = Path(config("PORTAL_INSTANCE_DIR", default="./instance")).resolve()
-        generated: set[str] = set()
-        secret_key = config("PORTAL_SECRET_KEY", default=None)
-        if not secret_key:
-            secret_key = _instance_secret(instance_dir, "secret_key")
-            generated.add("PORTAL_SECRET_KEY")
-        pepper = config("PORTAL_PEPPER", default=None)
-        if not pepper:
-            pepper = _instance_secret(instance_dir, "pepper")
-            generated.add("PORTAL_PEPPER")
+        secret_key, pepper, generated = _secrets(config, instance_dir)
+
+        def whole(name: str, default: str, unit: str = "seconds") -> int:
+            return _positive_int(config(name, default=default), name, unit=unit)
+
+        def text(name: str, default: str | None = None) -> str | None:
+            return config(name, default=default) or None
+
         settings = cls(
             instance_dir=instance_dir,
             database_url=config(
@@ -108,15 +107,13 @@ class Settings:
             ),
             secret_key=secret_key,
             pepper=pepper.encode(),
-            base_url=(config("PORTAL_BASE_URL", default=None) or DEFAULT_BASE_URL).rstrip("/"),
-            base_url_is_default=not config("PORTAL_BASE_URL", default=None),
-            smtp_url=config("PORTAL_SMTP_URL", default=None) or None,
+            base_url=(text("PORTAL_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+            base_url_is_default=not text("PORTAL_BASE_URL"),
+            smtp_url=text("PORTAL_SMTP_URL"),
             mail_from=config("PORTAL_MAIL_FROM", default="portal@localhost"),
-            redis_url=config("PORTAL_REDIS_URL", default=None) or None,
-            link_ttl=_positive_int(config("PORTAL_LINK_TTL", default="3600"), "PORTAL_LINK_TTL"),
-            session_ttl=_positive_int(
-                config("PORTAL_SESSION_TTL", default="1800"), "PORTAL_SESSION_TTL"
-            ),
+            redis_url=text("PORTAL_REDIS_URL"),
+            link_ttl=whole("PORTAL_LINK_TTL", "3600"),
+            session_ttl=whole("PORTAL_SESSION_TTL", "1800"),
             limit_per_address=config("PORTAL_LIMIT_PER_ADDRESS", default="5/hour"),
             limit_per_client=config("PORTAL_LIMIT_PER_CLIENT", default="20/hour"),
             limit_confirm_per_client=config("PORTAL_LIMIT_CONFIRM_PER_CLIENT", default="30/hour"),
@@ -126,42 +123,18 @@ class Settings:
                 for p in config("PORTAL_TRUSTED_PROXIES", default="").split(",")
                 if p.strip()
             ),
-            deletion_retention_days=_positive_int(
-                config("PORTAL_DELETION_RETENTION_DAYS", default="90"),
-                "PORTAL_DELETION_RETENTION_DAYS",
-                unit="days",
-            ),
-            admin_session_ttl=_positive_int(
-                config("PORTAL_ADMIN_SESSION_TTL", default="900"), "PORTAL_ADMIN_SESSION_TTL"
-            ),
+            deletion_retention_days=whole("PORTAL_DELETION_RETENTION_DAYS", "90", "days"),
+            admin_session_ttl=whole("PORTAL_ADMIN_SESSION_TTL", "900"),
             limit_login_per_account=config("PORTAL_LIMIT_LOGIN_PER_ACCOUNT", default="10/hour"),
-            partner_reminder_days=_positive_int(
-                config("PORTAL_PARTNER_REMINDER_DAYS", default="7"),
-                "PORTAL_PARTNER_REMINDER_DAYS",
-                unit="days",
-            ),
-            audit_retention_days=_positive_int(
-                config("PORTAL_AUDIT_RETENTION_DAYS", default="730"),
-                "PORTAL_AUDIT_RETENTION_DAYS",
-                unit="days",
-            ),
-            security_contact=config("PORTAL_SECURITY_CONTACT", default=None) or None,
-            notice_link_ttl=_positive_int(
-                config("PORTAL_NOTICE_LINK_TTL", default="2592000"), "PORTAL_NOTICE_LINK_TTL"
-            ),
+            partner_reminder_days=whole("PORTAL_PARTNER_REMINDER_DAYS", "7", "days"),
+            audit_retention_days=whole("PORTAL_AUDIT_RETENTION_DAYS", "730", "days"),
+            security_contact=text("PORTAL_SECURITY_CONTACT"),
+            notice_link_ttl=whole("PORTAL_NOTICE_LINK_TTL", "2592000"),
             notice_rate=positive_rate(
                 config("PORTAL_NOTICE_RATE", default="10"), "PORTAL_NOTICE_RATE"
             ),
-            lookup_queue_size=_positive_int(
-                config("PORTAL_LOOKUP_QUEUE_SIZE", default="10000"),
-                "PORTAL_LOOKUP_QUEUE_SIZE",
-                unit="lookups",
-            ),
-            hash_threads=_positive_int(
-                config("PORTAL_HASH_THREADS", default=str(_cores())),
-                "PORTAL_HASH_THREADS",
-                unit="threads",
-            ),
+            lookup_queue_size=whole("PORTAL_LOOKUP_QUEUE_SIZE", "10000", "lookups"),
+            hash_threads=whole("PORTAL_HASH_THREADS", str(_cores()), "threads"),
             generated_secrets=frozenset(generated),
         )
         settings.validate()
@@ -326,6 +299,21 @@ def positive_rate(value: str, name: str) -> float:
             f"{name} must be more than 0 and at most {MAX_NOTICE_RATE:,.0f} per second: {value!r}"
         )
     return rate
+
+
+def _secrets(config: Config, instance_dir: Path) -> tuple[str, str, set[str]]:
+    """The secret key and the pepper, each from the environment or else the instance
+    folder (made there on first use); and which of the two were made or read there."""
+    generated: set[str] = set()
+    secret_key = config("PORTAL_SECRET_KEY", default=None)
+    if not secret_key:
+        secret_key = _instance_secret(instance_dir, "secret_key")
+        generated.add("PORTAL_SECRET_KEY")
+    pepper = config("PORTAL_PEPPER", default=None)
+    if not pepper:
+        pepper = _instance_secret(instance_dir, "pepper")
+        generated.add("PORTAL_PEPPER")
+    return secret_key, pepper, generated
 
 
 def _instance_secret(instance_dir: Path, name: str) -> str:

@@ -18,6 +18,8 @@ from portal.core.errors import PortalError
 from portal.core.printable import quoted, shown
 from portal.incidents import toml_errors
 
+# long: one checker over one vocabulary of keys (EXPECTED below): each rule sits beside the
+# words its message uses, and split in two, a rule would be read apart from them.
 LANGUAGES = ("nl", "en")
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 INCIDENT_KEYS = frozenset(

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, case, func, select
 from portal.core.clock import utcnow
 from portal.incidents import counters
 from portal.incidents.stored import require_incident
-from portal.reach import notices
+from portal.reach import notices, outcomes
 from portal.requests.deletions import CLOSED, OPEN
 from portal.store import tables
 
@@ -158,7 +158,7 @@ def incident_figures(conn: Connection, *, incident: str | None = None) -> list[I
                 mail,
                 distinct_people=_distinct_people(conn, incident_id),
                 lookups=whole.get(counters.LOOKUPS, 0),
-                notices=notices.figures(conn, incident_id=incident_id),
+                notices=outcomes.figures(conn, incident_id=incident_id),
                 mail_failures=failures,
             )
         )

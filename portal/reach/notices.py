@@ -32,7 +32,6 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from portal.core import fields
 from portal.core.clock import utcnow
 from portal.core.config import MAX_NOTICE_RATE, Settings
 from portal.core.errors import PortalError
@@ -48,9 +47,9 @@ from portal.incidents.importer import (
 )
 from portal.incidents.stored import Incident, Partner, get_partners
 from portal.mail import outbox
-from portal.mail.markdown import MailMarkdown
 from portal.mail.messages import Message
 from portal.mail.renderer import Renderer
+from portal.reach.notice_email import render_notice
 from portal.store import db, tables
 
 log = logging.getLogger("portal.notices")
@@ -393,92 +392,3 @@ def _next_slot(conn: Connection, step: timedelta) -> datetime:
     last = conn.scalar(select(func.max(tables.notices.c.send_after)))
     now = utcnow()
     return now if last is None else max(now, last + step)
-
-
-@dataclass(frozen=True)
-class NamedPartner:
-    """A partner as a notice names it: sure or not that the person's data leaked there."""
-
-    name: str
-    possible: bool  # its data set also holds people whose data were not exposed
-    fields: list[fields.Field]
-
-
-def render_notice(
-    renderer: Renderer,
-    settings: Settings,
-    incident: Incident,
-    lang: str,
-    partners: list[tuple[Partner, int]],
-    link: str,
-) -> Message:
-    """The notice in `lang`: what happened, which partners hold which data, what to do."""
-    named = [
-        NamedPartner(p.name, p.certainty == "possible", fields.from_bits(bits))
-        for p, bits in partners
-    ]
-    union = {f.key: f for partner in named for f in partner.fields}
-    advice = sorted(union.values(), key=lambda f: (-f.severity, f.bit))
-    notice = incident.text(incident.notice, lang)
-    markdown = MailMarkdown(settings.base_url)
-    return renderer.email(
-        "notice",
-        lang,
-        incident_title=incident.text(incident.title, lang),
-        organisation=incident.organisation,
-        website=incident.website,
-        portal_url=settings.base_url,
-        lookup_url=f"{settings.base_url}/{incident.slug}/",
-        contact=incident.contact_email,
-        discovered=incident.discovered,
-        regulator_notified=incident.regulator_notified,
-        notice_text=markdown.text(notice),
-        notice_html=markdown.html(notice),
-        partners=named,
-        only_possible=all(partner.possible for partner in named),
-        advice=[f.advice[lang] for f in advice],
-        link=link,
-        days=settings.notice_link_ttl // 86400,
-    )
-
-
-# -- delivery --------------------------------------------------------------------------
-
-
-def mark_sent(conn: Connection, outbox_id: int, _request_id: int | None) -> None:
-    """The outbox hook on delivery: the notice went out (its address is erased with it)."""
-    conn.execute(
-        update(tables.notices)
-        .where(tables.notices.c.outbox_id == outbox_id)
-        .values(status=SENT, sent_at=utcnow())
-    )
-
-
-def mark_failed(conn: Connection, outbox_id: int, _request_id: int | None) -> None:
-    """The outbox hook on giving up: bounced when the server refused it for good (5xx)."""
-    code = conn.scalar(
-        select(tables.outbox.c.response_status).where(tables.outbox.c.id == outbox_id)
-    )
-    status = BOUNCED if code is not None and 500 <= code < 600 else FAILED
-    conn.execute(
-        update(tables.notices).where(tables.notices.c.outbox_id == outbox_id).values(status=status)
-    )
-
-
-def figures(conn: Connection, *, incident_id: int) -> dict[str, int]:
-    """Notices by status (queued, sent, failed, bounced), and partners recorded after sending."""
-    n, np = tables.notices.c, tables.notice_partners.c
-    counted = {s: 0 for s in (QUEUED, SENT, FAILED, BOUNCED)}
-    for status, count in conn.execute(
-        select(n.status, func.count()).where(n.incident_id == incident_id).group_by(n.status)
-    ):
-        counted[status] = count
-    counted["partners added after sending"] = int(
-        conn.scalar(
-            select(func.count())
-            .select_from(tables.notice_partners.join(tables.notices))
-            .where(n.incident_id == incident_id, np.named.is_(False))
-        )
-        or 0
-    )
-    return counted

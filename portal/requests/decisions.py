@@ -62,23 +62,8 @@ def change_status(
     change is refused rather than written over theirs.
     """
     note, reason = _text(note), _text(reason)
-    if to == REJECTED and ground and ground not in GROUNDS:
-        raise RequestRefused(
-            f"{reference}: ground {quoted(ground)} is not one of: {', '.join(GROUNDS)}",
-            fields={"ground": NEEDS_GROUND},
-            value=ground,
-            allowed=GROUNDS,
-        )
-    if to == REJECTED and (not ground or not reason):
-        missing = ({} if ground else {"ground": NEEDS_GROUND}) | (
-            {} if reason else {"reason": NEEDS_REASON}
-        )
-        raise RequestRefused(
-            f"{reference}: a rejection needs a ground ({', '.join(GROUNDS)}) and a reason "
-            f"the person will read: {next(iter(missing))} is required",
-            fields=missing,
-            allowed=() if ground else GROUNDS,
-        )
+    if to == REJECTED:
+        _check_rejection(reference, ground, reason)
     values: dict[str, Any] = {"status": to}
     if to == FORWARDED:
         values["forwarded_at"] = utcnow()
@@ -107,6 +92,27 @@ def change_status(
     return changed
 
 
+def _check_rejection(reference: str, ground: str | None, reason: str | None) -> None:
+    """A rejection names one of the grounds, and the reason the person will read."""
+    if ground and ground not in GROUNDS:
+        raise RequestRefused(
+            f"{reference}: ground {quoted(ground)} is not one of: {', '.join(GROUNDS)}",
+            fields={"ground": NEEDS_GROUND},
+            value=ground,
+            allowed=GROUNDS,
+        )
+    if not ground or not reason:
+        missing = ({} if ground else {"ground": NEEDS_GROUND}) | (
+            {} if reason else {"reason": NEEDS_REASON}
+        )
+        raise RequestRefused(
+            f"{reference}: a rejection needs a ground ({', '.join(GROUNDS)}) and a reason "
+            f"the person will read: {next(iter(missing))} is required",
+            fields=missing,
+            allowed=() if ground else GROUNDS,
+        )
+
+
 def extend(
     conn: Connection,
     *,
@@ -120,33 +126,7 @@ def extend(
 ) -> DeletionRequest:
     """Moves the due date once, by one or two months, before it has passed; tells the person."""
     today = today or utcnow().date()
-    reason = _text(reason)
-    if months not in EXTENSION_MONTHS:
-        raise RequestRefused(
-            f"{reference}: an extension is 1 or 2 months",
-            fields={"months": "Choose 1 or 2 months."},
-        )
-    if not reason:
-        raise RequestRefused(
-            f"{reference}: an extension needs a reason the person will read",
-            fields={"reason": NEEDS_REASON},
-        )
-
-    def check(current: DeletionRequest) -> str | None:
-        if current.is_closed:
-            return f"{reference} is {current.status}: a closed request is not extended"
-        if current.extended_due_on is not None:
-            return (
-                f"{reference} was extended once already (to {current.extended_due_on}); "
-                "a request is extended only once"
-            )
-        if today > current.due_on:
-            return (
-                f"{reference}: the due date {current.due_on} has passed; "
-                "an extension must be made before it"
-            )
-        return None
-
+    reason = _check_extension(reference, months, _text(reason))
     current = get_request(conn, reference)
     new_due = add_months(current.due_on, months)
     old = _decide(
@@ -155,7 +135,7 @@ def extend(
         actor,
         version,
         {"extended_due_on": new_due, "extension_reason": reason},
-        check,
+        lambda current: _not_extendable(current, today),
     )
     plural = "s" if months > 1 else ""
     note = f"due date moved from {old.due_on} to {new_due} ({months} month{plural}): {reason}"
@@ -176,6 +156,47 @@ def extend(
         detail=f"via {actor.via}, {months} month{plural} to {new_due}",
     )
     changed = get_request(conn, reference)
+    _tell_extension(conn, changed, reason, renderer)
+    return changed
+
+
+def _check_extension(reference: str, months: int, reason: str | None) -> str:
+    """The reason, when the extension asked for is one the lifecycle allows."""
+    if months not in EXTENSION_MONTHS:
+        raise RequestRefused(
+            f"{reference}: an extension is 1 or 2 months",
+            fields={"months": "Choose 1 or 2 months."},
+        )
+    if not reason:
+        raise RequestRefused(
+            f"{reference}: an extension needs a reason the person will read",
+            fields={"reason": NEEDS_REASON},
+        )
+    return reason
+
+
+def _not_extendable(current: DeletionRequest, today: date) -> str | None:
+    """Why the request cannot be extended now, or None: once, while open, before it is due."""
+    reference = current.reference
+    if current.is_closed:
+        return f"{reference} is {current.status}: a closed request is not extended"
+    if current.extended_due_on is not None:
+        return (
+            f"{reference} was extended once already (to {current.extended_due_on}); "
+            "a request is extended only once"
+        )
+    if today > current.due_on:
+        return (
+            f"{reference}: the due date {current.due_on} has passed; "
+            "an extension must be made before it"
+        )
+    return None
+
+
+def _tell_extension(
+    conn: Connection, changed: DeletionRequest, reason: str, renderer: Renderer
+) -> None:
+    """Mails the person the new due date and why, while the request still has their address."""
     incident, partner = forwarding.owner_of(conn, changed.partner_id)
     email = _email_of(conn, changed.id)
     if email:
@@ -183,15 +204,14 @@ def extend(
             conn,
             to=email,
             lang=changed.lang,
-            reference=reference,
+            reference=changed.reference,
             incident=incident,
             partner=partner,
-            due_on=new_due,
+            due_on=changed.due,
             reason=reason,
             renderer=renderer,
             request_id=changed.id,
         )
-    return changed
 
 
 def retry(
