@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bruteforce import cpu_model  # noqa: E402
+from bench.scratch import drop_database, scratch_database  # noqa: E402
 from portal.core.blind_index import KdfParams  # noqa: E402
 
 PARTNER = "park-a"
@@ -186,7 +186,7 @@ def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]
     from portal.store import db
     from tests.factories import INCIDENT
 
-    url = _scratch_database(postgresql) if postgresql else f"sqlite:///{folder}/portal.db"
+    url = scratch_database(postgresql) if postgresql else f"sqlite:///{folder}/portal.db"
     settings = Settings(instance_dir=folder, database_url=url, secret_key="bench", pepper=b"bench")
     engine = db.make_engine(url)
     db.migrate(engine)
@@ -207,7 +207,7 @@ def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]
     }
     engine.dispose()
     if postgresql:
-        _drop_database(postgresql, url)
+        drop_database(postgresql, url)
     else:
         result.update(_sqlite_size(folder / "portal.db"))
     return result
@@ -222,29 +222,6 @@ def _sqlite_size(path: Path) -> dict[str, float]:
     size = copy.stat().st_size
     copy.unlink()
     return {"file_bytes": size, "exposures": exposures, "bytes_per_exposure": size / exposures}
-
-
-def _scratch_database(admin_url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin_url, f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}"')
-
-
-def _admin(admin_url: str, sql: str) -> None:
-    from portal.store import db
-
-    engine = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(sql)
-    engine.dispose()
 
 
 def _write_csv(path: Path, rows: int) -> None:

@@ -17,18 +17,17 @@ import secrets
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.engine import make_url
 
 from portal.incidents.importer import CHUNK
 from portal.incidents.stored import load_incident_file
 from portal.store import db, tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.scratch import drop_database, scratch_database
 from tests.factories import INCIDENT
 
 Method = Callable[[Connection, int, dict[bytes, int]], None]
@@ -108,31 +107,14 @@ def main() -> None:
             # A fresh database for each method: none inherits another's free pages.
             with tempfile.TemporaryDirectory() as folder:
                 if backend == "postgresql":
-                    url = _scratch_database(args.postgresql)
+                    url = scratch_database(args.postgresql)
                 else:
                     url = f"sqlite:///{folder}/bench.db"
                 engine = prepared(url, Path(folder))
                 run(engine, name, method, args.rows)
                 engine.dispose()
                 if backend == "postgresql":
-                    _drop(args.postgresql, url)
-
-
-def _scratch_database(admin_url: str) -> str:
-    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin_url, f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(admin_url: str, url: str) -> None:
-    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}"')
-
-
-def _admin(admin_url: str, sql: str) -> None:
-    engine = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(sql)
-    engine.dispose()
+                    drop_database(args.postgresql, url)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
@@ -49,3 +50,21 @@ def engine(settings: Settings) -> Iterator[Engine]:
     db.migrate(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def redis_db(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """The Redis database that the test module names in REDIS_DB (only that one is
+    flushed), empty before and after the module; skipped without a server, except in CI."""
+    client = redis.Redis(host="127.0.0.1", port=6379, db=request.module.REDIS_DB)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        client.close()
+        if os.environ.get("CI"):
+            raise  # CI starts Redis (.ci/run): there, a missing server is a failure
+        pytest.skip("no Redis server on 127.0.0.1:6379 (start one, or let .ci/run do it)")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

@@ -35,24 +35,8 @@ def send_receipt(
     renderer: Renderer,
 ) -> None:
     """At once, with the reference, the partner, the due date and what happens next."""
-    message = renderer.email(
-        "deletion_receipt",
-        lang,
-        incident_title=incident.text(incident.title, lang),
-        requests=[
-            {"reference": r.reference, "partner": r.partner, "due_on": r.due_on} for r in requests
-        ],
-        contact_email=incident.contact_email,
-        organisation=incident.organisation,
-        website=incident.website,
-    )
-    outbox.enqueue_email(
-        conn,
-        kind="deletion_receipt",
-        to=to,
-        message=message,
-        sender_name=incident.organisation,
-    )
+    made = [{"reference": r.reference, "partner": r.partner, "due_on": r.due_on} for r in requests]
+    _send(conn, renderer, "deletion_receipt", to, lang, incident, None, requests=made)
 
 
 def send_extension(
@@ -69,21 +53,8 @@ def send_extension(
     request_id: int,
 ) -> None:
     """The new due date and why it was moved."""
-    message = renderer.email(
-        "deletion_extended",
-        lang,
-        **_common(incident, partner, lang, reference),
-        due_on=due_on,
-        reason=reason,
-    )
-    outbox.enqueue_email(
-        conn,
-        kind="deletion_extended",
-        to=to,
-        message=message,
-        deletion_request_id=request_id,
-        sender_name=incident.organisation,
-    )
+    context = {"partner": partner.name, "reference": reference, "due_on": due_on, "reason": reason}
+    _send(conn, renderer, "deletion_extended", to, lang, incident, request_id, **context)
 
 
 def send_outcome(
@@ -104,15 +75,43 @@ def send_outcome(
 ) -> None:
     """Completed or rejected, with the reason; a rejection names the right to complain."""
     name = "deletion_completed" if status == "completed" else "deletion_rejected"
-    message = renderer.email(
+    _send(
+        conn,
+        renderer,
         name,
+        to,
         lang,
-        **_common(incident, partner, lang, reference),
+        incident,
+        request_id,
+        partner=partner.name,
+        reference=reference,
         ground=ground,
         reason=reason,
         note=note,
         kept=from_bits(kept_fields),
         regulator=REGULATOR,
+    )
+
+
+def _send(
+    conn: Connection,
+    renderer: Renderer,
+    name: str,
+    to: str,
+    lang: str,
+    incident: Incident,
+    request_id: int | None,
+    **context: object,
+) -> None:
+    """Renders emails/<name>/ for the person and queues it, on the organisation's behalf."""
+    message = renderer.email(
+        name,
+        lang,
+        incident_title=incident.text(incident.title, lang),
+        contact_email=incident.contact_email,
+        organisation=incident.organisation,
+        website=incident.website,
+        **context,
     )
     outbox.enqueue_email(
         conn,
@@ -122,14 +121,3 @@ def send_outcome(
         deletion_request_id=request_id,
         sender_name=incident.organisation,
     )
-
-
-def _common(incident: Incident, partner: Partner, lang: str, reference: str) -> dict[str, object]:
-    return {
-        "incident_title": incident.text(incident.title, lang),
-        "partner": partner.name,
-        "reference": reference,
-        "contact_email": incident.contact_email,
-        "organisation": incident.organisation,
-        "website": incident.website,
-    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -155,22 +154,6 @@ def test_it_refuses_a_limit_it_cannot_read(variable: str) -> None:
 
 
 # -- Redis: one limit for every worker process ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        client.close()
-        if os.environ.get("CI"):
-            raise  # CI starts Redis (.ci/run): there, a missing server is a failure
-        pytest.skip("no Redis server on 127.0.0.1:6379 (start one, or let .ci/run do it)")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture(scope="module")
