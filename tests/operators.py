@@ -15,7 +15,7 @@ from portal.core.config import Settings
 from portal.operator import accounts
 from portal.requests.deletions import DeletionRequest, request_deletion
 from tests.factories import RENDERER
-from tests.test_lookups import sign_in_directly
+from tests.person.test_lookups import sign_in_directly
 
 # Operators: dora works the queue, eve is the colleague acting at the same moment.
 DORA, DORA_PASSWORD = "dora", "a long passphrase she keeps"
