@@ -24,7 +24,7 @@ from portal.core.config import Settings
 from portal.core.fields import to_bits
 from portal.mail.outbox import webhook_body
 from portal.requests.forwarding import webhook_payload
-from tests.cli.test_cli import environment
+from tests.server import environment
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"^```console\n(.*?)^```$", re.S | re.M)

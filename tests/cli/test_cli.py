@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,63 +13,18 @@ from typer.testing import CliRunner
 
 from portal.cli import app
 from portal.store import db, tables
-from tests.databases import Backend, database_url_of
+from tests.databases import Backend
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import wait_for_sync
+from tests.server import assert_operator_error, count, environment, portal
 
 SLUG = "ticketing-2021"
-
-
-def environment(instance: Path, columns: int | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
-    env.pop("COLUMNS", None)
-    if columns:
-        env["COLUMNS"] = str(columns)
-    env.update(
-        PORTAL_INSTANCE_DIR=str(instance),
-        PORTAL_SECRET_KEY="cli-test-secret-key",
-        PORTAL_PEPPER="cli-test-pepper",
-        PYTHONIOENCODING="utf-8",
-    )
-    if (url := database_url_of(instance)) is not None:
-        env["PORTAL_DATABASE_URL"] = url
-    return env
-
-
-def portal(
-    folder: Path, *args: str | Path, columns: int | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Runs `python -m portal ARGS` in `folder`, its output not a terminal (as under cron)."""
-    return subprocess.run(
-        [sys.executable, "-m", "portal", *map(str, args)],
-        cwd=folder,
-        env=environment(folder / "instance", columns),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def count(output: str, label: str) -> int:
-    match = re.search(rf"{label}\W+(\d+)", output)
-    assert match, f"no {label!r} in:\n{output}"
-    return int(match.group(1))
 
 
 def records(stats_output: str, partner: str) -> int:
     match = re.search(rf"{partner}\W+(\d+)", stats_output)
     assert match, f"no {partner!r} in:\n{stats_output}"
     return int(match.group(1))
-
-
-def assert_operator_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert "Traceback" not in result.stdout
-    assert result.stderr.strip().startswith("error:")
-    for word in words:
-        assert word in result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import environment
 from tests.databases import Backend
 from tests.factories import INCIDENT, PARK_A, write_csv
+from tests.server import environment
 
 SLUG = "ticketing-2021"
 LONG_SLUG = "stichting-openluchtmuseum-" + "x" * 38

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import assert_operator_error, count, environment, portal
 from tests.factories import INCIDENT
+from tests.server import assert_operator_error, count, environment, portal
 
 SLUG = "ticketing-2021"
 

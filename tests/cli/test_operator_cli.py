@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from portal.cli import app
 from portal.store import tables
-from tests.cli.test_cli import assert_operator_error, environment, portal
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import free_port, wait_for_sync
+from tests.server import assert_operator_error, environment, portal
 
 SLUG = "ticketing-2021"
 

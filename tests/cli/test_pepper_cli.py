@@ -11,11 +11,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from portal.store import db, tables
-from tests.cli.test_cli import environment
 from tests.databases import Backend, database_url_of
-from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
+from tests.factories import INCIDENT, PARK_A, PEPPER_REFUSAL, SLUG, THEATER_B, write_csv
 from tests.fixtures_mail import free_port
-from tests.incidents.test_fingerprints import REFUSAL, SLUG
+from tests.server import environment
 
 # README step 3 as it read before: a pepper exported after steps 1-2 had generated one.
 EXPORTED_LATER = "the-pepper-exported-in-step-3"
@@ -91,7 +90,7 @@ def test_it_refuses_to_start_with_another_pepper(imported: Path, command: str) -
     assert refused.returncode == 1, refused.stderr + refused.stdout
     assert "Traceback" not in refused.stderr
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {REFUSAL}"], refused.stderr
+    assert errors == [f"error: {PEPPER_REFUSAL}"], refused.stderr
     assert counts(imported) == before
 
 
@@ -120,4 +119,4 @@ def test_it_adopts_the_pepper_for_records_older_than_fingerprints_with_a_warning
     again = portal(folder, "import", SLUG, "theater-b", "theater-b.csv", pepper=None)
     assert "fingerprints" not in again.stderr
     refused = portal(folder, "notify", SLUG, "park-a", "park-a.csv", pepper=EXPORTED_LATER)
-    assert (refused.returncode, refused.stderr.strip()) == (1, f"error: {REFUSAL}")
+    assert (refused.returncode, refused.stderr.strip()) == (1, f"error: {PEPPER_REFUSAL}")

@@ -36,13 +36,7 @@ from tests.e2e.conftest import (
     wait_for_mail,
 )
 from tests.fixtures_mail import SmtpServer, running_smtp_server, wait_for_sync
-from tests.server import (
-    Portal,
-    lookups_done,
-    portal_env,
-    running_mail_worker,
-    running_portal,
-)
+from tests.server import Portal, lookups_done, portal_env, running_mail_worker, running_portal
 
 pytestmark = [
     pytest.mark.e2e,

@@ -18,17 +18,18 @@ from portal.incidents import fingerprints
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.store import db, tables
-from tests.factories import BOB, INCIDENT, PARK_A, load_personas, write_csv
+from tests.factories import (
+    BOB,
+    INCIDENT,
+    PARK_A,
+    PEPPER_REFUSAL,
+    ask_deletion,
+    load_personas,
+    write_csv,
+)
 from tests.fixtures_mail import free_port
-from tests.operators import ask_deletion
 
 SLUG = "ticketing-2021"
-REFUSAL = (
-    "PORTAL_PEPPER is not the pepper the records of incident(s) ticketing-2021 were imported "
-    'with: every lookup would answer "not affected"; set PORTAL_PEPPER to the pepper those '
-    "incidents were imported with, or purge them (portal purge --incident SLUG --all) and "
-    "import them again"
-)
 
 
 def stored_fingerprint(engine: Engine) -> str | None:
@@ -86,7 +87,7 @@ def test_it_refuses_an_import_with_another_pepper_and_writes_nothing(
     for dry_run in (True, False):
         with pytest.raises(PortalError) as refused:
             import_csv(engine, other, incident=SLUG, partner="park-a", path=more, dry_run=dry_run)
-        assert str(refused.value) == REFUSAL
+        assert str(refused.value) == PEPPER_REFUSAL
     assert (records(engine), stored_fingerprint(engine)) == (before, fingerprint)
 
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cli.test_cli import count, environment, portal
 from tests.factories import INCIDENT
 from tests.fixtures_mail import wait_for_sync
+from tests.server import count, environment, portal
 
 SLUG = "ticketing-2021"
 ROWS = 1500

@@ -23,9 +23,8 @@ from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
 from portal.operator.stats import incident_figures
 from portal.store import tables
-from tests.factories import load_personas
+from tests.factories import Clock, load_personas
 from tests.fixtures_mail import SmtpServer, running_smtp_server
-from tests.mail.test_mail import Clock
 
 TEMPLATES = Path(__file__).parent.parent / "data"
 TEST_MAIL = Renderer(TEMPLATES)  # emails/hello/ only

@@ -19,7 +19,7 @@ from portal.incidents.stored import load_incident_file
 from portal.store import tables
 from tests.every_email import send_every_email
 from tests.factories import ALICE, INCIDENT, PARK_A, THEATER_B, write_csv
-from tests.web.test_public import csrf, sign_in
+from tests.server import csrf, sign_in
 
 SLUG = "ticketing-2021"
 BASE = "http://127.0.0.1:8000"

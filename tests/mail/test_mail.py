@@ -9,8 +9,7 @@ import json
 import logging
 import stat
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, date, timedelta
 from typing import Any
 
 import anyio
@@ -23,10 +22,10 @@ from portal.core.config import Settings
 from portal.mail.delivery import OutboxDirSender, SmtpSender, sender_for
 from portal.mail.messages import Message
 from portal.mail.outbox import backoff, describe, enqueue_email, enqueue_webhook
-from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
 from portal.store import db, tables
 from tests.databases import stored_bytes
+from tests.factories import LINK, Clock, hello
 from tests.fixtures_mail import (
     SmtpServer,
     WebhookReceiver,
@@ -35,10 +34,7 @@ from tests.fixtures_mail import (
     wait_for,
 )
 
-TEMPLATES = Path(__file__).parent.parent / "data"
-TEST_MAIL = Renderer(TEMPLATES)  # emails/hello/ only
 ALICE = "alice.k7q2@example.org"
-LINK = "http://127.0.0.1:8000/v/tok3n-secret"
 
 
 @pytest.fixture
@@ -49,23 +45,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def mail_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
     return replace(settings, smtp_url=smtp_server.url(), mail_from="Portal <portal@example.net>")
-
-
-class Clock:
-    """A worker clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-def hello(lang: str = "en", incident: str = "Parks & Co <b>") -> Message:
-    return TEST_MAIL.email("hello", lang, incident=incident, link=LINK)
 
 
 def queue(engine: Engine, *, to: str = ALICE, kind: str = "link", **fields: Any) -> int:

@@ -21,9 +21,9 @@ from portal.mail.delivery import SmtpSender
 from portal.mail.outbox import enqueue_email
 from portal.mail.worker import MailWorker
 from portal.store import tables
-from tests.cli.test_cli import environment
+from tests.factories import Clock, hello
 from tests.fixtures_mail import free_port, running_smtp_server, wait_for_sync
-from tests.mail.test_mail import Clock, hello
+from tests.server import environment
 
 ALICE = "alice.r3l4y@example.org"
 BOB = "bob.r3l4y@example.org"

@@ -18,8 +18,9 @@ from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.operator import accounts
 from portal.store import tables
-from tests.cli.test_cli import environment
 from tests.databases import stored_bytes
+from tests.factories import start_operator_session
+from tests.server import environment
 
 PASSWORD = "a long passphrase she keeps"
 
@@ -112,13 +113,6 @@ def test_it_rehashes_on_login_when_the_parameters_changed(engine: Engine) -> Non
     assert authenticate(engine, "dora", PASSWORD) is not None
 
 
-def start(engine: Engine, settings: Settings, username: str = "dora") -> str:
-    with engine.begin() as conn:
-        operator = accounts.get_operator(conn, username)
-        assert operator is not None
-        return accounts.start_session(conn, settings, operator)
-
-
 def load(engine: Engine, settings: Settings, token: str) -> accounts.OperatorSession | None:
     with engine.begin() as conn:
         return accounts.load_session(conn, settings, token)
@@ -126,7 +120,10 @@ def load(engine: Engine, settings: Settings, token: str) -> accounts.OperatorSes
 
 def test_it_starts_a_new_session_at_each_login(engine: Engine, settings: Settings) -> None:
     create(engine)
-    first, second = start(engine, settings), start(engine, settings)
+    first, second = (
+        start_operator_session(engine, settings),
+        start_operator_session(engine, settings),
+    )
     assert first != second
     one, other = load(engine, settings, first), load(engine, settings, second)
     assert one is not None and other is not None and one.id != other.id
@@ -137,7 +134,7 @@ def test_it_ends_sessions_at_once_when_the_account_is_disabled(
     engine: Engine, settings: Settings
 ) -> None:
     create(engine)
-    token = start(engine, settings)
+    token = start_operator_session(engine, settings)
     with engine.begin() as conn:
         accounts.disable_operator(conn, "dora")
     assert load(engine, settings, token) is None
@@ -150,7 +147,7 @@ def test_it_ends_sessions_at_once_when_the_account_is_disabled(
 
 def test_it_ends_an_idle_session_and_an_old_one(engine: Engine, settings: Settings) -> None:
     create(engine)
-    idle, old = start(engine, settings), start(engine, settings)
+    idle, old = start_operator_session(engine, settings), start_operator_session(engine, settings)
     s = tables.operator_sessions
     with engine.begin() as conn:
         idle_id, old_id = conn.scalars(select(s.c.id).order_by(s.c.id)).all()

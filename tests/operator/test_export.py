@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.core.config import Settings
 from portal.store import tables
-from tests.factories import ALICE, BOB, load_personas
-from tests.operators import ask_deletion, create_operators, portal_cli, sign_in
+from tests.factories import ALICE, BOB, ask_deletion, create_operators, load_personas
+from tests.server import portal_cli, sign_in_operator
 
 SLUG = "ticketing-2021"
 OPERATOR_ON_THE_MACHINE = "ops-anna"
@@ -40,7 +40,7 @@ def people(engine: Engine, settings: Settings, tmp_path: Path) -> Engine:
 def dora(people: Engine, settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings, deliver_mail=False)
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        sign_in(client)
+        sign_in_operator(client)
         yield client
 
 

@@ -20,8 +20,7 @@ from portal.person.ratelimit import RateLimiter
 from portal.requests.deletions import COMPLETED, REJECTED, request_deletion
 from portal.store import tables
 from tests.databases import stored_bytes
-from tests.factories import ALICE, BOB, CAROL, RENDERER, load_personas
-from tests.person.test_lookups import ask_link, sign_in_directly
+from tests.factories import ALICE, BOB, CAROL, RENDERER, ask_link, load_personas, sign_in_directly
 
 NOW = utcnow()
 
@@ -190,12 +189,11 @@ def test_it_uses_the_clock_when_not_told_the_time(personas: Engine, settings: Se
 
 
 def test_it_deletes_expired_operator_sessions(personas: Engine, settings: Settings) -> None:
-    from tests.operator.test_accounts import start
-    from tests.operators import create_operators
+    from tests.factories import create_operators, start_operator_session
 
     create_operators(personas)
-    start(personas, settings)
-    start(personas, settings)
+    start_operator_session(personas, settings)
+    start_operator_session(personas, settings)
     expired, live = ids(personas, tables.operator_sessions)
     set_row(personas, tables.operator_sessions, expired, expires_at=NOW - timedelta(seconds=1))
     report = purge(personas, settings, now=NOW)

@@ -13,8 +13,7 @@ from portal.incidents.stored import load_incident_file
 from portal.operator.stats import incident_figures, partner_figures
 from portal.requests.deletions import FORWARDED, request_deletion
 from portal.store import tables
-from tests.factories import ALICE, BOB, RENDERER, load_personas
-from tests.person.test_lookups import sign_in_directly
+from tests.factories import ALICE, BOB, RENDERER, load_personas, sign_in_directly
 
 SLUG = "ticketing-2021"
 

@@ -17,7 +17,7 @@ from portal.core.config import Settings
 from portal.store import tables
 from tests.factories import ALICE, BOB, load_personas
 from tests.fixtures_mail import wait_for_sync
-from tests.web.test_public import csrf, lookups_done, sign_in
+from tests.server import csrf, drain_lookups, sign_in
 
 SLUG = "ticketing-2021"
 
@@ -68,7 +68,7 @@ def test_it_writes_what_piled_up_in_one_transaction(
             # Every address hashed; the first batch waits for the lock, the rest for it.
             wait_for_sync(lambda: metric(client, "portal_hashes_total") == hashed + 8, timeout=60)
             assert links(engine) == 0
-        lookups_done(client)
+        drain_lookups(client)
 
         assert links(engine) == 8
         assert metric(client, "portal_links_written_total") == written + 8

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -19,8 +18,6 @@ from portal.core.tokens import TokenExpired, TokenInvalid
 from portal.incidents.stored import get_incident, get_partners
 from portal.person.lookups import (
     LinkUsed,
-    LookupRequest,
-    VerifiedSession,
     confirm_link,
     load_session,
     peek_link,
@@ -28,10 +25,17 @@ from portal.person.lookups import (
 from portal.person.ratelimit import RateLimiter
 from portal.person.results import Results, read_results
 from portal.store import tables
-from tests.factories import ALICE, BOB, CAROL, load_personas, running_lookups
+from tests.factories import (
+    ALICE,
+    BOB,
+    CAROL,
+    ask_link,
+    link_mails,
+    load_personas,
+    sign_in_directly,
+)
 
 SLUG = "ticketing-2021"
-CLIENT = "203.0.113.7"
 
 
 @pytest.fixture
@@ -43,46 +47,6 @@ def anyio_backend() -> str:
 def personas(engine: Engine, settings: Settings, tmp_path: Path) -> Engine:
     load_personas(engine, settings, tmp_path)
     return engine
-
-
-async def ask_link(
-    engine: Engine,
-    settings: Settings,
-    limiter: RateLimiter,
-    address: str,
-    *,
-    incident: str = SLUG,
-    client: str = CLIENT,
-) -> bool:
-    """Submits one lookup to a real lookup queue and drains it; True when its link was mailed."""
-    lookup = LookupRequest(incident=incident, address=address, client=client, lang="en")
-    before = len(link_mails(engine))
-    async with running_lookups(engine, settings, limiter) as queue:
-        assert queue.submit(lookup)
-    return len(link_mails(engine)) > before
-
-
-def link_mails(engine: Engine) -> list[tuple[str, str]]:
-    """(recipient, token) of every queued link email, oldest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(tables.outbox.c.recipient, tables.outbox.c.body_text)
-            .where(tables.outbox.c.kind == "link")
-            .order_by(tables.outbox.c.id)
-        ).all()
-    return [(r.recipient, re.search(r"/v/(\S+)", r.body_text).group(1)) for r in rows]
-
-
-def sign_in_directly(engine: Engine, settings: Settings, address: str) -> VerifiedSession:
-    """Asks a link for `address` and confirms it: the person's path without HTTP."""
-
-    async def ask() -> None:
-        assert await ask_link(engine, settings, RateLimiter(settings), address)
-
-    anyio.run(ask)
-    _, token = link_mails(engine)[-1]
-    with engine.begin() as conn:
-        return confirm_link(conn, settings, token)[1]
 
 
 def results_of(engine: Engine, settings: Settings, address: str) -> Results:

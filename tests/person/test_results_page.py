@@ -20,7 +20,7 @@ from portal.core.i18n import format_date
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from tests.factories import ALICE, CAROL, INCIDENT, PARK_A, THEATER_B, write_csv
-from tests.web.test_public import csrf, sign_in
+from tests.server import csrf, sign_in
 
 SLUG = "ticketing-2021"
 

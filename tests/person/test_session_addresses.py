@@ -20,8 +20,8 @@ from portal.operator.retention import purge
 from portal.person.addresses import MAX_ADDRESSES
 from portal.store import db, tables
 from tests.databases import stored_bytes
-from tests.factories import ALICE, BOB, CAROL, load_personas
-from tests.web.test_public import SLUG, csrf, lookups_done, outbox_links, sign_in
+from tests.factories import ALICE, BOB, CAROL, SLUG, load_personas
+from tests.server import csrf, drain_lookups, outbox_links, sign_in
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def add_address(client: TestClient, address: str) -> str:
     )
     assert response.status_code == 303
     assert response.headers["location"] == f"/{SLUG}/sent"
-    lookups_done(client)
+    drain_lookups(client)
     return outbox_links(client.app.state.engine)[-1].removeprefix(BASE)  # type: ignore[attr-defined]
 
 
@@ -140,7 +140,7 @@ def test_it_does_not_join_a_lookup_made_before_signing_in(
     """A link asked without a session starts its own, even in a browser that has one now."""
     page = client.get(f"/{SLUG}/")
     client.post(f"/{SLUG}/lookup", data={"email": ALICE, "csrf_token": csrf(page.text)})
-    lookups_done(client)
+    drain_lookups(client)
     alice_link = outbox_links(engine)[-1].removeprefix(BASE)
     sign_in(client, engine, BOB)
     confirm(client, alice_link)
@@ -162,7 +162,7 @@ def test_it_refuses_the_eleventh_address_and_keeps_its_link(
     # The eleventh, asked from the information page in the same browser.
     index = client.get(f"/{SLUG}/")
     client.post(f"/{SLUG}/lookup", data={"email": BOB, "csrf_token": csrf(index.text)})
-    lookups_done(client)
+    drain_lookups(client)
     link = outbox_links(engine)[-1].removeprefix(BASE)
     status, text = confirm(client, link)
     assert status == 409

@@ -35,7 +35,7 @@ from tests.factories import (
     write_csv,
 )
 from tests.fixtures_mail import SmtpServer, running_smtp_server
-from tests.web.test_public import csrf
+from tests.server import csrf
 
 SLUG = "ticketing-2021"
 BASE = "http://127.0.0.1:8000"

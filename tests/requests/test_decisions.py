@@ -34,8 +34,7 @@ from portal.requests.deletions import (
     get_request,
 )
 from portal.store import audit, db, tables
-from tests.factories import BOB, RENDERER, load_personas
-from tests.operators import ask_deletion
+from tests.factories import BOB, RENDERER, ask_deletion, load_personas
 
 DORA = Actor("operator", "dora", "admin")
 EVE = Actor("operator", "eve", "admin")

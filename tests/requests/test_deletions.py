@@ -44,10 +44,10 @@ from tests.factories import (
     RENDERER,
     THEATER_B,
     load_personas,
+    sign_in_directly,
     write_csv,
 )
-from tests.person.test_lookups import sign_in_directly
-from tests.web.test_public import lookups_done
+from tests.server import drain_lookups
 
 SLUG = "ticketing-2021"
 REFERENCE = re.compile(r"^DR-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
@@ -430,7 +430,7 @@ def test_it_takes_a_request_for_all_partners_over_http(
         data={"email": ALICE, "csrf_token": csrf(page.text)},
         follow_redirects=False,
     )
-    lookups_done(client)
+    drain_lookups(client)
     (link,) = [m.body_text for m in outbox(personas, "link")]
     path = re.search(r"http://127\.0\.0\.1:8000(/v/\S+)", link).group(1)
     confirm = client.get(path)

@@ -24,10 +24,8 @@ from portal.mail.worker import MailWorker
 from portal.requests.deletions import DeletionRequest, mark_forward_failed, mark_forwarded
 from portal.requests.forwarding import remind_periodically, send_due_reminders
 from portal.store import tables
-from tests.factories import BOB, INCIDENT, PARK_A, RENDERER, write_csv
+from tests.factories import BOB, INCIDENT, PARK_A, RENDERER, Clock, ask_deletion, write_csv
 from tests.fixtures_mail import SmtpServer, WebhookReceiver, running_webhook_receiver, wait_for
-from tests.mail.test_mail import Clock
-from tests.operators import ask_deletion
 
 SLUG = "ticketing-2021"
 SECRET = "park-a-hook-secret"

@@ -23,8 +23,8 @@ from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.requests.deletions import DeletionRequest
 from portal.store import tables
-from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, write_csv
-from tests.operators import ask_deletion, form_token
+from tests.factories import ALICE, BOB, INCIDENT, PARK_A, THEATER_B, ask_deletion, write_csv
+from tests.server import csrf
 
 SLUG = "ticketing-2021"
 BASE = "http://127.0.0.1:8000"
@@ -132,7 +132,7 @@ def test_it_shows_the_partner_what_to_act_on(
 
 
 def report(client: TestClient, path: str, **fields: str):  # type: ignore[no-untyped-def]
-    token = form_token(client.get(path).text)
+    token = csrf(client.get(path).text)
     return client.post(path, data={**fields, "csrf_token": token}, follow_redirects=False)
 
 
@@ -160,7 +160,7 @@ def test_it_closes_a_request_by_the_partners_link(
     assert tuple(events[-1]) == ("partner:park-a", "link")
     assert kinds(people, made).count("deletion_completed") == 1
 
-    token = form_token(partner_browser.get("/ticketing-2021/").text)
+    token = csrf(partner_browser.get("/ticketing-2021/").text)
     second = partner_browser.post(
         path, data={"outcome": "rejected", "ground": "other", "reason": "x", "csrf_token": token}
     )

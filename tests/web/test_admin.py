@@ -20,19 +20,19 @@ from portal.core.config import Settings
 from portal.reach import notices
 from portal.requests.deletions import DeletionRequest
 from portal.store import tables
-from tests.factories import ALICE, BOB, RENDERER, load_personas
-from tests.operators import (
+from tests.factories import (
+    ALICE,
+    BOB,
     DORA,
     DORA_PASSWORD,
     EVE,
     EVE_PASSWORD,
+    RENDERER,
     ask_deletion,
     create_operators,
-    form_token,
-    portal_cli,
-    post_form,
-    sign_in,
+    load_personas,
 )
+from tests.server import csrf, portal_cli, post_form, sign_in_operator
 
 SLUG = "ticketing-2021"
 GET_PAGES = ["/admin/", "/admin/requests", "/admin/requests/DR-0000-0000", "/admin/audit",
@@ -60,7 +60,7 @@ def browser(people: Engine, settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def dora(browser: TestClient) -> TestClient:
-    sign_in(browser)
+    sign_in_operator(browser)
     return browser
 
 
@@ -90,7 +90,7 @@ def test_it_sends_every_admin_page_to_the_login_without_a_session(browser: TestC
     for path in GET_PAGES:
         response = browser.get(path, follow_redirects=False)
         assert (response.status_code, response.headers["location"]) == (303, "/admin/login"), path
-    token = form_token(browser.get("/admin/login").text)
+    token = csrf(browser.get("/admin/login").text)
     for path in POSTS:
         response = browser.post(path, data={"csrf_token": token}, follow_redirects=False)
         assert (response.status_code, response.headers["location"]) == (303, "/admin/login"), path
@@ -103,7 +103,7 @@ def test_it_signs_in_with_a_cookie_of_its_own_and_signs_out(browser: TestClient)
     assert 'name="username"' in page.text and 'name="password"' in page.text
     response = browser.post(
         "/admin/login",
-        data={"username": DORA, "password": DORA_PASSWORD, "csrf_token": form_token(page.text)},
+        data={"username": DORA, "password": DORA_PASSWORD, "csrf_token": csrf(page.text)},
         follow_redirects=False,
     )
     assert (response.status_code, response.headers["location"]) == (303, "/admin/")
@@ -117,7 +117,7 @@ def test_it_signs_in_with_a_cookie_of_its_own_and_signs_out(browser: TestClient)
 
     home = browser.get("/admin/")
     out = browser.post(
-        "/admin/logout", data={"csrf_token": form_token(home.text)}, follow_redirects=False
+        "/admin/logout", data={"csrf_token": csrf(home.text)}, follow_redirects=False
     )
 
     assert (out.status_code, out.headers["location"]) == (303, "/admin/login")
@@ -127,14 +127,14 @@ def test_it_signs_in_with_a_cookie_of_its_own_and_signs_out(browser: TestClient)
 
 
 def test_it_starts_a_new_session_id_at_each_login(browser: TestClient) -> None:
-    sign_in(browser)
+    sign_in_operator(browser)
     first = browser.cookies.get("portal_admin")
-    sign_in(browser)
+    sign_in_operator(browser)
     assert browser.cookies.get("portal_admin") != first
 
 
 def login(client: TestClient, username: str, password: str):  # type: ignore[no-untyped-def]
-    token = form_token(client.get("/admin/login").text)
+    token = csrf(client.get("/admin/login").text)
     return client.post(
         "/admin/login", data={"username": username, "password": password, "csrf_token": token}
     )
@@ -152,7 +152,7 @@ def test_it_refuses_a_wrong_password_and_an_unknown_name_alike(browser: TestClie
 def test_it_refuses_a_disabled_operator(people: Engine, browser: TestClient) -> None:
     from portal.operator.accounts import disable_operator
 
-    sign_in(browser, EVE, EVE_PASSWORD)
+    sign_in_operator(browser, EVE, EVE_PASSWORD)
     with people.begin() as conn:
         disable_operator(conn, EVE)
     assert browser.get("/admin/", follow_redirects=False).status_code == 303
@@ -364,7 +364,7 @@ def test_it_shows_a_refused_rejection_in_its_form_as_typed_with_the_error_beside
     # Ground given, reason still missing: only the reason is at fault; the ground stays chosen.
     with_ground = dora.post(
         f"{path}/status",
-        data={"status": "rejected", "ground": "legal_claims", "csrf_token": form_token(page)},
+        data={"status": "rejected", "ground": "legal_claims", "csrf_token": csrf(page)},
     )
     assert with_ground.status_code == 409
     assert re.search(r'<option value="legal_claims" selected>', with_ground.text)
@@ -377,7 +377,7 @@ def test_it_shows_a_refused_rejection_in_its_form_as_typed_with_the_error_beside
         data={
             "status": "rejected", "ground": "legal_claims", "reason": "A claim is pending.",
             "version": re.search(r'name="version" value="(\d+)"', page).group(1),  # type: ignore[union-attr]
-            "csrf_token": form_token(with_ground.text),
+            "csrf_token": csrf(with_ground.text),
         },
         follow_redirects=False,
     )  # fmt: skip
@@ -451,7 +451,7 @@ def test_it_extends_once_and_refuses_late_or_twice(
     assert "Archived on tape." in page and 'data-form="extend"' not in page
     second = post_form(dora, path, f"{path}/status", status="forwarded")
     assert second.status_code == 303
-    token = form_token(page)
+    token = csrf(page)
     twice = dora.post(f"{path}/extend", data={"months": "1", "reason": "more", "csrf_token": token})
     assert twice.status_code == 409 and "extended only once" in twice.text
 
@@ -470,14 +470,14 @@ def test_it_tells_the_second_of_two_operators_that_the_request_changed(
     (made,) = ask_deletion(people, settings, BOB, "park-a")
     path = f"/admin/requests/{made.reference}"
     with client_for(settings) as dora, client_for(settings) as eve:
-        sign_in(dora)
-        sign_in(eve, EVE, EVE_PASSWORD)
+        sign_in_operator(dora)
+        sign_in_operator(eve, EVE, EVE_PASSWORD)
         dora_page, eve_page = dora.get(path).text, eve.get(path).text
         version = re.search(r'name="version" value="(\d+)"', dora_page).group(1)  # type: ignore[union-attr]
 
         won = dora.post(
             f"{path}/status",
-            data={"status": "completed", "version": version, "csrf_token": form_token(dora_page)},
+            data={"status": "completed", "version": version, "csrf_token": csrf(dora_page)},
             follow_redirects=False,
         )
         lost = eve.post(
@@ -487,7 +487,7 @@ def test_it_tells_the_second_of_two_operators_that_the_request_changed(
                 "ground": "other",
                 "reason": "no",
                 "version": version,
-                "csrf_token": form_token(eve_page),
+                "csrf_token": csrf(eve_page),
             },
         )
 
@@ -533,7 +533,7 @@ def test_it_shows_the_proof_of_each_delivery(
 
 def test_it_answers_404_for_an_unknown_reference(dora: TestClient) -> None:
     assert dora.get("/admin/requests/DR-0000-0000").status_code == 404
-    token = form_token(dora.get("/admin/").text)
+    token = csrf(dora.get("/admin/").text)
     for action in ("status", "extend", "retry"):
         response = dora.post(
             f"/admin/requests/DR-0000-0000/{action}",
@@ -622,7 +622,7 @@ def test_it_audits_a_view_of_a_request_once_a_day_per_operator(
     assert post_form(dora, path, f"{path}/status", status="forwarded").status_code == 303
     assert dora.get(path).status_code == 200
     with client_for(settings) as eve:
-        sign_in(eve, EVE, EVE_PASSWORD)
+        sign_in_operator(eve, EVE, EVE_PASSWORD)
         eve.get(path)
         eve.get(path)
 

@@ -19,7 +19,7 @@ from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.store import tables
 from tests.factories import ALICE, INCIDENT, PARK_A, THEATER_B, write_csv
-from tests.web.test_public import csrf, lookups_done
+from tests.server import csrf, drain_lookups
 
 SLUG = "ticketing-2021"
 INTRO = (
@@ -61,7 +61,7 @@ def look_up(client: TestClient, page_path: str, address: str, **extra: str) -> N
     )
     assert response.status_code == 303
     assert response.headers["location"] == f"/{SLUG}/sent"
-    lookups_done(client)
+    drain_lookups(client)
 
 
 def confirm_last_link(client: TestClient, engine: Engine) -> str:

@@ -15,7 +15,7 @@ from portal.core.config import Settings
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from tests.factories import ALICE, INCIDENT, PARK_A, write_csv
-from tests.web.test_public import csrf, outbox_links, sign_in
+from tests.server import csrf, outbox_links, sign_in
 
 SLUG = "ticketing-2021"
 ORGANISATION = 'organisation = "TicketHub Nederland B.V."\n'

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.core.config import Settings
 from tests.factories import ALICE, load_personas
-from tests.web.test_public import csrf, lookups_done, outbox_links, sign_in
+from tests.server import csrf, drain_lookups, outbox_links, sign_in
 
 SLUG = "ticketing-2021"
 
@@ -73,7 +73,7 @@ def test_it_times_the_lookup_as_the_person_sees_it_and_counts_its_work(
 
     for n in range(4):  # the client limit is 3 an hour
         client.post(f"/{SLUG}/lookup", data={"email": f"m{n}@example.net", "csrf_token": token})
-    lookups_done(client)
+    drain_lookups(client)
 
     grown = {name: value(client, name) - before[name] for name in names}
     assert grown == {

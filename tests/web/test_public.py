@@ -15,6 +15,7 @@ from portal.core.config import Settings
 from portal.incidents.importer import import_csv
 from portal.store import tables
 from tests.factories import ALICE, BOB, CAROL, load_personas, write_csv
+from tests.server import csrf, outbox_links, sign_in
 
 SLUG = "ticketing-2021"
 
@@ -25,48 +26,6 @@ def client(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[TestC
     app = create_app(settings, deliver_mail=False)
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         yield client
-
-
-def csrf(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "no csrf_token in the page"
-    return match.group(1)
-
-
-def outbox_links(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
-        bodies = conn.scalars(
-            select(tables.outbox.c.body_text).where(tables.outbox.c.kind == "link")
-        ).all()
-    return [re.search(r"http://\S+/v/\S+", b).group(0) for b in bodies if b]
-
-
-def lookup(client: TestClient, address: str) -> None:
-    page = client.get(f"/{SLUG}/")
-    response = client.post(
-        f"/{SLUG}/lookup",
-        data={"email": address, "csrf_token": csrf(page.text)},
-        follow_redirects=False,
-    )
-    assert response.status_code == 303
-    assert response.headers["location"] == f"/{SLUG}/sent"
-    lookups_done(client)
-
-
-def lookups_done(client: TestClient) -> None:
-    """Waits until the app's lookup queue has hashed and written every lookup it took."""
-    client.portal.call(client.app.state.lookups.drain)  # type: ignore[union-attr, attr-defined]
-
-
-def sign_in(client: TestClient, engine: Engine, address: str) -> str:
-    lookup(client, address)
-    link = outbox_links(engine)[-1].removeprefix("http://127.0.0.1:8000")
-    page = client.get(link)
-    assert page.status_code == 200
-    response = client.post(link, data={"csrf_token": csrf(page.text)}, follow_redirects=False)
-    assert response.status_code == 303
-    assert response.headers["location"] == f"/{SLUG}/results"
-    return client.get(f"/{SLUG}/results").text
 
 
 def test_it_shows_the_incident_page_with_form(client: TestClient) -> None:

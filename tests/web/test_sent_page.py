@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.core.config import Settings
 from tests.factories import ALICE, load_personas
-from tests.web.test_public import csrf, lookups_done
+from tests.server import csrf, drain_lookups
 
 SLUG = "ticketing-2021"
 SENT = f"/{SLUG}/sent"
@@ -35,7 +35,7 @@ def look_up(client: TestClient, typed: str, *, lang: str = "nl") -> httpx.Respon
         data={"email": typed, "csrf_token": csrf(page.text)},
         follow_redirects=False,
     )
-    lookups_done(client)
+    drain_lookups(client)
     assert (response.status_code, response.headers["location"]) == (303, SENT)
     return response
 

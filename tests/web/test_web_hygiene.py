@@ -16,8 +16,8 @@ from portal.app import create_app
 from portal.core.config import Settings
 from portal.store import tables
 from portal.workers import TEMPLATES_DIR
-from tests.factories import ALICE, load_personas
-from tests.web.test_public import SLUG, csrf, sign_in
+from tests.factories import ALICE, SLUG, load_personas
+from tests.server import csrf, sign_in
 
 
 @pytest.fixture
