@@ -11,9 +11,12 @@ import redis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
+from starlette.testclient import TestClient
 
+from portal.app import create_app
 from portal.core.config import Settings
 from portal.store import db
+from tests.factories import load_personas
 
 pytest_plugins = ["tests.fixtures_mail", "tests.databases"]
 
@@ -50,6 +53,15 @@ def engine(settings: Settings) -> Iterator[Engine]:
     db.migrate(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def client(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
+    """The personas' incident in the app, in process (mail stays in the outbox)."""
+    load_personas(engine, settings, tmp_path)
+    app = create_app(settings, deliver_mail=False)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -184,7 +184,7 @@ def sign_in_directly(engine: Engine, settings: Settings, address: str) -> Verifi
         return confirm_link(conn, settings, token)[1]
 
 
-TEST_TEMPLATES = Path(__file__).parent.parent / "data"
+TEST_TEMPLATES = Path(__file__).parent / "data"
 
 
 TEST_MAIL = Renderer(TEST_TEMPLATES)  # emails/hello/ only

@@ -19,15 +19,11 @@ from portal.core.config import Settings
 from portal.mail import messages
 from portal.mail import worker as mail_worker
 from portal.mail.outbox import enqueue_email
-from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
 from portal.operator.stats import incident_figures
 from portal.store import tables
-from tests.factories import Clock, load_personas
+from tests.factories import TEST_MAIL, Clock, load_personas
 from tests.fixtures_mail import SmtpServer, running_smtp_server
-
-TEMPLATES = Path(__file__).parent.parent / "data"
-TEST_MAIL = Renderer(TEMPLATES)  # emails/hello/ only
 
 
 @pytest.fixture

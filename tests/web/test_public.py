@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
-from portal.app import create_app
 from portal.core.config import Settings
 from portal.incidents.importer import import_csv
 from portal.store import tables
-from tests.factories import ALICE, BOB, CAROL, load_personas, write_csv
+from tests.factories import ALICE, BOB, CAROL, write_csv
 from tests.server import csrf, outbox_links, sign_in
 
 SLUG = "ticketing-2021"
-
-
-@pytest.fixture
-def client(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
-    load_personas(engine, settings, tmp_path)
-    app = create_app(settings, deliver_mail=False)
-    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        yield client
 
 
 def test_it_shows_the_incident_page_with_form(client: TestClient) -> None:

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
-from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from portal.app import create_app
-from portal.core.config import Settings
-from tests.factories import ALICE, load_personas
+from tests.factories import ALICE
 from tests.server import csrf, drain_lookups
 
 SLUG = "ticketing-2021"
 SENT = f"/{SLUG}/sent"
-
-
-@pytest.fixture
-def client(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
-    load_personas(engine, settings, tmp_path)
-    app = create_app(settings, deliver_mail=False)
-    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        yield client
 
 
 def look_up(client: TestClient, typed: str, *, lang: str = "nl") -> httpx.Response:
