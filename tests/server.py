@@ -182,8 +182,10 @@ def outbox_links(engine: Engine) -> list[str]:
     return [re.search(r"http://\S+/v/\S+", b).group(0) for b in bodies if b]
 
 
-def lookup(client: TestClient, address: str) -> None:
-    page = client.get(f"/{SLUG}/")
+def lookup(client: TestClient, address: str, *, on: str = f"/{SLUG}/") -> str:
+    """Looks `address` up with the form of the page at `on`, and waits until its link is
+    written; returns that page."""
+    page = client.get(on)
     response = client.post(
         f"/{SLUG}/lookup",
         data={"email": address, "csrf_token": csrf(page.text)},
@@ -192,6 +194,7 @@ def lookup(client: TestClient, address: str) -> None:
     assert response.status_code == 303
     assert response.headers["location"] == f"/{SLUG}/sent"
     drain_lookups(client)
+    return page.text
 
 
 def drain_lookups(client: TestClient) -> None:
