@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.import_bench import _cpu
+from bench.bruteforce import cpu_model
 from tests.factories import INCIDENT
 from tests.fixtures_mail import running_smtp_server, wait_for_sync
 from tests.server import running_portal
@@ -29,7 +29,7 @@ SLUG = "ticketing-2021"
 
 
 def main(lookups: int, rows: int) -> None:
-    print(f"{_cpu()}; {lookups} lookups against {rows} records; SQLite, limits in memory")
+    print(f"{cpu_model()}; {lookups} lookups against {rows} records; SQLite, limits in memory")
     with tempfile.TemporaryDirectory() as folder, running_smtp_server() as smtp:
         instance = Path(folder) / "instance"
         limits = {"PORTAL_LIMIT_PER_CLIENT": "100000/hour", "PORTAL_LIMIT_PER_ADDRESS": "1000/hour"}

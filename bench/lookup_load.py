@@ -39,7 +39,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.import_bench import _cpu
+from bench.bruteforce import cpu_model
 from tests.factories import INCIDENT
 from tests.fixtures_mail import running_smtp_server, wait_for_sync
 from tests.server import Portal, running_mail_worker, running_portal
@@ -53,7 +53,7 @@ LIMITS = {
 
 
 def main(rate: int, seconds: int, flood: int, rows: int) -> None:
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {_cpu()}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {cpu_model()}")
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]} (1, 5, 15 min)")
     apart = os.environ.get("MAIL", "apart") != "in-process"
     where = "a separate `portal mail-worker`" if apart else "the web process"

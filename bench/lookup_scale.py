@@ -42,11 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bruteforce import cpu_model  # noqa: E402
-from portal import db, incidents  # noqa: E402
 from portal.core.blind_index import blind_index  # noqa: E402
 from portal.core.config import Settings  # noqa: E402
+from portal.incidents import stored  # noqa: E402
 from portal.incidents.importer import import_csv  # noqa: E402
 from portal.incidents.stored import exposures_of, load_incident_file  # noqa: E402
+from portal.store import db  # noqa: E402
 from tests.factories import INCIDENT, write_csv  # noqa: E402
 from tests.server import portal_env, running_portal  # noqa: E402
 
@@ -125,9 +126,9 @@ def _fill(engine: Engine, settings: Settings, instance: Path, size: int) -> Know
         path=write_csv(instance / "known.csv", rows),
     )
     with engine.begin() as conn:
-        incident = incidents.get_incident(conn, SLUG)
+        incident = stored.get_incident(conn, SLUG)
         assert incident is not None
-        partners = [p.id for p in incidents.get_partners(conn, incident.id)]
+        partners = [p.id for p in stored.get_partners(conn, incident.id)]
         salt = db.ensure_salt(conn)
     remaining = size - KNOWN
     while remaining > 0:
@@ -147,7 +148,7 @@ def _fill(engine: Engine, settings: Settings, instance: Path, size: int) -> Know
 
 def _database_level(engine: Engine, known: list[bytes], queries: int) -> None:
     with engine.connect() as conn:
-        incident = incidents.get_incident(conn, SLUG)
+        incident = stored.get_incident(conn, SLUG)
         assert incident is not None
         for kind, keys in (("known", known), ("unknown", None)):
             times = []

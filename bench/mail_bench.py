@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from bench.bruteforce import cpu_model
 from portal.core.config import Settings
 from portal.mail import outbox
 from portal.mail.delivery import SMTP_CONNECTIONS, SmtpSender
@@ -72,7 +73,7 @@ SERVER = textwrap.dedent(
 
 def main() -> None:
     args = _arguments()
-    print(f"python {platform.python_version()}, {os.cpu_count()} cores, {_cpu()}")
+    print(f"python {platform.python_version()}, {os.cpu_count()} cores, {cpu_model()}")
     with tempfile.TemporaryDirectory() as folder, _database(args.database_url, folder) as url:
         backend = make_url(url).get_backend_name()
         print(
@@ -246,16 +247,6 @@ def _deliver(worker: MailWorker, n: int, profile: Path | None) -> float:
 
 def _sent() -> float:
     return REGISTRY.get_sample_value("portal_emails_sent_total", {"kind": "link"}) or 0.0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

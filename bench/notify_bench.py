@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.import_bench import _cpu
+from bench.bruteforce import cpu_model
 from portal.core.blind_index import KdfParams, blind_index
 from portal.core.config import Settings
 from portal.incidents.importer import import_csv
@@ -36,7 +36,7 @@ SLUG, PARTNER = "ticketing-2021", "park-a"
 
 def main(sizes: list[int]) -> None:
     cores = os.cpu_count() or 1
-    print(f"python {platform.python_version()}, {cores} cores, {_cpu()}")
+    print(f"python {platform.python_version()}, {cores} cores, {cpu_model()}")
     print(f"argon2id m=8 MiB t=1 p=1, SQLite; raw argon2id: {_argon2_rate(cores):,.0f} hashes/s")
     for size in sizes:
         child = [sys.executable, __file__, "--one", str(size)]
