@@ -24,7 +24,7 @@ from portal.person.lookup_queue import LookupQueue
 from portal.person.lookups import LookupRequest, VerifiedSession, confirm_link
 from portal.person.ratelimit import RateLimiter
 from portal.requests.deletions import DeletionRequest, request_deletion
-from portal.store import tables
+from portal.store import db, tables
 
 # The portal's templates, rendered as the portal renders them.
 RENDERER = workers.renderer()
@@ -84,6 +84,20 @@ def write_csv(path: Path, rows: list[list[str]], *, delimiter: str = ",") -> Pat
     with path.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle, delimiter=delimiter).writerows(rows)
     return path
+
+
+def incident_store(
+    folder: Path, database_url: str, *, secret_key: str, pepper: bytes
+) -> tuple[Engine, Settings]:
+    """A migrated database with the personas' incident loaded and no records yet."""
+    settings = Settings(
+        instance_dir=folder, database_url=database_url, secret_key=secret_key, pepper=pepper
+    )
+    engine = db.make_engine(settings.database_url)
+    db.migrate(engine)
+    (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
+    load_incident_file(engine, folder / "incident.toml")
+    return engine, settings
 
 
 def load_personas(engine: Engine, settings: Settings, folder: Path) -> None:

@@ -28,9 +28,9 @@ from portal.core.blind_index import InvalidEmail, blind_index, normalise
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents.importer import ImportSummary, import_csv
-from portal.incidents.stored import get_incident, load_incident_file
+from portal.incidents.stored import get_incident
 from portal.store import db, tables
-from tests.factories import INCIDENT
+from tests.factories import incident_store
 
 SLUG = "ticketing-2021"
 GOOD = [
@@ -189,16 +189,10 @@ def expected_skipped(export: Export) -> list[int]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Settings, Path]]:
     folder = tmp_path_factory.mktemp("import-property")
-    config = Settings(
-        instance_dir=folder,
-        database_url=f"sqlite:///{folder}/portal.db",
-        secret_key="property-secret",
-        pepper=b"property-pepper",
+    url = f"sqlite:///{folder}/portal.db"
+    engine, config = incident_store(
+        folder, url, secret_key="property-secret", pepper=b"property-pepper"
     )
-    engine = db.make_engine(config.database_url)
-    db.migrate(engine)
-    (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
-    load_incident_file(engine, folder / "incident.toml")
     yield engine, config, folder
     engine.dispose()
 
