@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bruteforce import cpu_model  # noqa: E402
+from bench.scratch import drop_database, scratch_database  # noqa: E402
 from portal.core.blind_index import blind_index  # noqa: E402
 from portal.core.config import Settings  # noqa: E402
 from portal.incidents import stored  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 instance = Path(folder) / "instance"
                 url = (
-                    _scratch_database(args.postgresql)
+                    scratch_database(args.postgresql)
                     if backend == "postgresql"
                     else f"sqlite:///{instance}/portal.db"
                 )
@@ -87,7 +87,7 @@ def main() -> None:
                     _measure(backend, instance, url, size, args)
                 finally:
                     if backend == "postgresql":
-                        _drop_database(args.postgresql, url)
+                        drop_database(args.postgresql, url)
 
 
 def _measure(backend: str, instance: Path, url: str, size: int, args: argparse.Namespace) -> None:
@@ -246,23 +246,6 @@ def _figures(seconds: list[float], unit: str) -> str:
         f"n={len(seconds)}  median {statistics.median(ordered) * scale:7.1f} {unit}"
         f"  p99 {p99 * scale:7.1f} {unit}"
     )
-
-
-def _scratch_database(admin_url: str) -> str:
-    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin_url, f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-
-
-def _admin(admin_url: str, sql: str) -> None:
-    engine = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(sql)
-    engine.dispose()
 
 
 def _load() -> str:

@@ -17,7 +17,8 @@ def scratch_database(admin_url: str) -> str:
 
 
 def drop_database(admin_url: str, url: str) -> None:
-    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}"')
+    # FORCE: a run's pool may still hold connections to it (PostgreSQL 13 and later).
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def _admin(admin_url: str, sql: str) -> None:

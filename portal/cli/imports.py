@@ -146,15 +146,25 @@ def _print_summary(summary: ImportSummary, what: str) -> None:
         ("unchanged addresses", summary.unchanged),
     ]
     counts += [(f"exposes {key}", count) for key, count in summary.fields.items()]
+    say_counts(counts)
+    say(f"columns: {_columns(summary)}")
+    say_skipped(summary)
+    say(_outcome(summary))
+
+
+def say_counts(counts: list[tuple[str, int]]) -> None:
+    """Each count on a line of its own, the labels in one column."""
     width = max(len(label) for label, _ in counts)
     for label, count in counts:
         say(f"  {label:<{width}}  {count:>8}")
-    say(f"columns: {_columns(summary)}")
-    if summary.skipped:
-        say(f"skipped rows ({len(summary.skipped)}), by line:")
-        for reason, lines in summary.skipped_by_reason().items():
+
+
+def say_skipped(read: ImportSummary) -> None:
+    """Every skipped line of a file read, grouped by why."""
+    if read.skipped:
+        say(f"skipped rows ({len(read.skipped)}), by line:")
+        for reason, lines in read.skipped_by_reason().items():
             say(f"  {describe_lines(lines)}: {reason}")
-    say(_outcome(summary))
 
 
 def _columns(summary: ImportSummary) -> str:

@@ -9,9 +9,9 @@ import typer
 from portal import workers as root
 from portal.cli import options
 from portal.cli.base import database, duration, load_settings, operator_errors, progress_bar, say
+from portal.cli.imports import say_counts, say_skipped
 from portal.core.printable import shown
 from portal.incidents.fingerprints import refuse_another_pepper
-from portal.incidents.importer import describe_lines
 from portal.reach.notices import NotifySummary
 from portal.reach.notices import notify as queue_notices
 
@@ -87,15 +87,10 @@ def _print_notify_summary(summary: NotifySummary, what: str) -> None:
         ("notice sent before (partner recorded only)", summary.after_sent),
         ("not imported for this partner (no notice)", summary.not_imported),
     ]
-    width = max(len(label) for label, _ in counts)
-    for label, count in counts:
-        say(f"  {label:<{width}}  {count:>8}")
+    say_counts(counts)
     columns = ", ".join(f'"{shown(c, 60)}" -> {key}' for c, key in read.columns.items())
     say(f"columns: {columns}")
-    if read.skipped:
-        say(f"skipped rows ({len(read.skipped)}), by line:")
-        for reason, lines in read.skipped_by_reason().items():
-            say(f"  {describe_lines(lines)}: {reason}")
+    say_skipped(read)
     say(_notify_outcome(summary))
 
 

@@ -26,16 +26,6 @@ from tests.factories import TEST_MAIL, Clock, load_personas
 from tests.fixtures_mail import SmtpServer, running_smtp_server
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def mail_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
-    return replace(settings, smtp_url=smtp_server.url(), mail_from="Portal <portal@example.net>")
-
-
 def queue_many(engine: Engine, count: int) -> list[str]:
     addresses = [f"person{n}@example.org" for n in range(count)]
     with engine.begin() as conn:

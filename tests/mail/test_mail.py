@@ -37,16 +37,6 @@ from tests.fixtures_mail import (
 ALICE = "alice.k7q2@example.org"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def mail_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
-    return replace(settings, smtp_url=smtp_server.url(), mail_from="Portal <portal@example.net>")
-
-
 def queue(engine: Engine, *, to: str = ALICE, kind: str = "link", **fields: Any) -> int:
     with engine.begin() as conn:
         return enqueue_email(conn, kind=kind, to=to, message=hello(), **fields)

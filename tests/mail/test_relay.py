@@ -29,11 +29,6 @@ ALICE = "alice.r3l4y@example.org"
 BOB = "bob.r3l4y@example.org"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def queue(engine: Engine, to: str = ALICE) -> int:
     with engine.begin() as conn:
         return enqueue_email(conn, kind="link", to=to, message=hello())

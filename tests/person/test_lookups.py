@@ -39,11 +39,6 @@ SLUG = "ticketing-2021"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def personas(engine: Engine, settings: Settings, tmp_path: Path) -> Engine:
     load_personas(engine, settings, tmp_path)
     return engine

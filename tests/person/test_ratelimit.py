@@ -16,11 +16,6 @@ from portal.person.ratelimit import MemoryWindows, RateLimiter
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def limiter(limit: str) -> RateLimiter:
     return RateLimiter(
         Settings(

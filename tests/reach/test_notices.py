@@ -350,11 +350,6 @@ def test_it_does_not_take_a_lookup_link_for_a_notice_link(settings: Settings) ->
         notice_tokens(settings).read(lookup)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_it_counts_a_permanent_refusal_as_a_bounce(
     engine: Engine, settings: Settings, personas: Path

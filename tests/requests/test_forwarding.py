@@ -32,11 +32,6 @@ SECRET = "park-a-hook-secret"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def receiver() -> object:
     with running_webhook_receiver(secret=SECRET) as running:
         yield running

@@ -168,11 +168,6 @@ def test_it_names_the_sender_after_the_organisation() -> None:
     assert from_header("portal@lek.example", None) == "portal@lek.example"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_it_sends_mail_with_the_display_name(
     engine: Engine, settings: Settings, tmp_path: Path, smtp_server: SmtpServer
