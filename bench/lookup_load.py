@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import os
 import re
 import statistics
@@ -40,7 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bruteforce import cpu_model
-from tests.factories import INCIDENT
+from bench.lookup_bench import load_people
 from tests.fixtures_mail import running_smtp_server, wait_for_sync
 from tests.server import Portal, running_mail_worker, running_portal
 
@@ -63,7 +62,7 @@ def main(rate: int, seconds: int, flood: int, rows: int) -> None:
     with tempfile.TemporaryDirectory() as folder, running_smtp_server() as smtp:
         instance = Path(folder) / "instance"
         with running_portal(instance, *args, PORTAL_SMTP_URL=smtp.url(), **LIMITS) as portal:
-            _load(portal, Path(folder), rows)
+            load_people(portal, Path(folder), rows)
             with contextlib.ExitStack() as stack:
                 if apart:
                     stack.enter_context(running_mail_worker(portal.env, instance / "mail.log"))
@@ -261,17 +260,6 @@ def _ms(text: str) -> float:
     """A wrk duration ("812.00us", "1.52ms", "2.01s") in milliseconds."""
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def _load(portal: Portal, folder: Path, rows: int) -> None:
-    (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
-    portal.cli("incident", "load", str(folder / "incident.toml"))
-    path = folder / "park-a.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "naam"])
-        writer.writerows([f"person{i}@example.org", f"Naam {i}"] for i in range(rows))
-    portal.cli("import", SLUG, "park-a", str(path))
 
 
 def _metric(portal: Portal, name: str) -> float:

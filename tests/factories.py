@@ -100,10 +100,13 @@ def incident_store(
     return engine, settings
 
 
-def load_personas(engine: Engine, settings: Settings, folder: Path) -> None:
-    """The standard incident with alice (park-a, theater-b) and bob (park-a)."""
+def load_personas(
+    engine: Engine, settings: Settings, folder: Path, *, incident_text: str = INCIDENT
+) -> None:
+    """The standard incident (or `incident_text`, a variant of it) with alice (park-a,
+    theater-b) and bob (park-a)."""
     incident = folder / "incident.toml"
-    incident.write_text(INCIDENT, encoding="utf-8")
+    incident.write_text(incident_text, encoding="utf-8")
     load_incident_file(engine, incident)
     for partner, rows in (("park-a", PARK_A), ("theater-b", THEATER_B)):
         path = write_csv(folder / f"{partner}.csv", rows)

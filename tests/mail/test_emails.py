@@ -14,11 +14,9 @@ from starlette.testclient import TestClient
 
 from portal.app import create_app
 from portal.core.config import Settings
-from portal.incidents.importer import import_csv
-from portal.incidents.stored import load_incident_file
 from portal.store import tables
 from tests.every_email import send_every_email
-from tests.factories import ALICE, INCIDENT, PARK_A, THEATER_B, write_csv
+from tests.factories import ALICE, INCIDENT, load_personas
 from tests.server import csrf, sign_in
 
 SLUG = "ticketing-2021"
@@ -33,11 +31,7 @@ def client(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[TestC
     text = f'organisation = "{ORGANISATION}"\nwebsite = "{WEBSITE}"\n' + INCIDENT.replace(
         'name = "Theater B"', 'name = "Theater B"\nlanguage = "en"'
     )
-    (tmp_path / "incident.toml").write_text(text, encoding="utf-8")
-    load_incident_file(engine, tmp_path / "incident.toml")
-    for partner, rows in (("park-a", PARK_A), ("theater-b", THEATER_B)):
-        path = write_csv(tmp_path / f"{partner}.csv", rows)
-        import_csv(engine, settings, incident=SLUG, partner=partner, path=path)
+    load_personas(engine, settings, tmp_path, incident_text=text)
     app = create_app(settings, deliver_mail=False)
     with TestClient(app, base_url=BASE) as client:
         yield client

@@ -17,9 +17,7 @@ from portal.app import create_app
 from portal.core.config import Settings
 from portal.core.fields import BY_KEY
 from portal.core.i18n import format_date
-from portal.incidents.importer import import_csv
-from portal.incidents.stored import load_incident_file
-from tests.factories import ALICE, CAROL, INCIDENT, PARK_A, THEATER_B, write_csv
+from tests.factories import ALICE, CAROL, INCIDENT, load_personas
 from tests.server import csrf, sign_in
 
 SLUG = "ticketing-2021"
@@ -29,11 +27,7 @@ SLUG = "ticketing-2021"
 def client(engine: Engine, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
     """The personas, with Theater B's data set marked as holding people not exposed."""
     text = INCIDENT.replace('name = "Theater B"', 'name = "Theater B"\ncertainty = "possible"')
-    (tmp_path / "incident.toml").write_text(text, encoding="utf-8")
-    load_incident_file(engine, tmp_path / "incident.toml")
-    for partner, rows in (("park-a", PARK_A), ("theater-b", THEATER_B)):
-        path = write_csv(tmp_path / f"{partner}.csv", rows)
-        import_csv(engine, settings, incident=SLUG, partner=partner, path=path)
+    load_personas(engine, settings, tmp_path, incident_text=text)
     app = create_app(settings, deliver_mail=False)
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         yield client
