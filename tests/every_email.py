@@ -28,7 +28,8 @@ from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
 from portal.mail import outbox
 from portal.mail.worker import MailWorker
-from portal.person.lookups import LookupRequest, confirm_link
+from portal.person.lookups import LookupRequest
+from portal.person.sessions import confirm_link
 from portal.reach import notices
 from portal.requests.decisions import change_status, extend
 from portal.requests.deletions import Actor, request_deletion

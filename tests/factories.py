@@ -21,8 +21,9 @@ from portal.mail.messages import Message
 from portal.mail.renderer import Renderer
 from portal.operator import accounts
 from portal.person.lookup_queue import LookupQueue
-from portal.person.lookups import LookupRequest, VerifiedSession, confirm_link
+from portal.person.lookups import LookupRequest
 from portal.person.ratelimit import RateLimiter
+from portal.person.sessions import VerifiedSession, confirm_link
 from portal.requests.deletions import DeletionRequest, request_deletion
 from portal.store import db, tables
 

@@ -24,8 +24,8 @@ from portal.core.config import Settings
 from portal.core.tokens import TokenInvalid, seal, session_tokens, token_hash, unseal
 from portal.incidents import counters
 from portal.mail.renderer import Renderer
-from portal.person import lookups
-from portal.person.lookups import LinkUsed, VerifiedSession
+from portal.person import sessions
+from portal.person.sessions import LinkUsed, VerifiedSession
 from portal.requests import deletions
 from portal.store import db, tables
 
@@ -48,11 +48,11 @@ def confirm(
 
     Raises TooManyAddresses (nothing used) when the session is full.
     """
-    secret, purpose = lookups.read_link(settings, token)
-    row = lookups.link_row(conn, secret, purpose)
+    secret, purpose = sessions.read_link(settings, token)
+    row = sessions.link_row(conn, secret, purpose)
     session = _asking_session(conn, settings, row, cookie)
     if session is None:
-        return lookups.confirm_link(conn, settings, token)
+        return sessions.confirm_link(conn, settings, token)
     _join(conn, session, row, secret)
     return _renew(conn, settings, session)
 
@@ -63,7 +63,7 @@ def _asking_session(
     asked_from = getattr(row, "session_id", None)
     if asked_from is None:
         return None
-    session = lookups.load_session(conn, settings, cookie)
+    session = sessions.load_session(conn, settings, cookie)
     return session if session is not None and session.id == asked_from else None
 
 

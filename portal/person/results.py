@@ -24,7 +24,7 @@ from portal.core.config import Settings
 from portal.core.fields import Field, from_bits
 from portal.core.tokens import TokenInvalid, session_tokens, token_hash
 from portal.incidents.stored import Incident, Partner
-from portal.person.lookups import VerifiedSession
+from portal.person.sessions import VerifiedSession
 from portal.requests.deletions import DeletionRequest, request_from_row
 from portal.store import tables
 

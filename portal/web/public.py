@@ -20,7 +20,7 @@ from portal.core.tokens import (
 )
 from portal.incidents import stored
 from portal.incidents.file import SLUG
-from portal.person import addresses, lookups
+from portal.person import addresses, lookups, sessions
 from portal.person.results import ResultsPage, advice_once, read_results
 from portal.requests import deletions
 from portal.web.csrf import checked_form, rotate_csrf_cookie
@@ -169,7 +169,7 @@ async def confirm_page(request: Request) -> Response:
     token = request.path_params["token"]
     settings = request.app.state.settings
     try:
-        slug = await with_db(request, lookups.peek_link, settings, token)
+        slug = await with_db(request, sessions.peek_link, settings, token)
     except TokenInvalid as exc:
         return await _bad_link(request, exc, token)
     incident = await request.app.state.incidents.incident(slug)
@@ -215,7 +215,7 @@ async def confirm(request: Request) -> Response:
 async def _too_many_addresses(request: Request, token: str) -> Response:
     """The 11th address: said plainly, the link left unused for another browser."""
     try:  # used meanwhile (another tab): said as for any used link
-        slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
+        slug = await with_db(request, sessions.peek_link, request.app.state.settings, token)
     except TokenInvalid as exc:
         return await _bad_link(request, exc, token)
     incident = await with_db(request, stored.get_incident, slug)
@@ -230,18 +230,18 @@ async def _too_many_addresses(request: Request, token: str) -> Response:
 
 
 async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response:
-    if isinstance(exc, lookups.NoticeLinkUsed):
+    if isinstance(exc, sessions.NoticeLinkUsed):
         reason, status = "notice_used", 410
-    elif isinstance(exc, lookups.NoticeLinkExpired):
+    elif isinstance(exc, sessions.NoticeLinkExpired):
         reason, status = "notice_expired", 410
-    elif isinstance(exc, lookups.LinkUsed):
+    elif isinstance(exc, sessions.LinkUsed):
         reason, status = "link_used", 410
     elif isinstance(exc, TokenExpired):
         reason, status = "link_expired", 410
     else:
         reason, status = "link_invalid", 400
-    genuine = lookups.genuine_link(request.app.state.settings, token)
-    origin = await with_db(request, lookups.link_origin, *genuine) if genuine else None
+    genuine = sessions.genuine_link(request.app.state.settings, token)
+    origin = await with_db(request, sessions.link_origin, *genuine) if genuine else None
     incident = await _incident_of(request, origin)
     return render(
         request,
@@ -254,7 +254,7 @@ async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response
 
 
 async def _incident_of(
-    request: Request, origin: lookups.LinkOrigin | None
+    request: Request, origin: sessions.LinkOrigin | None
 ) -> stored.Incident | None:
     """The incident a dead link was for; for a link not ours, the only incident if one."""
     cache = request.app.state.incidents
@@ -374,10 +374,10 @@ async def _incident(request: Request) -> stored.Incident:
     return incident
 
 
-async def _session(request: Request, incident: stored.Incident) -> lookups.VerifiedSession | None:
+async def _session(request: Request, incident: stored.Incident) -> sessions.VerifiedSession | None:
     settings = request.app.state.settings
     cookie = request.cookies.get(SESSION_COOKIE)
-    session = await with_db(request, lookups.load_session, settings, cookie)
+    session = await with_db(request, sessions.load_session, settings, cookie)
     if session is None or session.incident_id != incident.id:
         return None
     return session

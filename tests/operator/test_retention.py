@@ -15,8 +15,8 @@ from portal.core.config import Settings
 from portal.mail.messages import Message
 from portal.mail.outbox import ERASED, enqueue_email
 from portal.operator.retention import purge
-from portal.person.lookups import VerifiedSession
 from portal.person.ratelimit import RateLimiter
+from portal.person.sessions import VerifiedSession
 from portal.requests.deletions import COMPLETED, REJECTED, request_deletion
 from portal.store import tables
 from tests.databases import stored_bytes

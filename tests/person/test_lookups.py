@@ -16,14 +16,9 @@ from portal.core.errors import PortalError
 from portal.core.fields import BY_KEY
 from portal.core.tokens import TokenExpired, TokenInvalid
 from portal.incidents.stored import get_incident, get_partners
-from portal.person.lookups import (
-    LinkUsed,
-    confirm_link,
-    load_session,
-    peek_link,
-)
 from portal.person.ratelimit import RateLimiter
 from portal.person.results import Results, read_results
+from portal.person.sessions import LinkUsed, confirm_link, load_session, peek_link
 from portal.store import tables
 from tests.factories import (
     ALICE,

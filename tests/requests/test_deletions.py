@@ -21,7 +21,7 @@ from portal.core.fields import BY_KEY
 from portal.core.i18n import format_date
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
-from portal.person.lookups import VerifiedSession
+from portal.person.sessions import VerifiedSession
 from portal.requests.deletions import (
     COMPLETED,
     FORWARD_FAILED,
