@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from portal.blind_index import KdfParams, blind_index, normalise
+from portal.core.blind_index import KdfParams, blind_index, normalise
 
 LIST_SIZES = (1_000_000, 10_000_000, 100_000_000)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 
 from sqlalchemy import create_engine, text
@@ -42,3 +43,13 @@ def _admin(server_url: str, sql: str) -> None:
     with engine.connect() as conn:
         conn.execute(text(sql))
     engine.dispose()
+
+
+def new_scratch(server_url: str) -> str:
+    """A new, empty database with a name of its own on the server; its URL."""
+    return create_database(server_url, f"portal_bench_{uuid.uuid4().hex[:8]}")
+
+
+def drop_scratch(server_url: str, url: str) -> None:
+    """Drops the database of `url` (a run's pool may still hold connections to it)."""
+    drop_database(server_url, str(make_url(url).database))

@@ -13,17 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from portal import db
-from portal.config import Settings
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from bench.bruteforce import cpu_model
+from portal.core.config import Settings
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
+from portal.store import db
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.factories import INCIDENT
 
 
 def main(rows: int) -> None:
-    print(f"python {platform.python_version()}, {os.cpu_count()} cores, {_cpu()}")
+    print(f"python {platform.python_version()}, {os.cpu_count()} cores, {cpu_model()}")
     print(f"{rows} rows, argon2id m=8 MiB t=1 p=1, SQLite")
     for workers in sorted({1, os.cpu_count() or 1}):
         with tempfile.TemporaryDirectory() as folder:
@@ -54,16 +55,6 @@ def _run(folder: Path, rows: int, workers: int) -> float:
     elapsed = time.perf_counter() - started
     engine.dispose()
     return elapsed
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bruteforce import cpu_model  # noqa: E402
-from portal.blind_index import KdfParams  # noqa: E402
+from bench.databases import drop_scratch, new_scratch  # noqa: E402
+from portal.core.blind_index import KdfParams  # noqa: E402
 
 PARTNER = "park-a"
 
@@ -137,7 +137,8 @@ def _child(kind: str, folder: Path, rows: int, postgresql: str | None) -> dict[s
 
 def _read(folder: Path) -> dict[str, float]:
     """What the import holds before it hashes: the file read, checked and deduplicated."""
-    from portal.importer import _read_rows, plan_columns
+    from portal.incidents.columns import plan_columns
+    from portal.incidents.importer import _read_rows
 
     before = _peak_mib()
     started = time.perf_counter()
@@ -179,13 +180,13 @@ def _raw(rows: int) -> dict[str, float]:
 
 
 def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]:
-    from portal import db
-    from portal.config import Settings
-    from portal.importer import import_csv
-    from portal.incidents import load_incident_file
+    from portal.core.config import Settings
+    from portal.incidents.importer import import_csv
+    from portal.incidents.stored import load_incident_file
+    from portal.store import db
     from tests.factories import INCIDENT
 
-    url = _scratch_database(postgresql) if postgresql else f"sqlite:///{folder}/portal.db"
+    url = new_scratch(postgresql) if postgresql else f"sqlite:///{folder}/portal.db"
     settings = Settings(instance_dir=folder, database_url=url, secret_key="bench", pepper=b"bench")
     engine = db.make_engine(url)
     db.migrate(engine)
@@ -206,7 +207,7 @@ def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]
     }
     engine.dispose()
     if postgresql:
-        _drop_database(postgresql, url)
+        drop_scratch(postgresql, url)
     else:
         result.update(_sqlite_size(folder / "portal.db"))
     return result
@@ -221,29 +222,6 @@ def _sqlite_size(path: Path) -> dict[str, float]:
     size = copy.stat().st_size
     copy.unlink()
     return {"file_bytes": size, "exposures": exposures, "bytes_per_exposure": size / exposures}
-
-
-def _scratch_database(admin_url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin_url, f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}"')
-
-
-def _admin(admin_url: str, sql: str) -> None:
-    from portal import db
-
-    engine = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(sql)
-    engine.dispose()
 
 
 def write_leak(path: Path, rows: int) -> None:

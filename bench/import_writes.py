@@ -3,7 +3,7 @@
 Random 32-byte blind indexes stand for hashed addresses. Each method writes ROWS new
 exposures in chunks of the importer's size, then the same rows again with one more field
 (every one an update: the field-set union), each chunk in its own transaction as the
-importer does. `portal.db.write_exposures` uses what wins here: COPY on PostgreSQL, the
+importer does. `portal.store.db.write_exposures` uses what wins here: COPY on PostgreSQL, the
 prepared INSERT run per row on SQLite.
 
 Usage: python bench/import_writes.py [ROWS] [--postgresql URL]
@@ -17,18 +17,17 @@ import secrets
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.engine import make_url
 
-from portal import db, tables
-from portal.importer import CHUNK
-from portal.incidents import load_incident_file
+from portal.incidents.importer import CHUNK
+from portal.incidents.stored import load_incident_file
+from portal.store import db, tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.databases import drop_scratch, new_scratch
 from tests.factories import INCIDENT
 
 Method = Callable[[Connection, int, dict[bytes, int]], None]
@@ -44,7 +43,7 @@ def executemany(conn: Connection, partner_id: int, indexed: dict[bytes, int]) ->
         keys=["partner_id", "bidx"],
         update={"fields": lambda ex: t.c.fields.op("|")(ex.fields)},
     )
-    # What portal.db.write_exposures does on SQLite.
+    # What portal.store.db.write_exposures does on SQLite.
 
 
 def multirow(conn: Connection, partner_id: int, indexed: dict[bytes, int]) -> None:
@@ -108,31 +107,14 @@ def main() -> None:
             # A fresh database for each method: none inherits another's free pages.
             with tempfile.TemporaryDirectory() as folder:
                 if backend == "postgresql":
-                    url = _scratch_database(args.postgresql)
+                    url = new_scratch(args.postgresql)
                 else:
                     url = f"sqlite:///{folder}/bench.db"
                 engine = prepared(url, Path(folder))
                 run(engine, name, method, args.rows)
                 engine.dispose()
                 if backend == "postgresql":
-                    _drop(args.postgresql, url)
-
-
-def _scratch_database(admin_url: str) -> str:
-    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin_url, f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(admin_url: str, url: str) -> None:
-    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}"')
-
-
-def _admin(admin_url: str, sql: str) -> None:
-    engine = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(sql)
-    engine.dispose()
+                    drop_scratch(args.postgresql, url)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The in-memory rate limiter with many distinct keys: memory, time per hit, expiry upkeep.
 
-A flood of distinct addresses, as notice day brings, through `portal.ratelimit.RateLimiter`
+A flood of distinct addresses, as notice day brings, through `portal.person.ratelimit.RateLimiter`
 without Redis. Two phases, each on a fresh limiter:
 
 1. KEYS distinct keys hit once each within an hour's window: the memory held per key
@@ -28,8 +28,8 @@ from pathlib import Path
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from portal.config import Settings
-from portal.ratelimit import RateLimiter
+from portal.core.config import Settings
+from portal.person.ratelimit import RateLimiter
 
 AFTER = 2_000
 

@@ -20,21 +20,21 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.import_bench import _cpu
+from bench.bruteforce import cpu_model
 from tests.factories import INCIDENT
 from tests.fixtures_mail import running_smtp_server, wait_for_sync
-from tests.server import running_portal
+from tests.server import Portal, running_portal
 
 SLUG = "ticketing-2021"
 
 
 def main(lookups: int, rows: int) -> None:
-    print(f"{_cpu()}; {lookups} lookups against {rows} records; SQLite, limits in memory")
+    print(f"{cpu_model()}; {lookups} lookups against {rows} records; SQLite, limits in memory")
     with tempfile.TemporaryDirectory() as folder, running_smtp_server() as smtp:
         instance = Path(folder) / "instance"
         limits = {"PORTAL_LIMIT_PER_CLIENT": "100000/hour", "PORTAL_LIMIT_PER_ADDRESS": "1000/hour"}
         with running_portal(instance, PORTAL_SMTP_URL=smtp.url(), **limits) as portal:
-            _load(portal, Path(folder), rows)
+            load_people(portal, Path(folder), rows)
             known, unknown, sent = _measure(portal.url, lookups, smtp)
             wait_for_sync(lambda: len(smtp.received) >= lookups, timeout=600)
             all_done = time.perf_counter() - sent
@@ -43,7 +43,8 @@ def main(lookups: int, rows: int) -> None:
     print(f"all {lookups} link mails delivered {all_done:.2f} s after the last response")
 
 
-def _load(portal, folder: Path, rows: int) -> None:  # type: ignore[no-untyped-def]
+def load_people(portal: Portal, folder: Path, rows: int) -> None:
+    """The standard incident with `rows` made-up people at park-a, through the CLI."""
     (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
     portal.cli("incident", "load", str(folder / "incident.toml"))
     path = folder / "park-a.csv"

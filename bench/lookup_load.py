@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import os
 import re
 import statistics
@@ -38,10 +37,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.bruteforce import cpu_model
 from bench.http_client import Connection, form_session, metric
-from bench.import_bench import _cpu
+from bench.lookup_bench import load_people
 from bench.procfs import status_kib
-from tests.factories import INCIDENT
 from tests.fixtures_mail import running_smtp_server, wait_for_sync
 from tests.server import Portal, running_mail_worker, running_portal
 
@@ -54,7 +53,7 @@ LIMITS = {
 
 
 def main(rate: int, seconds: int, flood: int, rows: int) -> None:
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {_cpu()}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {cpu_model()}")
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]} (1, 5, 15 min)")
     apart = os.environ.get("MAIL", "apart") != "in-process"
     where = "a separate `portal mail-worker`" if apart else "the web process"
@@ -64,7 +63,7 @@ def main(rate: int, seconds: int, flood: int, rows: int) -> None:
     with tempfile.TemporaryDirectory() as folder, running_smtp_server() as smtp:
         instance = Path(folder) / "instance"
         with running_portal(instance, *args, PORTAL_SMTP_URL=smtp.url(), **LIMITS) as portal:
-            _load(portal, Path(folder), rows)
+            load_people(portal, Path(folder), rows)
             with contextlib.ExitStack() as stack:
                 if apart:
                     stack.enter_context(running_mail_worker(portal.env, instance / "mail.log"))
@@ -223,17 +222,6 @@ def _ms(text: str) -> float:
     """A wrk duration ("812.00us", "1.52ms", "2.01s") in milliseconds."""
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def _load(portal: Portal, folder: Path, rows: int) -> None:
-    (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
-    portal.cli("incident", "load", str(folder / "incident.toml"))
-    path = folder / "park-a.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "naam"])
-        writer.writerows([f"person{i}@example.org", f"Naam {i}"] for i in range(rows))
-    portal.cli("import", SLUG, "park-a", str(path))
 
 
 if __name__ == "__main__":

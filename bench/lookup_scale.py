@@ -4,7 +4,7 @@ For each size (default 10,000 and 2,000,000 exposures) a fresh database gets a s
 known addresses imported the real way (`import_csv`, hashed), and the rest as random 32-byte
 blind indexes written in bulk: nothing hashes two million addresses. Then:
 
-- at the database level, the results query (`lookups.exposures_of`: the partners where a
+- at the database level, the results query (`stored.exposures_of`: the partners where a
   blind index occurs) for known and unknown blind indexes;
 - through a real `portal serve`: a lookup per known address (POST, 303), its link read from
   the instance outbox, the link confirmed (GET and POST /v/...), and the results page
@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -42,12 +41,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bruteforce import cpu_model  # noqa: E402
-from portal import db, incidents  # noqa: E402
-from portal.blind_index import blind_index  # noqa: E402
-from portal.config import Settings  # noqa: E402
-from portal.importer import import_csv  # noqa: E402
-from portal.incidents import load_incident_file  # noqa: E402
-from portal.lookups import exposures_of  # noqa: E402
+from bench.databases import drop_scratch, new_scratch  # noqa: E402
+from portal.core.blind_index import blind_index  # noqa: E402
+from portal.core.config import Settings  # noqa: E402
+from portal.incidents import stored  # noqa: E402
+from portal.incidents.importer import import_csv  # noqa: E402
+from portal.incidents.stored import exposures_of, load_incident_file  # noqa: E402
+from portal.store import db  # noqa: E402
 from tests.factories import INCIDENT, write_csv  # noqa: E402
 from tests.server import portal_env, running_portal  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 instance = Path(folder) / "instance"
                 url = (
-                    _scratch_database(args.postgresql)
+                    new_scratch(args.postgresql)
                     if backend == "postgresql"
                     else f"sqlite:///{instance}/portal.db"
                 )
@@ -87,7 +87,7 @@ def main() -> None:
                     _measure(backend, instance, url, size, args)
                 finally:
                     if backend == "postgresql":
-                        _drop_database(args.postgresql, url)
+                        drop_scratch(args.postgresql, url)
 
 
 def _measure(backend: str, instance: Path, url: str, size: int, args: argparse.Namespace) -> None:
@@ -126,9 +126,9 @@ def _fill(engine: Engine, settings: Settings, instance: Path, size: int) -> Know
         path=write_csv(instance / "known.csv", rows),
     )
     with engine.begin() as conn:
-        incident = incidents.get_incident(conn, SLUG)
+        incident = stored.get_incident(conn, SLUG)
         assert incident is not None
-        partners = [p.id for p in incidents.get_partners(conn, incident.id)]
+        partners = [p.id for p in stored.get_partners(conn, incident.id)]
         salt = db.ensure_salt(conn)
     remaining = size - KNOWN
     while remaining > 0:
@@ -148,7 +148,7 @@ def _fill(engine: Engine, settings: Settings, instance: Path, size: int) -> Know
 
 def _database_level(engine: Engine, known: list[bytes], queries: int) -> None:
     with engine.connect() as conn:
-        incident = incidents.get_incident(conn, SLUG)
+        incident = stored.get_incident(conn, SLUG)
         assert incident is not None
         for kind, keys in (("known", known), ("unknown", None)):
             times = []
@@ -246,23 +246,6 @@ def _figures(seconds: list[float], unit: str) -> str:
         f"n={len(seconds)}  median {statistics.median(ordered) * scale:7.1f} {unit}"
         f"  p99 {p99 * scale:7.1f} {unit}"
     )
-
-
-def _scratch_database(admin_url: str) -> str:
-    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin_url, f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-
-
-def _admin(admin_url: str, sql: str) -> None:
-    engine = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(sql)
-    engine.dispose()
 
 
 def _load() -> str:

@@ -31,15 +31,18 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from portal import db, outbox, tables
-from portal.config import Settings
-from portal.deletions import mark_forward_failed, mark_forwarded
-from portal.delivery import SMTP_CONNECTIONS, SmtpSender
-from portal.mail_worker import BATCH_SIZE, MailWorker
-from portal.messages import Message, build_email, render
+from portal.core.config import Settings
+from portal.mail import outbox
+from portal.mail.delivery import SMTP_CONNECTIONS, SmtpSender
+from portal.mail.messages import Message, build_email
+from portal.mail.renderer import Renderer
+from portal.mail.worker import BATCH_SIZE, MailWorker
+from portal.requests.deletions import mark_forward_failed, mark_forwarded
+from portal.store import db, tables
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.bruteforce import cpu_model  # noqa: E402
 from bench.databases import scratch_database  # noqa: E402
 from bench.relay import running_relay  # noqa: E402
 
@@ -71,7 +74,7 @@ class MailRun:
 
 def main() -> None:
     args = _arguments()
-    print(f"python {platform.python_version()}, {os.cpu_count()} cores, {_cpu()}")
+    print(f"python {platform.python_version()}, {os.cpu_count()} cores, {cpu_model()}")
     print(
         f"{args.n} mails, {args.connections} SMTP connections, batch {args.batch_size}, "
         f"{'PostgreSQL' if args.database_url else 'SQLite'}, aiosmtpd in another process"
@@ -125,7 +128,7 @@ def measure(
         with running_relay() as relay:
             raw, raw_cpu = _cpu_of(_raw_smtp, relay.smtp_port, n, connections)
             sender = SmtpSender("127.0.0.1", relay.smtp_port, parallel=connections)
-            worker = MailWorker(  # as deletions.mail_worker makes it, with its own sender
+            worker = MailWorker(  # as portal.workers.mail_worker makes it, with its own sender
                 engine,
                 settings,
                 sender=sender,
@@ -162,8 +165,7 @@ def _database(server_url: str | None, folder: str) -> Iterator[str]:
 
 
 def _message() -> Message:
-    return render(
-        ROOT / "templates",
+    return Renderer(ROOT / "templates").email(
         "link",
         "nl",
         incident_title="Datalek bij TicketDienst",
@@ -244,16 +246,6 @@ def _deliver(worker: MailWorker, n: int, profile: Path | None) -> float:
 
 def _sent() -> float:
     return REGISTRY.get_sample_value("portal_emails_sent_total", {"kind": "link"}) or 0.0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -22,22 +22,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.import_bench import _cpu
-from portal import db
-from portal.app import TEMPLATES_DIR
-from portal.blind_index import KdfParams, blind_index
-from portal.config import Settings
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
-from portal.notices import notify
-from tests.factories import INCIDENT
+from bench.bruteforce import cpu_model
+from portal.core.blind_index import KdfParams, blind_index
+from portal.core.config import Settings
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
+from portal.reach.notices import notify
+from portal.store import db
+from tests.factories import INCIDENT, RENDERER
 
 SLUG, PARTNER = "ticketing-2021", "park-a"
 
 
 def main(sizes: list[int]) -> None:
     cores = os.cpu_count() or 1
-    print(f"python {platform.python_version()}, {cores} cores, {_cpu()}")
+    print(f"python {platform.python_version()}, {cores} cores, {cpu_model()}")
     print(f"argon2id m=8 MiB t=1 p=1, SQLite; raw argon2id: {_argon2_rate(cores):,.0f} hashes/s")
     for size in sizes:
         child = [sys.executable, __file__, "--one", str(size)]
@@ -79,7 +78,7 @@ def one(size: int) -> None:
             incident=SLUG,
             partner=PARTNER,
             path=path,
-            templates_dir=TEMPLATES_DIR,
+            renderer=RENDERER,
             rate=10,
         )
         seconds = time.perf_counter() - started

@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.bruteforce import cpu_model
 from bench.http_client import csrf_of
-from bench.import_bench import _cpu
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import free_port, running_smtp_server, wait_for_sync
 from tests.server import running_portal
@@ -55,7 +55,7 @@ ROUNDS = 3
 def main(duration: int, connections: int) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {_cpu()}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {cpu_model()}")
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]} (1, 5, 15 min)")
     print(f"wrk -t1 -c{connections} -d{duration}s per target, one worker per server, SQLite")
     rates = measure(duration, connections, rounds=ROUNDS)

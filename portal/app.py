@@ -8,12 +8,11 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from traceback import extract_tb
 
 from prometheus_client import multiprocess
-from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,12 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from portal import db, deletions, forwarding, logs
-from portal.config import Settings
-from portal.fingerprints import PepperWatch
-from portal.incident_cache import IncidentCache
-from portal.lookup_queue import LookupQueue
-from portal.ratelimit import RateLimiter
+from portal import workers
+from portal.core import logs
+from portal.core.config import Settings
+from portal.incidents.cache import IncidentCache
+from portal.incidents.fingerprints import PepperWatch
+from portal.person.lookup_queue import LookupQueue
+from portal.person.ratelimit import RateLimiter
+from portal.store import db
 from portal.web import about, admin, ops, partner, public
 from portal.web.middleware import (
     AccessLog,
@@ -39,38 +40,12 @@ from portal.web.pages import RenderedPages, language, page_templates, render
 
 log = logging.getLogger("portal.app")
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+STATIC_DIR = workers.ROOT / "static"
 ERROR_TEMPLATES = {400, 403, 404, 405, 413, 415, 429, 500, 503}
 
 
 def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     """The portal as an ASGI app; `deliver_mail` runs the outbox worker in-process."""
-    engine = db.make_engine(settings.database_url)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        stop = asyncio.Event()
-        tasks = []
-        app.state.lookups.start()
-        if app.state.mail_worker is not None:
-            tasks.append(asyncio.create_task(app.state.mail_worker.run(stop)))
-            tasks.append(asyncio.create_task(reminders(engine, settings, stop, app)))
-        try:
-            yield
-        finally:
-            # The accepted lookups first: their links' mails are then in the outbox.
-            await app.state.lookups.close()
-            stop.set()
-            for task in tasks:
-                await task
-            await app.state.incidents.close()
-            engine.dispose()
-            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-                # This worker's live gauges (the queue depth) leave the sum.
-                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-
     app = Starlette(
         routes=[
             *ops.routes,
@@ -92,33 +67,58 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     # Starlette would answer a missing or extra slash with an absolute URL built from the
     # Host header (an open redirect behind a proxy that passes Host on).
     app.router.redirect_slashes = False
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.templates_dir = TEMPLATES_DIR
-    app.state.templates = page_templates(TEMPLATES_DIR)
-    app.state.pages = RenderedPages()
-    app.state.limiter = RateLimiter(settings)
-    app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
-    app.state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
-    app.state.pepper = PepperWatch(engine, settings.pepper, interval=settings.pepper_check_interval)
-    app.state.lookups = LookupQueue(
-        engine,
-        settings,
-        app.state.limiter,
-        app.state.incidents,
-        templates_dir=TEMPLATES_DIR,
-        written=app.state.mail_worker.wake if app.state.mail_worker else lambda: None,
-    )
+    _compose(app.state, settings, deliver_mail=deliver_mail)
     return app
 
 
-async def reminders(
-    engine: Engine, settings: Settings, stop: asyncio.Event, app: Starlette
-) -> None:
-    """Reminds partners next to the mail worker, which then sends the reminders at once."""
-    await forwarding.remind_periodically(
-        engine, settings, stop, templates_dir=TEMPLATES_DIR, queued=app.state.mail_worker.wake
+def _compose(state: State, settings: Settings, *, deliver_mail: bool) -> None:
+    """What the app's handlers share, each built once: the root of the web process."""
+    engine = db.make_engine(settings.database_url)
+    state.settings = settings
+    state.engine = engine
+    state.renderer = workers.renderer(pages=page_templates)
+    state.pages = RenderedPages()
+    state.limiter = RateLimiter(settings)
+    state.mail_worker = workers.mail_worker(engine, settings) if deliver_mail else None
+    state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
+    state.pepper = PepperWatch(engine, settings.pepper, interval=settings.pepper_check_interval)
+    state.lookups = LookupQueue(
+        engine,
+        settings,
+        state.limiter,
+        state.incidents,
+        renderer=state.renderer,
+        written=state.mail_worker.wake if state.mail_worker else lambda: None,
     )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Starts the lookup queue, and the mail worker with the reminders; at the end, drains
+    the lookups before the mail stops."""
+    state = app.state
+    stop = asyncio.Event()
+    tasks = []
+    state.lookups.start()
+    if state.mail_worker is not None:
+        tasks.append(asyncio.create_task(state.mail_worker.run(stop)))
+        reminders = workers.reminders(
+            state.engine, state.settings, state.renderer, state.mail_worker, stop
+        )
+        tasks.append(asyncio.create_task(reminders))
+    try:
+        yield
+    finally:
+        # The accepted lookups first: their links' mails are then in the outbox.
+        await state.lookups.close()
+        stop.set()
+        for task in tasks:
+            await task
+        await state.incidents.close()
+        state.engine.dispose()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # This worker's live gauges (the queue depth) leave the sum.
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

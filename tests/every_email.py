@@ -20,20 +20,23 @@ from typing import cast
 import anyio
 from sqlalchemy import Engine, func, select
 
-from portal import deletions, notices, outbox, tables
-from portal.app import TEMPLATES_DIR
-from portal.clock import utcnow
-from portal.config import Settings
-from portal.decisions import change_status, extend
-from portal.deletions import Actor, request_deletion
-from portal.fields import to_bits
-from portal.forwarding import send_due_reminders
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
-from portal.lookups import LookupRequest, confirm_link, request_link
-from portal.mail_worker import MailWorker
-from portal.ratelimit import RateLimiter
-from tests.factories import write_csv
+from portal import workers
+from portal.core.clock import utcnow
+from portal.core.config import Settings
+from portal.core.fields import to_bits
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
+from portal.mail import outbox
+from portal.mail.worker import MailWorker
+from portal.person.lookups import LookupRequest
+from portal.person.sessions import confirm_link
+from portal.reach import notices
+from portal.requests.decisions import change_status, extend
+from portal.requests.deletions import Actor, request_deletion
+from portal.requests.forwarding import send_due_reminders
+from portal.store import tables
+from portal.workers import TEMPLATES_DIR
+from tests.factories import RENDERER, running_lookups, write_csv
 from tests.fixtures_mail import running_smtp_server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -130,7 +133,7 @@ def send_every_email(engine: Engine, settings: Settings, folder: Path) -> list[S
     added here, and so is checked for its links and by SpamAssassin.
     """
     with running_smtp_server() as smtp:
-        worker = deletions.mail_worker(engine, replace(settings, smtp_url=smtp.url()))
+        worker = workers.mail_worker(engine, replace(settings, smtp_url=smtp.url()))
         for lang in LANGUAGES:
             _load_and_notify(engine, settings, folder, lang)
             _people_ask(engine, settings, lang)
@@ -138,7 +141,7 @@ def send_every_email(engine: Engine, settings: Settings, folder: Path) -> list[S
         for lang in LANGUAGES:
             _operator_decides(engine, lang)
         later = utcnow() + timedelta(days=settings.partner_reminder_days + 1)
-        assert send_due_reminders(engine, settings, templates_dir=TEMPLATES_DIR, now=later)
+        assert send_due_reminders(engine, settings, renderer=RENDERER, now=later)
         _deliver(engine, worker)
         sent = [_sent(m.rcpt_tos, m.content) for m in smtp.received]
     assert {(s.template, s.lang) for s in sent} == {(t, x) for t in TEMPLATES for x in LANGUAGES}
@@ -158,7 +161,7 @@ def _load_and_notify(engine: Engine, settings: Settings, folder: Path, lang: str
             incident=slug(lang),
             partner=partner,
             path=csv,
-            templates_dir=TEMPLATES_DIR,
+            renderer=RENDERER,
             rate=1000,
         )
 
@@ -170,7 +173,7 @@ def _people_ask(engine: Engine, settings: Settings, lang: str) -> None:
         token = _ask_link(engine, settings, lang, address)
         with engine.begin() as conn:
             session = confirm_link(conn, settings, token)[1]
-            request_deletion(conn, settings, session, partner=partner, templates_dir=TEMPLATES_DIR)
+            request_deletion(conn, settings, session, partner=partner, renderer=RENDERER)
 
 
 def _ask_link(
@@ -179,11 +182,11 @@ def _ask_link(
     """A lookup as the incident page (or a partner's entry page) sends it; its link's token."""
     lookup = LookupRequest(slug(lang), address, "203.0.113.7", lang, partner)
 
-    async def ask() -> bool:
-        limiter = RateLimiter(settings)
-        return await request_link(engine, settings, limiter, lookup, templates_dir=TEMPLATES_DIR)
+    async def ask() -> None:
+        async with running_lookups(engine, settings) as queue:
+            assert queue.submit(lookup)
 
-    assert anyio.run(ask)
+    anyio.run(ask)
     o = tables.outbox.c
     with engine.connect() as conn:
         text = conn.scalar(select(o.body_text).where(o.kind == "link").order_by(o.id.desc()))
@@ -203,7 +206,7 @@ def _operator_decides(engine: Engine, lang: str) -> None:
             .order_by(r.id)
         )
         reasons = REASONS[lang]
-        common = {"actor": OPERATOR, "templates_dir": TEMPLATES_DIR}
+        common = {"actor": OPERATOR, "renderer": RENDERER}
         extend(conn, reference=first, months=2, reason=reasons["extended"], **common)
         change_status(conn, reference=second, to="completed", note=reasons["completed"], **common)
         change_status(

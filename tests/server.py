@@ -1,8 +1,10 @@
-"""A real portal process for end-to-end tests: `portal serve` under uvicorn on a free port."""
+"""The portal as tests reach it: real processes (`portal serve`, the mail worker, the CLI), and
+in process (a TestClient on create_app): its pages, forms and sign-ins."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,10 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import Engine, select
+from starlette.testclient import TestClient
 
+from portal.core.config import Settings
+from portal.store import tables
 from tests.databases import database_url_of
+from tests.factories import DORA, DORA_PASSWORD, SLUG
 from tests.fixtures_mail import free_port
 
 
@@ -155,3 +163,142 @@ def running_mail_worker(env: dict[str, str], log_path: Path) -> Iterator[MailWor
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+# -- in process: a TestClient on create_app, and the CLI as a real process -----------------
+
+
+def csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no csrf_token in the page"
+    return match.group(1)
+
+
+def outbox_links(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        bodies = conn.scalars(
+            select(tables.outbox.c.body_text).where(tables.outbox.c.kind == "link")
+        ).all()
+    return [re.search(r"http://\S+/v/\S+", b).group(0) for b in bodies if b]
+
+
+def lookup(client: TestClient, address: str, *, on: str = f"/{SLUG}/") -> str:
+    """Looks `address` up with the form of the page at `on`, and waits until its link is
+    written; returns that page."""
+    page = client.get(on)
+    response = client.post(
+        f"/{SLUG}/lookup",
+        data={"email": address, "csrf_token": csrf(page.text)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/{SLUG}/sent"
+    drain_lookups(client)
+    return page.text
+
+
+def drain_lookups(client: TestClient) -> None:
+    """Waits until the app's lookup queue has hashed and written every lookup it took."""
+    client.portal.call(client.app.state.lookups.drain)  # type: ignore[union-attr, attr-defined]
+
+
+def sign_in(client: TestClient, engine: Engine, address: str) -> str:
+    lookup(client, address)
+    link = outbox_links(engine)[-1].removeprefix("http://127.0.0.1:8000")
+    page = client.get(link)
+    assert page.status_code == 200
+    response = client.post(link, data={"csrf_token": csrf(page.text)}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/{SLUG}/results"
+    return client.get(f"/{SLUG}/results").text
+
+
+def environment(instance: Path, columns: int | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    env.pop("COLUMNS", None)
+    if columns:
+        env["COLUMNS"] = str(columns)
+    env.update(
+        PORTAL_INSTANCE_DIR=str(instance),
+        PORTAL_SECRET_KEY="cli-test-secret-key",
+        PORTAL_PEPPER="cli-test-pepper",
+        PYTHONIOENCODING="utf-8",
+    )
+    if (url := database_url_of(instance)) is not None:
+        env["PORTAL_DATABASE_URL"] = url
+    return env
+
+
+def portal(
+    folder: Path, *args: str | Path, columns: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m portal ARGS` in `folder`, its output not a terminal (as under cron)."""
+    return subprocess.run(
+        [sys.executable, "-m", "portal", *map(str, args)],
+        cwd=folder,
+        env=environment(folder / "instance", columns),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def count(output: str, label: str) -> int:
+    match = re.search(rf"{label}\W+(\d+)", output)
+    assert match, f"no {label!r} in:\n{output}"
+    return int(match.group(1))
+
+
+def assert_operator_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stdout
+    assert result.stderr.strip().startswith("error:")
+    for word in words:
+        assert word in result.stderr
+
+
+def sign_in_operator(
+    client: TestClient, username: str = DORA, password: str = DORA_PASSWORD
+) -> None:
+    page = client.get("/admin/login")
+    response = client.post(
+        "/admin/login",
+        data={"username": username, "password": password, "csrf_token": csrf(page.text)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/admin/"
+
+
+def post_form(client: TestClient, page_path: str, action: str, **fields: str):  # type: ignore[no-untyped-def]
+    """Posts a form of the page at `page_path` with that page's csrf_token, as a browser does."""
+    page = client.get(page_path)
+    assert page.status_code == 200, page.text
+    return client.post(
+        action, data={**fields, "csrf_token": csrf(page.text)}, follow_redirects=False
+    )
+
+
+def portal_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[Any]:
+    """`portal ARGS` in a real process on the app's database; stdout as bytes, stderr text."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    environment.update(
+        PORTAL_INSTANCE_DIR=str(settings.instance_dir),
+        PORTAL_DATABASE_URL=settings.database_url,
+        PORTAL_SECRET_KEY=settings.secret_key,
+        PORTAL_PEPPER=settings.pepper.decode(),
+        PYTHONIOENCODING="utf-8",
+        **env,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "portal", *args],
+        env=environment,
+        cwd=settings.instance_dir,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    done.stderr = done.stderr.decode("utf-8")
+    return done

@@ -20,11 +20,11 @@ from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-from portal.config import Settings
-from portal.fields import to_bits
-from portal.forwarding import webhook_payload
-from portal.outbox import webhook_body
-from tests.test_cli import environment
+from portal.core.config import Settings
+from portal.core.fields import to_bits
+from portal.mail.outbox import webhook_body
+from portal.requests.forwarding import webhook_payload
+from tests.server import environment
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"^```console\n(.*?)^```$", re.S | re.M)

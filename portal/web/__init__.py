@@ -1,0 +1,1 @@
+"""HTTP only: routes, forms, pages, middleware; each handler calls one function below it."""

@@ -7,20 +7,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from portal import incidents
-from portal.clock import utcnow
-from portal.incident_file import SLUG
-from portal.security_txt import security_txt
+from portal.core.clock import utcnow
+from portal.incidents import stored
+from portal.incidents.file import SLUG
 from portal.web.pages import language, render, with_db
 from portal.web.public import SENT_MAX_AGE
+from portal.web.security_txt import security_txt
 
 
 async def privacy(request: Request) -> Response:
     slug = request.path_params["incident"]
     # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
-    incident = (
-        await with_db(request, incidents.get_incident, slug) if SLUG.fullmatch(slug) else None
-    )
+    incident = await with_db(request, stored.get_incident, slug) if SLUG.fullmatch(slug) else None
     if incident is None:
         raise HTTPException(404)
     settings = request.app.state.settings
@@ -37,7 +35,7 @@ async def privacy(request: Request) -> Response:
 
 
 async def security(request: Request) -> Response:
-    found = await with_db(request, incidents.list_incidents)
+    found = await with_db(request, stored.list_incidents)
     text = security_txt(
         request.app.state.settings,
         fallback_contact=found[0].contact_email if found else None,

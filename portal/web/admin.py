@@ -12,11 +12,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import accounts, audit, decisions, export, metrics, queue, stats
-from portal.accounts import OperatorSession
-from portal.clock import utcnow
-from portal.deletions import GROUNDS, STATUSES, Actor, RequestNotFound, RequestRefused
-from portal.fields import FIELDS
+from portal.core import metrics
+from portal.core.clock import utcnow
+from portal.core.fields import FIELDS
+from portal.operator import accounts, export, queue, stats
+from portal.operator.accounts import OperatorSession
+from portal.requests import decisions
+from portal.requests.deletions import GROUNDS, STATUSES, Actor, RequestNotFound, RequestRefused
+from portal.store import audit
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.forms import number, read_decision, text
 from portal.web.pages import client_address, render, with_db
@@ -231,7 +234,7 @@ async def set_status(request: Request) -> Response:
         decisions.change_status,
         to=decision.status,
         actor=_actor(request),
-        templates_dir=state.templates_dir,
+        renderer=state.renderer,
         version=decision.version,
         note=decision.note,
         ground=decision.ground,
@@ -250,7 +253,7 @@ async def extend(request: Request) -> Response:
         months=number(form, "months") or 0,
         reason=text(form, "reason"),
         actor=_actor(request),
-        templates_dir=request.app.state.templates_dir,
+        renderer=request.app.state.renderer,
         version=number(form, "version"),
     )
 
@@ -264,7 +267,7 @@ async def retry(request: Request) -> Response:
         decisions.retry,
         state.settings,
         actor=_actor(request),
-        templates_dir=state.templates_dir,
+        renderer=state.renderer,
         version=number(form, "version"),
     )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from starlette.datastructures import FormData
 
-from portal.fields import BY_KEY, to_bits
+from portal.core.fields import BY_KEY, to_bits
 
 
 @dataclass(frozen=True)

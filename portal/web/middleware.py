@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal import metrics
+from portal.core import metrics
 
 access_log = logging.getLogger("portal.access")
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from portal.metrics import exposition
+from portal.core.metrics import exposition
 from portal.web.pages import with_db
 
 

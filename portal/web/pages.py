@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
-from portal.i18n import choose_language, template_context
-from portal.incidents import Incident
+from portal.core.i18n import choose_language, template_context
+from portal.incidents.stored import Incident
 from portal.web.csrf import csrf_token, set_csrf_cookie
 
 LANG_COOKIE = "portal_lang"
@@ -67,7 +67,7 @@ def language(request: Request, incident: Incident | None, *, carried: str | None
 class RenderedPages:
     """Pages that are the same for every visitor but the CSRF token, rendered once.
 
-    Each is kept with the object it shows (an incident from `portal.incident_cache`): when
+    Each is kept with the object it shows (an incident from `portal.incidents.cache`): when
     the cache holds a new object, the page is rendered anew. The token goes in per request,
     in place of a marker no text can contain (a random value of this process).
     """
@@ -81,7 +81,7 @@ class RenderedPages:
         kept = self.pages.get(key)
         if kept is None or kept[0] is not of:
             context.update(_context(request, lang), csrf_token=lambda: self.marker, request=request)
-            html = request.app.state.templates.get_template(template).render(context)
+            html = request.app.state.renderer.pages.get_template(template).render(context)
             self.pages[key] = kept = (of, html)
         return kept[1].replace(self.marker, csrf_token(request))
 
@@ -111,7 +111,7 @@ def render(
     status: int = 200,
     **context: Any,
 ) -> Response:
-    templates = request.app.state.templates
+    templates = request.app.state.renderer.pages
     context.update(_context(request, lang))
     response: Response = templates.TemplateResponse(request, template, context, status_code=status)
     return _with_cookies(request, response, lang)

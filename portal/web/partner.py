@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import reporting
-from portal.deletions import GROUNDS, RequestNotFound, RequestRefused
-from portal.fields import BY_KEY, to_bits
-from portal.printable import quoted
-from portal.tokens import TokenInvalid
+from portal.core.fields import BY_KEY, to_bits
+from portal.core.printable import quoted
+from portal.core.tokens import TokenInvalid
+from portal.requests import reporting
+from portal.requests.deletions import GROUNDS, RequestNotFound, RequestRefused
 from portal.web.csrf import checked_form
 from portal.web.forms import read_decision
 from portal.web.pages import language, render, with_db
@@ -46,7 +46,7 @@ async def report(request: Request) -> Response:
             state.settings,
             token,
             outcome=decision.status,
-            templates_dir=state.templates_dir,
+            renderer=state.renderer,
             version=decision.version,
             note=decision.note,
             ground=decision.ground,
@@ -105,7 +105,7 @@ async def api_report(request: Request) -> Response:
             reporting.report_by_api,
             reference=reference,
             partner=partner,
-            templates_dir=request.app.state.templates_dir,
+            renderer=request.app.state.renderer,
             **payload,
         )
     except RequestRefused as exc:

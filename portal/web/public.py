@@ -9,13 +9,20 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import deletions, incidents, lookups, metrics, session_addresses
-from portal.blind_index import InvalidEmail, normalise
-from portal.clock import utcnow
-from portal.incident_file import SLUG
-from portal.results_query import ResultsPage, read_results
-from portal.results_view import advice_once, results_view
-from portal.tokens import SealedText, TokenExpired, TokenInvalid
+from portal.core import metrics
+from portal.core.blind_index import InvalidEmail, normalise
+from portal.core.clock import utcnow
+from portal.core.tokens import (
+    SENT_ADDRESS_MAX_AGE,
+    TokenExpired,
+    TokenInvalid,
+    sent_address_sealer,
+)
+from portal.incidents import stored
+from portal.incidents.file import SLUG
+from portal.person import addresses, lookups, sessions
+from portal.person.results import ResultsPage, advice_once, read_results
+from portal.requests import deletions
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.pages import client_address, language, render, render_shared, with_db
 
@@ -24,7 +31,7 @@ SESSION_COOKIE = "portal_session"
 FLASH_COOKIE = "portal_flash"
 # The address just typed, sealed, for the "check your inbox" page alone to show back, once.
 SENT_COOKIE = "portal_sent"
-SENT_MAX_AGE = 600
+SENT_MAX_AGE = SENT_ADDRESS_MAX_AGE
 
 
 async def home(request: Request) -> Response:
@@ -62,8 +69,8 @@ async def partner_without_slash(request: Request) -> Response:
 
 
 async def _entry_partner(
-    request: Request, incident: incidents.Incident, slug: object
-) -> incidents.Partner | None:
+    request: Request, incident: stored.Incident, slug: object
+) -> stored.Partner | None:
     if not isinstance(slug, str) or not SLUG.fullmatch(slug):
         return None
     partners = await request.app.state.incidents.partners(incident)
@@ -72,11 +79,11 @@ async def _entry_partner(
 
 async def _incident_page(
     request: Request,
-    incident: incidents.Incident,
+    incident: stored.Incident,
     *,
     error: str | None = None,
     typed: str = "",
-    partner: incidents.Partner | None = None,
+    partner: stored.Partner | None = None,
 ) -> Response:
     if error is None and partner is None:
         # The page everyone opens: the same for all but the CSRF token, rendered once.
@@ -116,12 +123,12 @@ async def lookup(request: Request) -> Response:
         partner=entry,
         session_token=request.cookies.get(SESSION_COOKIE),
     )
-    # Hashing, limits and the mail happen in the background (portal.lookup_queue); a shed
+    # Hashing, limits and the mail happen in the background (portal.person.lookup_queue); a shed
     # lookup answers the same.
     request.app.state.lookups.submit(request_)
     response = RedirectResponse(f"/{incident.slug}/sent", status_code=303)
     # Every valid address gets this cookie, of one length: known or not, limited or not.
-    typed = sent_address(request).seal(str(address).strip())
+    typed = sent_address_sealer(request.app.state.settings).seal(str(address).strip())
     response.set_cookie(SENT_COOKIE, typed, max_age=SENT_MAX_AGE, **_sent_cookie(request, incident))
     return response
 
@@ -142,23 +149,17 @@ async def sent(request: Request) -> Response:
     return response
 
 
-def sent_address(request: Request) -> SealedText:
-    """The sealing of the "check your inbox" cookie: encrypted, not just signed."""
-    secret_key = request.app.state.settings.secret_key
-    return SealedText(secret_key, purpose="sent-address", max_age=SENT_MAX_AGE, size=512)
-
-
 def _typed_address(request: Request) -> str | None:
     cookie = request.cookies.get(SENT_COOKIE)
     if not cookie:
         return None
     try:
-        return sent_address(request).open(cookie) or None
+        return sent_address_sealer(request.app.state.settings).open(cookie) or None
     except TokenInvalid:
         return None
 
 
-def _sent_cookie(request: Request, incident: incidents.Incident) -> dict[str, Any]:
+def _sent_cookie(request: Request, incident: stored.Incident) -> dict[str, Any]:
     """The browser sends it to the "check your inbox" page only."""
     secure = request.app.state.settings.https
     return {"path": f"/{incident.slug}/sent", "httponly": True, "samesite": "lax", "secure": secure}
@@ -168,7 +169,7 @@ async def confirm_page(request: Request) -> Response:
     token = request.path_params["token"]
     settings = request.app.state.settings
     try:
-        slug = await with_db(request, lookups.peek_link, settings, token)
+        slug = await with_db(request, sessions.peek_link, settings, token)
     except TokenInvalid as exc:
         return await _bad_link(request, exc, token)
     incident = await request.app.state.incidents.incident(slug)
@@ -187,14 +188,14 @@ async def confirm(request: Request) -> Response:
     try:
         cookie, session = await with_db(
             request,
-            session_addresses.confirm,
+            addresses.confirm,
             state.settings,
             token,
             request.cookies.get(SESSION_COOKIE),
         )
     except TokenInvalid as exc:
         return await _bad_link(request, exc, token)
-    except session_addresses.TooManyAddresses:
+    except addresses.TooManyAddresses:
         return await _too_many_addresses(request, token)
     response = RedirectResponse(f"/{session.incident_slug}/results", status_code=303)
     # A new session, or the browser's own with the address added: a new cookie either way.
@@ -214,33 +215,33 @@ async def confirm(request: Request) -> Response:
 async def _too_many_addresses(request: Request, token: str) -> Response:
     """The 11th address: said plainly, the link left unused for another browser."""
     try:  # used meanwhile (another tab): said as for any used link
-        slug = await with_db(request, lookups.peek_link, request.app.state.settings, token)
+        slug = await with_db(request, sessions.peek_link, request.app.state.settings, token)
     except TokenInvalid as exc:
         return await _bad_link(request, exc, token)
-    incident = await with_db(request, incidents.get_incident, slug)
+    incident = await with_db(request, stored.get_incident, slug)
     return render(
         request,
         "too_many_addresses.html",
         lang=language(request, incident),
         status=409,
         incident=incident,
-        most=session_addresses.MAX_ADDRESSES,
+        most=addresses.MAX_ADDRESSES,
     )
 
 
 async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response:
-    if isinstance(exc, lookups.NoticeLinkUsed):
+    if isinstance(exc, sessions.NoticeLinkUsed):
         reason, status = "notice_used", 410
-    elif isinstance(exc, lookups.NoticeLinkExpired):
+    elif isinstance(exc, sessions.NoticeLinkExpired):
         reason, status = "notice_expired", 410
-    elif isinstance(exc, lookups.LinkUsed):
+    elif isinstance(exc, sessions.LinkUsed):
         reason, status = "link_used", 410
     elif isinstance(exc, TokenExpired):
         reason, status = "link_expired", 410
     else:
         reason, status = "link_invalid", 400
-    genuine = lookups.genuine_link(request.app.state.settings, token)
-    origin = await with_db(request, lookups.link_origin, *genuine) if genuine else None
+    genuine = sessions.genuine_link(request.app.state.settings, token)
+    origin = await with_db(request, sessions.link_origin, *genuine) if genuine else None
     incident = await _incident_of(request, origin)
     return render(
         request,
@@ -253,12 +254,12 @@ async def _bad_link(request: Request, exc: TokenInvalid, token: str) -> Response
 
 
 async def _incident_of(
-    request: Request, origin: lookups.LinkOrigin | None
-) -> incidents.Incident | None:
+    request: Request, origin: sessions.LinkOrigin | None
+) -> stored.Incident | None:
     """The incident a dead link was for; for a link not ours, the only incident if one."""
     cache = request.app.state.incidents
     if origin is not None:
-        found: incidents.Incident | None = await cache.incident(origin.incident)
+        found: stored.Incident | None = await cache.incident(origin.incident)
         return found
     every = await cache.incidents()
     return every[0] if len(every) == 1 else None
@@ -271,7 +272,7 @@ async def results(request: Request) -> Response:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
     session = page.session
     # The session's own verified owner sees the addresses the results are for.
-    shown = await _addresses(request, page)
+    shown = page.addresses
     response = render(
         request,
         "results.html",
@@ -279,7 +280,7 @@ async def results(request: Request) -> Response:
         incident=incident,
         addresses=shown,
         advice=advice_once(each.view for each in shown),
-        most=session_addresses.MAX_ADDRESSES,
+        most=addresses.MAX_ADDRESSES,
         flash=request.cookies.get(FLASH_COOKIE),
         minutes=request.app.state.settings.session_ttl // 60,
         today=utcnow(),
@@ -295,7 +296,7 @@ async def confirm_all(request: Request) -> Response:
     if page is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
     session = page.session
-    shown = await _addresses(request, page)
+    shown = page.addresses
     if not any(a.view.without_request for a in shown):
         return RedirectResponse(f"/{incident.slug}/results", status_code=303)
     return render(
@@ -321,12 +322,12 @@ async def deletion(request: Request) -> Response:
     try:
         index = await with_db(
             request,
-            session_addresses.request_deletion,
+            addresses.request_deletion,
             state.settings,
             session,
             partner=partner,
             address=address if isinstance(address, str) else None,
-            templates_dir=state.templates_dir,
+            renderer=state.renderer,
         )
     except deletions.PartnerNotFound:
         raise HTTPException(404) from None
@@ -349,8 +350,8 @@ async def deletion(request: Request) -> Response:
     return response
 
 
-async def _results_page(request: Request, incident: incidents.Incident) -> ResultsPage | None:
-    """The session and its results in one query (one thread hop, one transaction)."""
+async def _results_page(request: Request, incident: stored.Incident) -> ResultsPage | None:
+    """The session and the results of its every address in one query (one thread hop)."""
     partners = await request.app.state.incidents.partners(incident)
     return await with_db(
         request,
@@ -362,42 +363,21 @@ async def _results_page(request: Request, incident: incidents.Incident) -> Resul
     )
 
 
-async def _addresses(request: Request, page: ResultsPage) -> list[session_addresses.AddressResults]:
-    """The results per verified address: from the page's one query when the session holds
-    one address (notice day's common case), else read per address."""
-    session = page.session
-    if page.more_addresses:
-        return await with_db(request, session_addresses.results_of, session)
-    view = results_view(
-        page.results, page.requests, address=_address(session), first=session.partner_id
-    )
-    return [session_addresses.AddressResults(1, view)]
-
-
-def _address(session: lookups.VerifiedSession) -> str | None:
-    try:
-        return session.email()
-    except TokenInvalid:
-        return None
-
-
-async def _incident(request: Request) -> incidents.Incident:
+async def _incident(request: Request) -> stored.Incident:
     slug = request.path_params["incident"]
     # No incident has another slug; and PostgreSQL refuses a NUL in a query's text (a 500).
     if not SLUG.fullmatch(slug):
         raise HTTPException(404)
-    incident: incidents.Incident | None = await request.app.state.incidents.incident(slug)
+    incident: stored.Incident | None = await request.app.state.incidents.incident(slug)
     if incident is None:
         raise HTTPException(404)
     return incident
 
 
-async def _session(
-    request: Request, incident: incidents.Incident
-) -> lookups.VerifiedSession | None:
+async def _session(request: Request, incident: stored.Incident) -> sessions.VerifiedSession | None:
     settings = request.app.state.settings
     cookie = request.cookies.get(SESSION_COOKIE)
-    session = await with_db(request, lookups.load_session, settings, cookie)
+    session = await with_db(request, sessions.load_session, settings, cookie)
     if session is None or session.incident_id != incident.id:
         return None
     return session

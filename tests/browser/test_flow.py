@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from portal.fields import BY_KEY
-from portal.i18n import format_date
+from portal.core.fields import BY_KEY
+from portal.core.i18n import format_date
 from tests.browser.conftest import (
     ALICE,
     BOB,

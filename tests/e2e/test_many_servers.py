@@ -11,7 +11,6 @@ server took the message and before it could record that cannot know).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
-from portal import db, tables
+from portal.store import db, tables
 from tests.databases import Backend, attach
 from tests.e2e.conftest import (
     ALICE,
@@ -37,13 +36,7 @@ from tests.e2e.conftest import (
     wait_for_mail,
 )
 from tests.fixtures_mail import SmtpServer, running_smtp_server, wait_for_sync
-from tests.server import (
-    Portal,
-    lookups_done,
-    portal_env,
-    running_mail_worker,
-    running_portal,
-)
+from tests.server import Portal, lookups_done, portal_env, running_mail_worker, running_portal
 
 pytestmark = [
     pytest.mark.e2e,
@@ -84,24 +77,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def shared_redis() -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        client.close()
-        if os.environ.get("CI"):
-            raise  # CI starts Redis (.ci/run): there, a missing server is a failure
-        pytest.skip("no Redis server on 127.0.0.1:6379 (start one, or let .ci/run do it)")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, backend: Backend, shared_redis: redis.Redis
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend, redis_db: redis.Redis
 ) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("many-servers")
     url = backend.new_database(folder / "operator")

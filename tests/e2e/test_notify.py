@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from portal import tables
+from portal.store import tables
 from tests.databases import stored_bytes
 from tests.e2e.conftest import (
     ALICE,
@@ -37,7 +37,7 @@ from tests.server import portal_env, running_mail_worker, running_portal
 pytestmark = pytest.mark.e2e
 
 NOTIFIED = ("park-a", "theater-b")
-CHUNK = 200  # portal.notices.CHUNK: each chunk of notices is committed on its own
+CHUNK = 200  # portal.reach.notices.CHUNK: each chunk of notices is committed on its own
 
 
 def database_url(instance: Path) -> str:

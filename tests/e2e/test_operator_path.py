@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from portal.deletions import add_months
-from portal.i18n import format_date
+from portal.core.i18n import format_date
+from portal.requests.deletions import add_months
 from tests.e2e.conftest import (
     ALICE,
     BOB,

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from portal.clock import utcnow
-from portal.deletions import add_one_month
-from portal.i18n import format_date
+from portal.core.clock import utcnow
+from portal.core.i18n import format_date
+from portal.requests.deletions import add_one_month
 from tests.e2e.conftest import (
     ALICE,
     BOB,

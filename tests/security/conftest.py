@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from portal import db, tables
+from portal.store import db, tables
 from tests.databases import Backend
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import Received, SmtpServer, running_smtp_server, wait_for_sync

@@ -10,7 +10,7 @@ import pytest
 from starlette.routing import BaseRoute, Mount, Route
 
 from portal.app import create_app
-from portal.config import Settings
+from portal.core.config import Settings
 from tests.security.conftest import KNOWN, SLUG, Site, form_token, links_to, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from portal.blind_index import KdfParams, blind_index
+from portal.core.blind_index import KdfParams, blind_index
 from tests.security.conftest import (
     KNOWN,
     SLUG,

@@ -11,8 +11,8 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import func, select, update
 
-from portal import tables
-from portal.clock import utcnow
+from portal.core.clock import utcnow
+from portal.store import tables
 from tests.fixtures_mail import SmtpServer
 from tests.security.conftest import SLUG, Site, Visitor, form_token, links_to, wait_until
 from tests.server import Portal

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from portal import db, incidents
-from portal.blind_index import blind_index, normalise
+from portal.core.blind_index import blind_index, normalise
+from portal.incidents import stored
+from portal.store import db
 from tests.security.conftest import (
     KNOWN,
     LONG_SECRET,
@@ -77,7 +78,7 @@ def addresses(site: Site) -> set[str]:
 def blind_indexes(site: Site, emails: set[str]) -> list[str]:
     with site.engine.connect() as conn:
         salt = db.ensure_salt(conn)
-        incident = incidents.get_incident(conn, SLUG)
+        incident = stored.get_incident(conn, SLUG)
     assert incident is not None
     found = []
     for email in emails:

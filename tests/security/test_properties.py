@@ -18,16 +18,16 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
-from portal import db, tables
 from portal.app import create_app
-from portal.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
-from portal.config import Settings
-from portal.errors import PortalError
-from portal.i18n import SUPPORTED, translations
-from portal.importer import import_csv
-from portal.incidents import load_incident_file
+from portal.core.blind_index import MAX_ADDRESS_OCTETS, InvalidEmail, normalise
+from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.core.i18n import SUPPORTED, translations
+from portal.incidents.importer import import_csv
+from portal.incidents.stored import load_incident_file
+from portal.store import tables
 from tests.databases import Backend
-from tests.factories import INCIDENT
+from tests.factories import INCIDENT, incident_store
 
 SLUG = "ticketing-2021"
 # Every message a refusal can carry, in English and as the pages translate it: a fixed set,
@@ -88,16 +88,8 @@ def store(
     tmp_path_factory: pytest.TempPathFactory, backend: Backend
 ) -> Iterator[tuple[Engine, Settings, Path]]:
     folder = tmp_path_factory.mktemp("properties")
-    config = Settings(
-        instance_dir=folder,
-        database_url=backend.new_database(folder),
-        secret_key="k",
-        pepper=b"p",
-    )
-    engine = db.make_engine(config.database_url)
-    db.migrate(engine)
-    (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
-    load_incident_file(engine, folder / "incident.toml")
+    url = backend.new_database(folder)
+    engine, config = incident_store(folder, url, secret_key="k", pepper=b"p")
     yield engine, config, folder
     engine.dispose()
 

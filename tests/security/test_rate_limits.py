@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -10,10 +9,10 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from portal import db, tables
-from portal.config import Settings
-from portal.errors import PortalError
-from portal.ratelimit import RateLimiter
+from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.person.ratelimit import RateLimiter
+from portal.store import db, tables
 from tests.databases import Backend
 from tests.fixtures_mail import SmtpServer
 from tests.security.conftest import (
@@ -155,22 +154,6 @@ def test_it_refuses_a_limit_it_cannot_read(variable: str) -> None:
 
 
 # -- Redis: one limit for every worker process ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        client.close()
-        if os.environ.get("CI"):
-            raise  # CI starts Redis (.ci/run): there, a missing server is a failure
-        pytest.skip("no Redis server on 127.0.0.1:6379 (start one, or let .ci/run do it)")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture(scope="module")

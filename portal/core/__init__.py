@@ -1,0 +1,1 @@
+"""Pure and leaf modules: settings, tokens, hashing, vocabulary, language, time, errors, logs."""

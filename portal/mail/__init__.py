@@ -1,0 +1,1 @@
+"""Mail: templates rendered, the outbox, delivery by SMTP or webhook, the worker that sends."""

@@ -1,0 +1,1 @@
+"""What an operator does: accounts, the requests' queue, figures, exports and retention."""

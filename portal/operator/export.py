@@ -1,0 +1,106 @@
+"""A partner's deletion requests as CSV, with every cell safe to open in a spreadsheet.
+
+The admin area's download and `portal export` both call `export_requests`: the same bytes,
+and the same entry in the audit log, whoever asks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import Connection, select
+
+from portal.core.errors import PortalError
+from portal.incidents import stored
+from portal.requests.deletions import REJECTED
+from portal.store import audit, tables
+
+COLUMNS = ("reference", "email", "received", "due", "status", "closed", "outcome")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ExportNotFound(LookupError):
+    """No such incident, or no such partner in it."""
+
+
+def export_requests(
+    conn: Connection, *, incident: str, partner: str, actor: str
+) -> tuple[bytes, int]:
+    """The CSV file and its number of rows, the export written in the audit log as done by
+    `actor`; raises ExportNotFound.
+
+    The log says who took which partner's addresses out and how many, never an address.
+    """
+    body, rows = partner_requests_csv(conn, incident=incident, partner=partner)
+    audit.record(
+        conn,
+        actor=actor,
+        action="export",
+        object=f"{incident}/{partner}",
+        detail=f"{rows} request(s)",
+    )
+    return body.encode("utf-8"), rows
+
+
+def partner_requests_csv(conn: Connection, *, incident: str, partner: str) -> tuple[str, int]:
+    """The CSV text and its number of rows; raises ExportNotFound."""
+    found = stored.get_incident(conn, incident)
+    owner = stored.get_partner(conn, found.id, partner) if found else None
+    if owner is None:
+        raise ExportNotFound(f"{incident}/{partner}")
+    r = tables.deletion_requests.c
+    rows = conn.execute(
+        select(tables.deletion_requests)
+        .where(r.partner_id == owner.id)
+        .order_by(r.received_at, r.id)
+    ).all()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([neutralise(cell) for cell in _cells(row)])
+    return out.getvalue(), len(rows)
+
+
+def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
+    outcome = ""
+    if row.closed_at is not None:
+        outcome = f"{row.status}: {row.ground}" if row.status == REJECTED else row.status
+    return [
+        row.reference,
+        row.email or "",
+        row.received_at.date().isoformat(),
+        (row.extended_due_on or row.due_on).isoformat(),
+        row.status,
+        row.closed_at.date().isoformat() if row.closed_at else "",
+        outcome,
+    ]
+
+
+def neutralise(cell: str) -> str:
+    """A cell a spreadsheet would read as a formula gets a leading apostrophe."""
+    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Writes `data` to `path`, readable by its owner alone, whole or not at all."""
+    try:
+        # mkstemp makes the file with mode 0600; os.replace puts it in place in one step.
+        fd, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(aside, path)
+    except OSError as exc:
+        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        Path(aside).unlink(missing_ok=True)

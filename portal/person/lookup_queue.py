@@ -1,0 +1,204 @@
+"""The lookups' background work: a bounded queue, hashing threads and one batching writer.
+
+A lookup's answer (the 303) waits for none of this: `submit` puts the lookup on a bounded
+asyncio queue and returns at once; when the queue is full, the lookup is shed (counted,
+nothing sent: the person sees the same page and may ask again). `hashers` tasks, as many
+as there are threads in the hashing pool (one per core by default), each take one lookup:
+client limit, blind index (argon2id, so its memory is at most `hashers` × the incident's
+memory cost), address limit, then the link and its mail rendered. One writer takes what is
+ready, as much as has piled up (up to `MAX_BATCH`), and writes it in one transaction.
+
+The hashing and writing threads are the queue's own: the web requests' thread limiter
+(anyio's) never waits behind a hash, so /healthz and the pages stay quick meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from portal.core import metrics
+from portal.core.config import Settings
+from portal.incidents.cache import IncidentCache
+from portal.mail.renderer import Renderer
+from portal.person import lookups
+from portal.person.lookups import LookupRequest, PendingLink
+from portal.person.ratelimit import RateLimiter
+
+log = logging.getLogger("portal.lookup_queue")
+
+MAX_BATCH = 500  # links in one transaction at most
+DRAIN_SECONDS = 20.0  # how long a shutdown waits for the accepted lookups
+WRITE_ATTEMPTS = 3  # a batch the database refused this often is given up (counted failed)
+HASH_NICENESS = 10  # CFS weight ~1/9 of a normal thread's
+T = TypeVar("T")
+
+
+def _yield_to_the_web() -> None:
+    """Lowers this hashing thread's CPU priority below the event loop's (Linux: per thread).
+
+    With a hash thread per core busy, the thread that answers requests would otherwise get
+    only its fair share of a core; at `HASH_NICENESS` it gets the core whenever it needs it,
+    and the hashes take what is left.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
+
+
+class LookupQueue:
+    """Accepts lookups without waiting, and works them off in the background."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        limiter: RateLimiter,
+        cache: IncidentCache,
+        *,
+        renderer: Renderer,
+        written: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.limiter = limiter
+        self.cache = cache
+        self.renderer = renderer
+        self.written = written  # called after each batch commits (wakes the mail worker)
+        self.hashers = settings.hash_threads or os.cpu_count() or 1
+        self.incoming: asyncio.Queue[LookupRequest] = asyncio.Queue(settings.lookup_queue_size)
+        # Ready links wait here for the writer; bounded, so a slow database slows the
+        # hashers (and then sheds lookups) instead of piling rendered mails up in memory.
+        self.ready: asyncio.Queue[PendingLink] = asyncio.Queue(MAX_BATCH * 2)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.salt: bytes | None = None
+        self.hash_pool = self.write_pool = ThreadPoolExecutor(1)  # made anew by each start()
+
+    def submit(self, lookup: LookupRequest) -> bool:
+        """Queues a lookup; False when it was shed. Never waits."""
+        metrics.lookups_total.inc()
+        try:
+            self.incoming.put_nowait(lookup)
+        except asyncio.QueueFull:
+            metrics.lookups_shed_total.inc()
+            return False
+        metrics.lookup_queue_depth.inc()
+        return True
+
+    def start(self) -> None:
+        """Starts the hashers and the writer on the running loop, with threads of their own."""
+        self.hash_pool = ThreadPoolExecutor(
+            self.hashers, thread_name_prefix="portal-hash", initializer=_yield_to_the_web
+        )
+        self.write_pool = ThreadPoolExecutor(1, thread_name_prefix="portal-write")
+        self.tasks = [asyncio.create_task(self._hash_forever()) for _ in range(self.hashers)]
+        self.tasks.append(asyncio.create_task(self._write_forever()))
+
+    async def drain(self) -> None:
+        """Waits until every lookup accepted so far is hashed and written (or dropped)."""
+        await self.incoming.join()
+        await self.ready.join()
+
+    async def close(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Drains the queue (for up to `timeout` seconds), then stops; what is left is shed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), timeout)
+        left = self.incoming.qsize() + self.ready.qsize()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if left:
+            metrics.lookups_shed_total.inc(left)
+            log.warning("%d lookups were not done at shutdown (counted as shed)", left)
+        self.hash_pool.shutdown(wait=True, cancel_futures=True)
+        self.write_pool.shutdown(wait=True)
+
+    async def _hash_forever(self) -> None:
+        while True:
+            lookup = await self.incoming.get()
+            metrics.lookup_queue_depth.dec()
+            try:
+                outcome = await self._prepare(lookup)
+            except Exception as exc:
+                # The class only: an exception's text may hold the address.
+                log.error("a lookup failed before writing: %s", type(exc).__name__)
+                outcome = "failed"
+            finally:
+                self.incoming.task_done()
+            if outcome != "ready":
+                metrics.lookups_processed_total.labels(outcome).inc()
+
+    async def _prepare(self, lookup: LookupRequest) -> str:
+        """Limits, hash and mail for one lookup; hands it to the writer. Returns the outcome."""
+        if not await lookups.within_client_limit(self.limiter, lookup):
+            return "client_limited"
+        incident = await self.cache.incident(lookup.incident)
+        if incident is None:
+            return "no_incident"
+        if self.salt is None:
+            self.salt = await self._in(self.write_pool, lookups.deployment_salt, self.engine)
+        bidx = await self._in(
+            self.hash_pool, lookups.hash_address, self.settings, incident, self.salt, lookup
+        )
+        if not await lookups.within_address_limit(self.limiter, bidx):
+            return "address_limited"
+        partner = None
+        if lookup.partner:
+            partner = lookups.entry_partner(await self.cache.partners(incident), lookup.partner)
+        pending = await self._in(
+            self.hash_pool,
+            lookups.prepare_link,
+            self.settings,
+            incident,
+            bidx,
+            lookup,
+            self.renderer,
+            partner,
+        )
+        await self.ready.put(pending)
+        return "ready"
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self.ready.get()]
+            while len(batch) < MAX_BATCH and not self.ready.empty():
+                batch.append(self.ready.get_nowait())
+            try:
+                outcome = await self._write(batch)
+            finally:
+                for _ in batch:
+                    self.ready.task_done()
+            metrics.lookups_processed_total.labels(outcome).inc(len(batch))
+
+    async def _write(self, batch: list[PendingLink]) -> str:
+        """Writes a batch, trying again after a database error (a lock timeout, say)."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                await self._in(
+                    self.write_pool, lookups.write_links, self.engine, self.settings, batch
+                )
+            except Exception as exc:
+                # The class only: an exception's text can hold the statement's values.
+                log.error(
+                    "%d lookup links not written (attempt %d): %s",
+                    len(batch),
+                    attempt,
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(0.5 * attempt)
+            else:
+                metrics.link_batches_total.inc()
+                metrics.links_written_total.inc(len(batch))
+                self.written()
+                return "queued"
+        return "failed"
+
+    async def _in(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)

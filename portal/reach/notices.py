@@ -1,0 +1,394 @@
+"""Direct notice (design §7): one personal notice per address and incident, throttled, once.
+
+`portal notify` reads a partner's file as `portal import` does, with the addresses in hand,
+and queues one notice per distinct valid address, each with its own direct link into the
+results. The notices table keeps no address: the blind index, the partners that named it
+(with the fields each one's file holds), the status and the times. The address is in the
+notice's outbox row only, which delivery erases, and sealed in its link row with the
+link's own secret, which only the mail carries.
+
+Exactly once: a notice is unique per (incident, blind index), and each chunk of addresses
+(CHUNK) is queued in one transaction, so a run killed at any moment leaves whole chunks
+behind and the next run queues only what is missing. A second partner's file merges into
+a notice that has not gone out (it is rendered again, naming both, with a new link); once
+a notice has gone out, a later partner is recorded on it and not mailed again: its direct
+link (and any lookup) shows the results of every partner.
+
+The rate: every notice gets a time before which no worker may send it, one 1/rate apart,
+continuing after the last notice scheduled by any run. The schedule lives in the outbox
+rows themselves (`next_attempt_at`), so it holds however many mail workers run, on however
+many hosts, and across restarts, with no counter for workers to share.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from portal.core.clock import utcnow
+from portal.core.config import MAX_NOTICE_RATE, Settings
+from portal.core.errors import PortalError
+from portal.core.printable import shown
+from portal.core.tokens import NOTICE_PURPOSE, notice_tokens, seal, token_hash
+from portal.incidents.importer import (
+    Hasher,
+    ImportSummary,
+    Progress,
+    chunks,
+    read_addresses,
+    require_partner,
+)
+from portal.incidents.stored import Incident, Partner, get_partners
+from portal.mail import outbox
+from portal.mail.messages import Message
+from portal.mail.renderer import Renderer
+from portal.reach.notice_email import render_notice
+from portal.store import db, tables
+
+log = logging.getLogger("portal.notices")
+
+KIND = "notice"  # the outbox kind
+QUEUED, SENT, FAILED, BOUNCED = "queued", "sent", "failed", "bounced"
+# pg_advisory_xact_lock's key while a chunk takes its places in the schedule: "notice".
+SCHEDULE_LOCK = 0x6E6F74696365
+# Addresses queued per transaction: on SQLite each one holds the write lock (that lookups
+# need too) while it renders its notices, so it stays short: about 0.2 s of work.
+CHUNK = 200
+# Where a rendered notice gets its link's token (URL-safe: escaping leaves it alone).
+TOKEN_SLOT = "portal-notice-token-slot"  # noqa: S105 - a placeholder, not a secret
+RENDERED_KEPT = 1024
+
+
+@dataclass
+class NotifySummary:
+    """What a notify run read and queued; every distinct address lands in one count.
+
+    rows read = rows with a valid address + rows skipped; rows with a valid address =
+    distinct addresses + repeated rows; distinct addresses = new + merged + already +
+    after_sent + not_imported.
+    """
+
+    read: ImportSummary
+    rate: float
+    new: int = 0  # notices queued
+    merged: int = 0  # unsent notices that now name this partner too
+    already: int = 0  # notices that name this partner already (a re-run)
+    after_sent: int = 0  # the address's notice had gone out: the partner recorded, no mail
+    not_imported: int = 0  # not in this partner's imported records: no notice
+    first_at: datetime | None = None  # the first and last new notice's place in the schedule
+    last_at: datetime | None = None
+    dry_run: bool = False
+
+    @property
+    def repeated_rows(self) -> int:
+        return self.read.imported - self.read.addresses
+
+
+@dataclass(frozen=True)
+class _Notice:
+    id: int
+    status: str
+    outbox_id: int | None
+    link_id: int | None
+    partners: dict[int, int] = field(default_factory=dict)  # partner id -> field bits
+
+
+def notify(
+    engine: Engine,
+    settings: Settings,
+    *,
+    incident: str,
+    partner: str,
+    path: Path,
+    renderer: Renderer,
+    mapping: dict[str, str] | None = None,
+    email_column: str | None = None,
+    rate: float | None = None,
+    workers: int | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> NotifySummary:
+    """Queues one notice per distinct valid address of a partner's file; `dry_run` writes
+    nothing. Safe to run again: what was queued stays queued once."""
+    if settings.base_url_is_default and not dry_run:
+        # A notice is mailed once, to everyone: a link to this machine would reach no one.
+        raise PortalError(
+            "PORTAL_BASE_URL is not set: the notices would link to http://127.0.0.1:8000, "
+            "which works on this machine only; set it to the portal's public address"
+        )
+    rate = settings.notice_rate if rate is None else rate
+    if not 0 < rate <= MAX_NOTICE_RATE:
+        raise PortalError(f"--rate must be more than 0 and at most {MAX_NOTICE_RATE:,.0f}")
+    with engine.begin() as conn:
+        found_incident, target = require_partner(conn, incident, partner)
+        _require_imported(conn, found_incident, target)
+        partners = {p.id: p for p in get_partners(conn, found_incident.id)}
+        salt = db.ensure_salt(conn)
+    found, read = read_addresses(
+        path, mapping=mapping, email_column=email_column, progress=progress
+    )
+    summary = NotifySummary(read, rate, dry_run=dry_run)
+    queue = _Queue(engine, settings, found_incident, target, partners, renderer, summary)
+    hasher = Hasher(settings.pepper, salt, found_incident.kdf)
+    done, total = 0, len(found)
+    if progress:
+        progress("queueing", 0, total)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for chunk in _hashed(pool, hasher, found):
+            queue.chunk(chunk)
+            done += len(chunk)
+            if progress:
+                progress("queueing", done, total)
+    log.info(
+        "notify %s/%s: %d new, %d merged, %d already, %d after sent, %d not imported%s",
+        incident,
+        partner,
+        summary.new,
+        summary.merged,
+        summary.already,
+        summary.after_sent,
+        summary.not_imported,
+        " (dry run)" if dry_run else "",
+    )
+    return summary
+
+
+def _hashed(
+    pool: ThreadPoolExecutor, hasher: Hasher, found: dict[str, int]
+) -> Iterator[list[tuple[str, bytes, int]]]:
+    """Chunks of (address, blind index, field bits); the next chunk hashes (argon2id
+    releases the GIL) while the caller queues this one."""
+    pending = None
+    for chunk in chunks(found.items(), CHUNK):
+        hashing = pool.map(hasher, [address for address, _ in chunk])  # submitted at once
+        if pending is not None:
+            yield pending
+        pending = [(a, bidx, bits) for (a, bits), bidx in zip(chunk, hashing, strict=True)]
+    if pending is not None:
+        yield pending
+
+
+def _require_imported(conn: Connection, incident: Incident, partner: Partner) -> None:
+    """A notice links to the results, which show what was imported: import comes first."""
+    e = tables.exposures.c
+    if conn.scalar(select(e.bidx).where(e.partner_id == partner.id).limit(1)) is None:
+        raise PortalError(
+            f"partner {shown(partner.slug)} has no records imported yet: run portal import "
+            f"{shown(incident.slug)} {shown(partner.slug)} FILE.csv first (the notice links to "
+            "the results, which show what was imported), then notify with the same file"
+        )
+
+
+class _Queue:
+    """Queues a chunk of (address, blind index, field bits) in one transaction."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        incident: Incident,
+        partner: Partner,
+        partners: dict[int, Partner],
+        renderer: Renderer,
+        summary: NotifySummary,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.incident = incident
+        self.partner = partner
+        self.partners = partners
+        self.renderer = renderer
+        self.summary = summary
+        self.lang = incident.languages[0]
+        self.step = timedelta(seconds=1 / summary.rate)
+        self._rendered: dict[tuple[tuple[int, int], ...], Message] = {}
+
+    def chunk(self, items: list[tuple[str, bytes, int]]) -> None:
+        with self.engine.begin() as conn:
+            if not self.summary.dry_run:
+                _lock_schedule(conn)
+            imported = self._imported(conn, [bidx for _, bidx, _ in items])
+            existing = self._notices(conn, [bidx for _, bidx, _ in items])
+            slot = _next_slot(conn, self.step)
+            for address, bidx, bits in items:
+                if bidx not in imported:
+                    self.summary.not_imported += 1
+                elif (notice := existing.get(bidx)) is None:
+                    self._new(conn, address, bidx, bits, slot)
+                    slot += self.step
+                elif self.partner.id in notice.partners:
+                    self.summary.already += 1
+                elif notice.status == QUEUED and self._merge(conn, notice, address, bidx, bits):
+                    self.summary.merged += 1
+                else:
+                    self._after_sent(conn, notice, bits)
+
+    def _imported(self, conn: Connection, bidxs: list[bytes]) -> set[bytes]:
+        e = tables.exposures.c
+        query = select(e.bidx).where(e.partner_id == self.partner.id, e.bidx.in_(bidxs))
+        return set(conn.scalars(query))
+
+    def _notices(self, conn: Connection, bidxs: list[bytes]) -> dict[bytes, _Notice]:
+        n, np = tables.notices.c, tables.notice_partners.c
+        rows = conn.execute(
+            select(n.id, n.bidx, n.status, n.outbox_id, n.link_id).where(
+                n.incident_id == self.incident.id, n.bidx.in_(bidxs)
+            )
+        ).all()
+        found = {r.bidx: _Notice(r.id, r.status, r.outbox_id, r.link_id) for r in rows}
+        by_id = {notice.id: notice for notice in found.values()}
+        for notice_id, partner_id, bits in conn.execute(
+            select(np.notice_id, np.partner_id, np.fields).where(np.notice_id.in_(by_id))
+        ):
+            by_id[notice_id].partners[partner_id] = bits
+        return found
+
+    def _new(self, conn: Connection, address: str, bidx: bytes, bits: int, slot: datetime) -> None:
+        self.summary.new += 1
+        self.summary.first_at = self.summary.first_at or slot
+        self.summary.last_at = slot
+        if self.summary.dry_run:
+            return
+        now = utcnow()
+        link_id, message = self._link_and_message(conn, address, bidx, {self.partner.id: bits})
+        outbox_id = outbox.enqueue_email(
+            conn,
+            kind=KIND,
+            to=address,
+            message=message,
+            sender_name=self.incident.organisation,
+            not_before=slot,
+        )
+        notice_id = conn.execute(
+            tables.notices.insert()
+            .values(
+                incident_id=self.incident.id,
+                bidx=bidx,
+                status=QUEUED,
+                lang=self.lang,
+                send_after=slot,
+                outbox_id=outbox_id,
+                link_id=link_id,
+                created_at=now,
+            )
+            .returning(tables.notices.c.id)
+        ).scalar_one()
+        self._name_partner(conn, notice_id, bits, named=True)
+
+    def _merge(
+        self, conn: Connection, notice: _Notice, address: str, bidx: bytes, bits: int
+    ) -> bool:
+        """Renders an unsent notice again, naming this partner too, with a new link.
+
+        The guarded UPDATE matches only while no worker has claimed the message: once one
+        has, the notice went out as it was (and this partner is recorded after it).
+        """
+        o = tables.outbox.c
+        if self.summary.dry_run:
+            status = conn.scalar(select(o.status).where(o.id == notice.outbox_id))
+            return bool(status == outbox.QUEUED)
+        partners = {**notice.partners, self.partner.id: bits}
+        link_id, message = self._link_and_message(conn, address, bidx, partners)
+        moved = conn.execute(
+            update(tables.outbox)
+            .where(o.id == notice.outbox_id, o.status == outbox.QUEUED)
+            .values(subject=message.subject, body_text=message.text, body_html=message.html)
+        )
+        if moved.rowcount != 1:
+            conn.execute(tables.links.delete().where(tables.links.c.id == link_id))
+            return False
+        if notice.link_id is not None:
+            conn.execute(tables.links.delete().where(tables.links.c.id == notice.link_id))
+        conn.execute(
+            update(tables.notices).where(tables.notices.c.id == notice.id).values(link_id=link_id)
+        )
+        self._name_partner(conn, notice.id, bits, named=True)
+        return True
+
+    def _after_sent(self, conn: Connection, notice: _Notice, bits: int) -> None:
+        self.summary.after_sent += 1
+        if not self.summary.dry_run:
+            self._name_partner(conn, notice.id, bits, named=False)
+
+    def _name_partner(self, conn: Connection, notice_id: int, bits: int, *, named: bool) -> None:
+        conn.execute(
+            tables.notice_partners.insert().values(
+                notice_id=notice_id,
+                partner_id=self.partner.id,
+                fields=bits,
+                named=named,
+                added_at=utcnow(),
+            )
+        )
+
+    def _link_and_message(
+        self, conn: Connection, address: str, bidx: bytes, partners: dict[int, int]
+    ) -> tuple[int, Message]:
+        """A new direct link (the address sealed with its secret) and the notice carrying it."""
+        token, secret = notice_tokens(self.settings).issue()
+        now = utcnow()
+        link_id = conn.execute(
+            tables.links.insert()
+            .values(
+                token_hash=token_hash(secret),
+                purpose=NOTICE_PURPOSE,
+                incident_id=self.incident.id,
+                bidx=bidx,
+                sealed_email=seal(secret, address),
+                lang=self.lang,
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.settings.notice_link_ttl),
+            )
+            .returning(tables.links.c.id)
+        ).scalar_one()
+        message = self._message(tuple(sorted(partners.items())))
+        return int(link_id), Message(
+            subject=message.subject,
+            text=message.text.replace(TOKEN_SLOT, token),
+            html=message.html.replace(TOKEN_SLOT, token),
+        )
+
+    def _message(self, partners: tuple[tuple[int, int], ...]) -> Message:
+        """The notice for a set of partners and field bits, with a slot for the token.
+
+        Rendered once per distinct set: a file of a million rows holds a few dozen.
+        """
+        if partners not in self._rendered:
+            if len(self._rendered) >= RENDERED_KEPT:
+                self._rendered.clear()
+            link = f"{self.settings.base_url}/v/{TOKEN_SLOT}"
+            self._rendered[partners] = render_notice(
+                self.renderer,
+                self.settings,
+                self.incident,
+                self.lang,
+                self._named(dict(partners)),
+                link,
+            )
+        return self._rendered[partners]
+
+    def _named(self, partners: dict[int, int]) -> list[tuple[Partner, int]]:
+        named = [(self.partners[pid], bits) for pid, bits in partners.items()]
+        return sorted(named, key=lambda item: item[0].name.lower())
+
+
+def _lock_schedule(conn: Connection) -> None:
+    """One run at a time takes places in the schedule, so two runs never share a slot."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(SCHEDULE_LOCK)))
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _next_slot(conn: Connection, step: timedelta) -> datetime:
+    """Now, or one step after the last notice any run has scheduled, whichever is later."""
+    last = conn.scalar(select(func.max(tables.notices.c.send_after)))
+    now = utcnow()
+    return now if last is None else max(now, last + step)

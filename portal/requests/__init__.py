@@ -1,0 +1,1 @@
+"""Deletion requests: made, forwarded to partners, decided, receipted and reported back on."""

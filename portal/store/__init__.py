@@ -1,0 +1,1 @@
+"""The schema and its migrations, the database connection, and the audit log."""
