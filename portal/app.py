@@ -6,10 +6,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from traceback import extract_tb
+from types import FrameType
+from typing import Any
 
 from prometheus_client import multiprocess
 from sqlalchemy import Engine
@@ -21,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from portal import db, deletions, forwarding, logs
+from portal import db, db_errors, deletions, forwarding, logs
 from portal.config import Settings
 from portal.fingerprints import PepperWatch
 from portal.incident_cache import IncidentCache
@@ -54,14 +60,17 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
         stop = asyncio.Event()
         tasks = []
         app.state.lookups.start()
+        app.state.stop_signal.listen()
         if app.state.mail_worker is not None:
             tasks.append(asyncio.create_task(app.state.mail_worker.run(stop)))
             tasks.append(asyncio.create_task(reminders(engine, settings, stop, app)))
         try:
             yield
         finally:
-            # The accepted lookups first: their links' mails are then in the outbox.
-            await app.state.lookups.close()
+            # The accepted lookups first: their links' mails are then in the outbox. The
+            # time they get counts from the signal, so that the whole shutdown fits in it.
+            since = app.state.stop_signal.at or time.monotonic()
+            await app.state.lookups.close(since + settings.shutdown_timeout - time.monotonic())
             stop.set()
             for task in tasks:
                 await task
@@ -100,6 +109,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
     app.state.limiter = RateLimiter(settings)
     app.state.mail_worker = deletions.mail_worker(engine, settings) if deliver_mail else None
     app.state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
+    app.state.stop_signal = StopSignal()
     app.state.pepper = PepperWatch(engine, settings.pepper, interval=settings.pepper_check_interval)
     app.state.lookups = LookupQueue(
         engine,
@@ -110,6 +120,30 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
         written=app.state.mail_worker.wake if app.state.mail_worker else lambda: None,
     )
     return app
+
+
+class StopSignal:
+    """When SIGTERM (or Ctrl+C) reached this process: PORTAL_SHUTDOWN_TIMEOUT counts from
+    then, the requests still being answered included."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def listen(self) -> None:
+        """Notes the moment, then lets the handler in place (uvicorn's) act as before."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (an app under a test client)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                signal.signal(signum, partial(self._noted, previous))
+
+    def _noted(
+        self, previous: Callable[[int, FrameType | None], Any], signum: int, frame: FrameType | None
+    ) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+        previous(signum, frame)
 
 
 async def reminders(
@@ -136,6 +170,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
+    if db_errors.passing(exc):
+        return database_unavailable(request, exc)
     # The message of an exception can hold a query's parameters: log only its type and place.
     where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in extract_tb(exc.__traceback__)]
     log.error(
@@ -146,6 +182,21 @@ async def server_error(request: Request, exc: Exception) -> Response:
         " < ".join(reversed(where[-6:])),
     )
     return render(request, "error.html", lang=language(request, None), status=500, code=500)
+
+
+def database_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is away (or its disk full): 503, come back in a few seconds; a page
+    that needs no database (the incident's, from the cache) is not affected."""
+    log.warning(
+        "database unavailable (%s) on %s %s at %s",
+        type(exc).__name__,
+        request.method,
+        loggable_path(request.url.path),
+        db_errors.where(exc),
+    )
+    response = render(request, "error.html", lang=language(request, None), status=503, code=503)
+    response.headers["Retry-After"] = str(db_errors.RETRY_AFTER)
+    return response
 
 
 def from_env() -> Starlette:

@@ -34,7 +34,7 @@ from rich.text import Text
 from sqlalchemy import Engine
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from portal import db, logs
+from portal import db, db_errors, logs
 from portal.config import Settings
 from portal.errors import PortalError
 from portal.importer import ImportSummary, describe_lines, import_csv
@@ -126,7 +126,8 @@ def portal(
 
 
 def operator_errors(fn: F) -> F:
-    """Turns a PortalError into one line on stderr and exit status 1, never a traceback."""
+    """Turns a PortalError or a database error into one line on stderr and exit status 1,
+    never a traceback."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -136,6 +137,14 @@ def operator_errors(fn: F) -> F:
             message = "\n".join(shown(line) for line in str(exc).split("\n"))
             err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, emoji=False)
             raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:
+            # A database that stopped answering, a full disk, or a bug: one line, never the
+            # error's text (it can hold a statement's parameters), and a log entry without.
+            if db_errors.kind(exc) is None:
+                raise
+            line = db_errors.for_operator(exc)
+            err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, emoji=False)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -624,6 +633,9 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool
             log_config=None,
             proxy_headers=False,
             server_header=False,
+            # A deploy's SIGTERM: the requests in flight get this long at most; the lookups
+            # they queued are written within the same time (portal.app's lifespan).
+            timeout_graceful_shutdown=settings.shutdown_timeout,
         )
     except SystemExit as exc:
         if exc.code in (0, None):

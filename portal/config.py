@@ -62,6 +62,9 @@ class Settings:
     hash_threads: int = 0  # threads hashing lookups per process; 0: one per core
     incident_cache_ttl: float = 1.0  # seconds a page may show an incident from before a load
     pepper_check_interval: float = 30.0  # seconds /healthz may answer from its last pepper check
+    # Seconds a `portal serve` given SIGTERM has to answer its requests and write every
+    # lookup it accepted before it exits (design §6, Failures).
+    shutdown_timeout: int = 30
 
     @property
     def https(self) -> bool:
@@ -161,6 +164,9 @@ class Settings:
                 config("PORTAL_HASH_THREADS", default=str(_cores())),
                 "PORTAL_HASH_THREADS",
                 unit="threads",
+            ),
+            shutdown_timeout=_positive_int(
+                config("PORTAL_SHUTDOWN_TIMEOUT", default="30"), "PORTAL_SHUTDOWN_TIMEOUT"
             ),
             generated_secrets=frozenset(generated),
         )

@@ -255,6 +255,17 @@ def write_links(engine: Engine, settings: Settings, batch: list[PendingLink]) ->
     log.info("links written: %d, their mails queued", len(batch))
 
 
+def links_written(engine: Engine, batch: list[PendingLink]) -> bool:
+    """Whether a batch's links are in the database (its commit made it, its answer lost)."""
+    with engine.connect() as conn:
+        found = conn.scalar(
+            select(tables.links.c.id).where(
+                tables.links.c.token_hash == batch[0].link["token_hash"]
+            )
+        )
+    return found is not None
+
+
 def entry_partner(partners: list[Partner], slug: str | None) -> Partner | None:
     """The partner whose entry page the lookup came from; None for none or an unknown one
     (a tampered hidden field changes nothing the person can see)."""
