@@ -27,6 +27,7 @@ class Portal:
     env: dict[str, str]
     log_path: Path
     pid: int = 0  # the server process (for its memory in bench/)
+    process: subprocess.Popen[bytes] | None = None  # to signal it as a deploy does
 
     @property
     def database_url(self) -> str:
@@ -95,7 +96,7 @@ def running_portal(
         )
         try:
             _wait_until_healthy(url, process)
-            yield Portal(url, instance, env, log_path, process.pid)
+            yield Portal(url, instance, env, log_path, process.pid, process)
         finally:
             process.terminate()
             try:
