@@ -8,14 +8,17 @@ the log gets the error's type and the place it was raised, nothing else.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
+from pathlib import Path
 from traceback import extract_tb
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger("portal.db")
+PACKAGE = str(Path(__file__).resolve().parent) + os.sep
 
 UNAVAILABLE = "unavailable"  # the server is away or restarting, or the connection was cut
 FULL = "full"  # no room to write: the disk under SQLite, or PostgreSQL's
@@ -69,9 +72,14 @@ def _driver_kind(exc: BaseException) -> str | None:
 
 
 def where(exc: BaseException) -> str:
-    """Where the error was raised, innermost first, as file:line: no values."""
-    frames = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in extract_tb(exc.__traceback__)]
-    return " < ".join(reversed(frames[-6:]))
+    """Where the portal's code met the error, innermost first, as file:line: no values.
+
+    The portal's own frames, where there are some: the driver's and SQLAlchemy's say
+    nothing of which query it was.
+    """
+    frames = extract_tb(exc.__traceback__)
+    ours = [f for f in frames if f.filename.startswith(PACKAGE)] or frames
+    return " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(ours[-5:]))
 
 
 def for_operator(exc: BaseException) -> str:
