@@ -24,10 +24,8 @@ LINE = (
     "nothing after it was written"
 )
 # The portal's own frames: which of its queries it was.
-LOGGED = re.compile(
-    r"ERROR: database error OperationalError at [a-z_]+\.py:\d+( < [a-z_]+\.py:\d+)*"
-)
-OURS = {path.name for path in Path(portal_package.__file__).parent.rglob("*.py")}
+LOGGED = re.compile(r"ERROR: database error OperationalError in \w+\.\w+( < \w+\.\w+)*")
+OURS = {path.stem for path in Path(portal_package.__file__).parent.rglob("*.py")}
 # Every command that reads or writes the database, with what it needs.
 COMMANDS = [
     ("incident", "list"),
@@ -73,7 +71,7 @@ def test_it_says_one_line_and_logs_where_without_the_statement(
     if command[0] in ("serve", "mail-worker"):  # a server's log: JSON lines
         logged = "ERROR: " + json.loads(logged)["message"]
     assert LOGGED.fullmatch(logged), logged
-    assert {place.split(":")[0] for place in logged.split(" at ")[1].split(" < ")} <= OURS
+    assert {place.split(".")[0] for place in logged.split(" in ")[1].split(" < ")} <= OURS
     printed = result.stderr + result.stdout
     assert "Traceback" not in printed
     assert "no such table" not in printed  # the database's own words

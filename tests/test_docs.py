@@ -5,6 +5,11 @@ Each ```console block is a shell session: `$ cat FILE` with its content writes t
 `$ [NAME=value ...] portal ARGS` runs the real command and must print the lines that follow
 (stderr, then stdout). All blocks run in order in one fresh instance folder that holds
 docs/incident.example.toml as incident.toml.
+
+A ```console fault=NAME block shows what the commands print while a failure lasts
+("When something breaks on notice day"): the test of tests/faults/ that brings that failure
+about runs it then, against its own servers (`curl -s` of the guide's 127.0.0.1:8000 asks
+the test's portal).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
+
+import httpx
 
 from portal.config import Settings
 from portal.fields import to_bits
@@ -37,15 +44,19 @@ class Step:
 
 
 def transcript(markdown: str) -> list[Step]:
+    return [step for block in BLOCK.findall(markdown) for step in steps_of(block)]
+
+
+def steps_of(block: str) -> list[Step]:
     steps: list[Step] = []
-    for block in BLOCK.findall(markdown):
-        for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
-            command, _, output = chunk.partition("\n")
-            steps.append(Step(command, output))
+    for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
+        command, _, output = chunk.partition("\n")
+        steps.append(Step(command, output))
     return steps
 
 
-STEPS = transcript((DOCS / "operator.md").read_text(encoding="utf-8"))
+GUIDE = (DOCS / "operator.md").read_text(encoding="utf-8")
+STEPS = transcript(GUIDE)
 
 
 def test_it_finds_the_transcripts() -> None:
@@ -120,3 +131,71 @@ def test_it_shows_the_webhook_body_exactly_as_the_portal_sends_it() -> None:
     body = re.sub(r"/r/[\w.-]+", "/r/<token>", webhook_body(payload))
     # Keys, their order and every value: `fields` in the order sent (most serious first).
     assert json.loads(body, object_pairs_hook=list) == shown
+
+
+# -- docs/operator.md: what a failure on notice day looks like -------------------------------
+
+FAULT_BLOCK = re.compile(r"^```console fault=([\w-]+)\n(.*?)^```$", re.S | re.M)
+GUIDE_URL = "http://127.0.0.1:8000"
+# Each failure the guide shows, and the test of tests/faults/ that runs its transcript.
+FAULTS = {
+    "postgresql": "test_postgresql.py",
+    "redis": "test_redis.py",
+    "relay": "test_relay.py",
+    "connection-cut": "test_cut_connection.py",
+    "disk-full": "test_disk_full.py",
+}
+
+
+def fault_transcripts() -> dict[str, list[Step]]:
+    found: dict[str, list[Step]] = {}
+    for name, block in FAULT_BLOCK.findall(GUIDE):
+        found.setdefault(name, []).extend(steps_of(block))
+    return found
+
+
+def test_it_has_a_transcript_for_each_failure_a_fault_test_brings_about() -> None:
+    transcripts = fault_transcripts()
+    assert set(transcripts) == set(FAULTS)
+    faults = Path(__file__).parent / "faults"
+    for name, test in FAULTS.items():
+        assert f'shows_in_the_guide("{name}"' in (faults / test).read_text(encoding="utf-8")
+        for step in transcripts[name]:
+            assert step.command.startswith(("portal ", f"curl -s {GUIDE_URL}/")), step.command
+
+
+def printed_during(step: Step, *, url: str, env: dict[str, str], cwd: Path) -> str:
+    """What a fault transcript's command prints: `curl -s` asks the portal at `url` for the
+    guide's 127.0.0.1:8000 (the body, on a line of its own); `portal` runs with `env`."""
+    words = shlex.split(step.command)
+    if words[0] == "curl":
+        return str(httpx.get(words[2].replace(GUIDE_URL, url), timeout=10).text) + "\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "portal", *words[1:]],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.stderr + result.stdout
+
+
+def shows_in_the_guide(
+    fault: str,
+    *,
+    url: str = GUIDE_URL,
+    env: dict[str, str] | None = None,
+    cwd: Path = DOCS,
+    ran: dict[str, str] | None = None,
+) -> None:
+    """Runs the guide's transcript of `fault` while it lasts: each command prints what the
+    guide shows. `ran`: what a command the test ran itself printed (one that the test
+    breaks halfway, say), by the command as the guide writes it."""
+    for step in fault_transcripts()[fault]:
+        if ran is not None and step.command in ran:
+            printed = ran[step.command]
+        else:
+            printed = printed_during(step, url=url, env=env or {}, cwd=cwd)
+        assert printed == step.output, f"$ {step.command}\n{printed}"

@@ -431,10 +431,13 @@ def confirm(browser: httpx.Client, path: str) -> httpx.Response:
     return browser.post(path, data={"csrf_token": csrf(browser.get(path))})
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "portal", *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,

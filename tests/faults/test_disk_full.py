@@ -44,6 +44,7 @@ from tests.faults.conftest import (
 )
 from tests.fixtures_mail import SmtpServer, wait_for_sync
 from tests.server import portal_env
+from tests.test_docs import shows_in_the_guide
 
 pytestmark = pytest.mark.e2e
 
@@ -127,7 +128,7 @@ def test_it_answers_503_and_writes_nothing_half_with_the_disk_full(
         # The clean import's starting point: the same incident and salt, on a roomy disk.
         clean = tmp_path / "clean.db"
         shutil.copy(database, clean)
-        importing = ("import", SLUG, "theater-b", str(csv))
+        importing = ("import", SLUG, "theater-b", csv.name)
 
         with running_portals([(tmp_path / "server", dict(env))]) as (server,):
             browser = httpx.Client(base_url=server.url, timeout=10)
@@ -145,13 +146,13 @@ def test_it_answers_503_and_writes_nothing_half_with_the_disk_full(
             incident = browser.get(f"/{SLUG}/")
             waiting = [address(n) for n in range(10, 15)]
             answers = [client.look_up(email) for email in waiting]
-            stopped = run_cli(env, *importing)
+            stopped = run_cli(env, *importing, cwd=tmp_path)
             kept = read(database, EXPOSURES)
 
             filler.unlink()
             wait_for_sync(lambda: confirm(browser, link).status_code == 303, timeout=5)
             wait_for_sync(lambda: set(waiting) <= recipients(relay), timeout=30)
-            rerun = run_cli(env, *importing)
+            rerun = run_cli(env, *importing, cwd=tmp_path)
             browser.close()
             client.http.close()
             log = server.log()
@@ -166,11 +167,13 @@ def test_it_answers_503_and_writes_nothing_half_with_the_disk_full(
         assert stopped.returncode == 1
         assert stopped.stderr.strip().splitlines()[-1] == FULL
         assert "Traceback" not in stopped.stderr + stopped.stdout
+        printed = {" ".join(("portal", *importing)): stopped.stderr + stopped.stdout}
+        shows_in_the_guide("disk-full", ran=printed)
         assert kept == []  # nothing half-written
 
         assert rerun.returncode == 0, rerun.stderr
         clean_env = {**env, "PORTAL_DATABASE_URL": f"sqlite:///{clean}"}
-        assert run_cli(clean_env, *importing).returncode == 0
+        assert run_cli(clean_env, *importing, cwd=tmp_path).returncode == 0
         assert read(database, EXPOSURES) == read(clean, EXPOSURES)
         assert len(read(database, EXPOSURES)) == 300
         assert Counter(to for m in relay.received for to in m.rcpt_tos if to in waiting) == {

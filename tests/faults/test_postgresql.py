@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.faults.conftest import SLUG, Cluster, Site, address, confirm, csrf, running_site
+from tests.test_docs import shows_in_the_guide
 
 pytestmark = pytest.mark.e2e
 
@@ -104,6 +105,7 @@ def test_it_answers_from_the_cache_and_mails_every_lookup_while_postgresql_is_aw
                 site.postgres.stop()
                 stopped = time.monotonic()
                 during: list[Seen] = []
+                shows_in_the_guide("postgresql", url=site.servers[0].url)
                 while time.monotonic() - stopped < OUTAGE:
                     during += visitors.look()
                 answered_meanwhile = len([a for a in load.answers if a.at >= stopped])

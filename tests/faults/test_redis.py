@@ -16,6 +16,7 @@ import pytest
 
 from tests.faults.conftest import SLUG, Cluster, Site, address, csrf, metric, running_site
 from tests.fixtures_mail import wait_for_sync
+from tests.test_docs import shows_in_the_guide
 
 pytestmark = pytest.mark.e2e
 
@@ -59,6 +60,7 @@ def test_it_keeps_the_limits_in_memory_while_redis_is_stopped(
             # Each server on its own: three here, three there.
             alone = tries(site, "198.51.100.2", [0, 0, 0, 0, 1, 1, 1, 1])
             during = [health(site, n) for n in (0, 1)]
+            shows_in_the_guide("redis", url=site.servers[1].url)
             load.wait_for(60)
             site.redis.start()
             wait_for_sync(lambda: all(health(site, n) == (200, {"status": "ok"}) for n in (0, 1)))

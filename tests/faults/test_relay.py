@@ -17,6 +17,7 @@ import pytest
 
 from tests.faults.conftest import Cluster, running_site
 from tests.fixtures_mail import wait_for_sync
+from tests.test_docs import shows_in_the_guide
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +30,7 @@ def test_it_delivers_every_message_once_after_the_relay_refused_them(
         with site.load() as load:
             load.wait_for(100)
         health = [httpx.get(f"{server.url}/healthz", timeout=10) for server in site.servers]
+        shows_in_the_guide("relay", url=site.servers[0].url)
         # Each message refused at its first attempt and again 5 s later.
         wait_for_sync(lambda: site.handler.refused >= 2 * len(load.answers), timeout=60)
         site.handler.refusing = False
