@@ -44,6 +44,7 @@ from portal.web.middleware import (
 from portal.web.pages import RenderedPages, language, page_templates, render
 
 log = logging.getLogger("portal.app")
+Handler = Callable[[int, FrameType | None], Any]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             stop.set()
             for task in tasks:
                 await task
+            app.state.stop_signal.forget()
             await app.state.incidents.close()
             engine.dispose()
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -128,6 +130,8 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.at: float | None = None
+        # signal -> (our handler, the one it calls after noting the moment)
+        self.wrapped: dict[int, tuple[object, Handler]] = {}
 
     def listen(self) -> None:
         """Notes the moment, then lets the handler in place (uvicorn's) act as before."""
@@ -136,11 +140,18 @@ class StopSignal:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous = signal.getsignal(signum)
             if callable(previous):
-                signal.signal(signum, partial(self._noted, previous))
+                ours = partial(self._noted, previous)
+                self.wrapped[signum] = (ours, previous)
+                signal.signal(signum, ours)
 
-    def _noted(
-        self, previous: Callable[[int, FrameType | None], Any], signum: int, frame: FrameType | None
-    ) -> None:
+    def forget(self) -> None:
+        """Puts the handlers back as they were, unless another has replaced ours since."""
+        for signum, (ours, previous) in self.wrapped.items():
+            if signal.getsignal(signum) is ours:
+                signal.signal(signum, previous)
+        self.wrapped.clear()
+
+    def _noted(self, previous: Handler, signum: int, frame: FrameType | None) -> None:
         if self.at is None:
             self.at = time.monotonic()
         previous(signum, frame)
@@ -188,7 +199,7 @@ def database_unavailable(request: Request, exc: Exception) -> Response:
     """The database is away (or its disk full): 503, come back in a few seconds; a page
     that needs no database (the incident's, from the cache) is not affected."""
     log.warning(
-        "database unavailable (%s) on %s %s at %s",
+        "database unavailable (%s) on %s %s in %s",
         type(exc).__name__,
         request.method,
         loggable_path(request.url.path),

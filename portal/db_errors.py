@@ -72,20 +72,21 @@ def _driver_kind(exc: BaseException) -> str | None:
 
 
 def where(exc: BaseException) -> str:
-    """Where the portal's code met the error, innermost first, as file:line: no values.
+    """Where the portal's code met the error, innermost first, as module.function: no values.
 
-    The portal's own frames, where there are some: the driver's and SQLAlchemy's say
-    nothing of which query it was.
+    The portal's own frames, where there are some (the driver's and SQLAlchemy's say
+    nothing of which query it was), named so that an edit elsewhere in the file leaves the
+    log line as it was.
     """
     frames = extract_tb(exc.__traceback__)
-    ours = [f for f in frames if f.filename.startswith(PACKAGE)] or frames
-    return " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(ours[-5:]))
+    ours = [f for f in frames if f.filename.startswith(PACKAGE) and f.name != "wrapper"]
+    return " < ".join(f"{Path(f.filename).stem}.{f.name}" for f in reversed((ours or frames)[-4:]))
 
 
 def for_operator(exc: BaseException) -> str:
     """Logs the error's type and place, and returns the one line a command prints for it."""
     name = type(exc).__name__
-    log.error("database error %s at %s", name, where(exc))
+    log.error("database error %s in %s", name, where(exc))
     what, then = WORDS.get(kind(exc) or OTHER, WORDS[OTHER])
     return f"{what} ({name}); {KEPT}{then}"
 
