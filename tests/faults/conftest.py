@@ -1,10 +1,12 @@
 """The fault tests' own servers: PostgreSQL, Redis, an SMTP relay that can refuse, portals.
 
-Each test starts what it breaks (`initdb`/`pg_ctl` in a temporary folder, a `redis-server`
-on a free port, an aiosmtpd relay), so that stopping them disturbs nothing else on the
-machine, and nothing needs installing by hand. Two `portal serve` processes share them as
-two hosts would, and a steady load of lookups runs against both while a test breaks
-something: each answer is recorded, and each link mail counted at the relay, by recipient.
+The tests start what they break, so that stopping it disturbs nothing else on the machine
+and nothing needs installing by hand: a PostgreSQL cluster (`initdb`/`pg_ctl` in a
+temporary folder, one per session, a database per test copied from a template), and per
+test a `redis-server` on a free port and an aiosmtpd relay. Two `portal serve` processes
+share them as two hosts would, and a steady load of lookups runs against both while a test
+breaks something: each answer is recorded, and each link mail counted at the relay, by
+recipient.
 """
 
 from __future__ import annotations
