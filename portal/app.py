@@ -6,9 +6,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from traceback import extract_tb
+from types import FrameType
+from typing import Any
 
 from prometheus_client import multiprocess
 from starlette.applications import Starlette
@@ -27,7 +33,7 @@ from portal.incidents.cache import IncidentCache
 from portal.incidents.fingerprints import PepperWatch
 from portal.person.lookup_queue import LookupQueue
 from portal.person.ratelimit import RateLimiter
-from portal.store import db
+from portal.store import db, db_errors
 from portal.web import about, admin, ops, partner, public
 from portal.web.middleware import (
     AccessLog,
@@ -39,6 +45,7 @@ from portal.web.middleware import (
 from portal.web.pages import RenderedPages, language, page_templates, render
 
 log = logging.getLogger("portal.app")
+Handler = Callable[[int, FrameType | None], Any]
 
 STATIC_DIR = workers.ROOT / "static"
 ERROR_TEMPLATES = {400, 403, 404, 405, 413, 415, 429, 500, 503}
@@ -81,6 +88,7 @@ def _compose(state: State, settings: Settings, *, deliver_mail: bool) -> None:
     state.limiter = RateLimiter(settings)
     state.mail_worker = workers.mail_worker(engine, settings) if deliver_mail else None
     state.incidents = IncidentCache(engine, ttl=settings.incident_cache_ttl)
+    state.stop_signal = StopSignal()
     state.pepper = PepperWatch(engine, settings.pepper, interval=settings.pepper_check_interval)
     state.lookups = LookupQueue(
         engine,
@@ -100,6 +108,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     stop = asyncio.Event()
     tasks = []
     state.lookups.start()
+    state.stop_signal.listen()
     if state.mail_worker is not None:
         tasks.append(asyncio.create_task(state.mail_worker.run(stop)))
         reminders = workers.reminders(
@@ -109,16 +118,52 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        # The accepted lookups first: their links' mails are then in the outbox.
-        await state.lookups.close()
+        # The accepted lookups first: their links' mails are then in the outbox. The
+        # time they get counts from the signal, so that the whole shutdown fits in it.
+        since = state.stop_signal.at or time.monotonic()
+        await state.lookups.close(since + state.settings.shutdown_timeout - time.monotonic())
         stop.set()
         for task in tasks:
             await task
+        state.stop_signal.forget()
         await state.incidents.close()
         state.engine.dispose()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # This worker's live gauges (the queue depth) leave the sum.
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class StopSignal:
+    """When SIGTERM (or Ctrl+C) reached this process: PORTAL_SHUTDOWN_TIMEOUT counts from
+    then, the requests still being answered included."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        # signal -> (our handler, the one it calls after noting the moment)
+        self.wrapped: dict[int, tuple[object, Handler]] = {}
+
+    def listen(self) -> None:
+        """Notes the moment, then lets the handler in place (uvicorn's) act as before."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (an app under a test client)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                ours = partial(self._noted, previous)
+                self.wrapped[signum] = (ours, previous)
+                signal.signal(signum, ours)
+
+    def forget(self) -> None:
+        """Puts the handlers back as they were, unless another has replaced ours since."""
+        for signum, (ours, previous) in self.wrapped.items():
+            if signal.getsignal(signum) is ours:
+                signal.signal(signum, previous)
+        self.wrapped.clear()
+
+    def _noted(self, previous: Handler, signum: int, frame: FrameType | None) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+        previous(signum, frame)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -136,6 +181,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
+    if db_errors.passing(exc):
+        return database_unavailable(request, exc)
     # The message of an exception can hold a query's parameters: log only its type and place.
     where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in extract_tb(exc.__traceback__)]
     log.error(
@@ -146,6 +193,21 @@ async def server_error(request: Request, exc: Exception) -> Response:
         " < ".join(reversed(where[-6:])),
     )
     return render(request, "error.html", lang=language(request, None), status=500, code=500)
+
+
+def database_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is away (or its disk full): 503, come back in a few seconds; a page
+    that needs no database (the incident's, from the cache) is not affected."""
+    log.warning(
+        "database unavailable (%s) on %s %s in %s",
+        type(exc).__name__,
+        request.method,
+        loggable_path(request.url.path),
+        db_errors.where(exc),
+    )
+    response = render(request, "error.html", lang=language(request, None), status=503, code=503)
+    response.headers["Retry-After"] = str(db_errors.RETRY_AFTER)
+    return response
 
 
 def from_env() -> Starlette:

@@ -128,7 +128,7 @@ async def running_lookups(
     try:
         yield queue
     finally:
-        await queue.close()
+        await queue.close(settings.shutdown_timeout)
         await cache.close()
 
 

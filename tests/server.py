@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ class Portal:
     env: dict[str, str]
     log_path: Path
     pid: int = 0  # the server process (for its memory in bench/)
+    process: subprocess.Popen[bytes] | None = None  # to signal it as a deploy does
 
     @property
     def database_url(self) -> str:
@@ -103,7 +105,7 @@ def running_portal(
         )
         try:
             _wait_until_healthy(url, process)
-            yield Portal(url, instance, env, log_path, process.pid)
+            yield Portal(url, instance, env, log_path, process.pid, process)
         finally:
             process.terminate()
             try:
@@ -302,3 +304,87 @@ def portal_cli(settings: Settings, *args: str, **env: str) -> subprocess.Complet
     )
     done.stderr = done.stderr.decode("utf-8")
     return done
+
+
+# -- the operator guide's transcripts -------------------------------------------------------
+# Each ```console block of docs/operator.md is a shell session (tests/test_docs.py runs them);
+# a ```console fault=NAME block shows what its commands print while a failure lasts, and the
+# test of tests/faults/ that brings the failure about runs it then (`shows_in_the_guide`).
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BLOCK = re.compile(r"^```console\n(.*?)^```$", re.S | re.M)
+GUIDE = (DOCS / "operator.md").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Step:
+    command: str
+    output: str
+
+
+def transcript(markdown: str) -> list[Step]:
+    return [step for block in BLOCK.findall(markdown) for step in steps_of(block)]
+
+
+def steps_of(block: str) -> list[Step]:
+    steps: list[Step] = []
+    for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
+        command, _, output = chunk.partition("\n")
+        steps.append(Step(command, output))
+    return steps
+
+
+FAULT_BLOCK = re.compile(r"^```console fault=([\w-]+)\n(.*?)^```$", re.S | re.M)
+GUIDE_URL = "http://127.0.0.1:8000"
+# Each failure the guide shows, and the test of tests/faults/ that runs its transcript.
+FAULTS = {
+    "postgresql": "test_postgresql.py",
+    "redis": "test_redis.py",
+    "relay": "test_relay.py",
+    "connection-cut": "test_cut_connection.py",
+    "disk-full": "test_disk_full.py",
+}
+
+
+def fault_transcripts() -> dict[str, list[Step]]:
+    found: dict[str, list[Step]] = {}
+    for name, block in FAULT_BLOCK.findall(GUIDE):
+        found.setdefault(name, []).extend(steps_of(block))
+    return found
+
+
+def printed_during(step: Step, *, url: str, env: dict[str, str], cwd: Path) -> str:
+    """What a fault transcript's command prints: `curl -s` asks the portal at `url` for the
+    guide's 127.0.0.1:8000 (the body, on a line of its own); `portal` runs with `env`."""
+    words = shlex.split(step.command)
+    if words[0] == "curl":
+        return str(httpx.get(words[2].replace(GUIDE_URL, url), timeout=10).text) + "\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "portal", *words[1:]],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.stderr + result.stdout
+
+
+def shows_in_the_guide(
+    fault: str,
+    *,
+    url: str = GUIDE_URL,
+    env: dict[str, str] | None = None,
+    cwd: Path = DOCS,
+    ran: dict[str, str] | None = None,
+) -> None:
+    """Runs the guide's transcript of `fault` while it lasts: each command prints what the
+    guide shows. `ran`: what a command the test ran itself printed (one that the test
+    breaks halfway, say), by the command as the guide writes it."""
+    for step in fault_transcripts()[fault]:
+        if ran is not None and step.command in ran:
+            printed = ran[step.command]
+        else:
+            printed = printed_during(step, url=url, env=env or {}, cwd=cwd)
+        assert printed == step.output, f"$ {step.command}\n{printed}"

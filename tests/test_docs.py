@@ -5,6 +5,11 @@ Each ```console block is a shell session: `$ cat FILE` with its content writes t
 `$ [NAME=value ...] portal ARGS` runs the real command and must print the lines that follow
 (stderr, then stdout). All blocks run in order in one fresh instance folder that holds
 docs/incident.example.toml as incident.toml.
+
+A ```console fault=NAME block shows what the commands print while a failure lasts
+("When something breaks on notice day"): the test of tests/faults/ that brings that failure
+about runs it then, against its own servers (`curl -s` of the guide's 127.0.0.1:8000 asks
+the test's portal).
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,28 +28,17 @@ from portal.core.config import Settings
 from portal.core.fields import to_bits
 from portal.mail.outbox import webhook_body
 from portal.requests.forwarding import webhook_payload
-from tests.server import environment
+from tests.server import (
+    DOCS,
+    FAULTS,
+    GUIDE,
+    GUIDE_URL,
+    environment,
+    fault_transcripts,
+    transcript,
+)
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-BLOCK = re.compile(r"^```console\n(.*?)^```$", re.S | re.M)
-
-
-@dataclass(frozen=True)
-class Step:
-    command: str
-    output: str
-
-
-def transcript(markdown: str) -> list[Step]:
-    steps: list[Step] = []
-    for block in BLOCK.findall(markdown):
-        for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
-            command, _, output = chunk.partition("\n")
-            steps.append(Step(command, output))
-    return steps
-
-
-STEPS = transcript((DOCS / "operator.md").read_text(encoding="utf-8"))
+STEPS = transcript(GUIDE)
 
 
 def test_it_finds_the_transcripts() -> None:
@@ -120,3 +113,16 @@ def test_it_shows_the_webhook_body_exactly_as_the_portal_sends_it() -> None:
     body = re.sub(r"/r/[\w.-]+", "/r/<token>", webhook_body(payload))
     # Keys, their order and every value: `fields` in the order sent (most serious first).
     assert json.loads(body, object_pairs_hook=list) == shown
+
+
+# -- docs/operator.md: what a failure on notice day looks like -------------------------------
+
+
+def test_it_has_a_transcript_for_each_failure_a_fault_test_brings_about() -> None:
+    transcripts = fault_transcripts()
+    assert set(transcripts) == set(FAULTS)
+    faults = Path(__file__).parent / "faults"
+    for name, test in FAULTS.items():
+        assert f'shows_in_the_guide("{name}"' in (faults / test).read_text(encoding="utf-8")
+        for step in transcripts[name]:
+            assert step.command.startswith(("portal ", f"curl -s {GUIDE_URL}/")), step.command

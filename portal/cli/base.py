@@ -33,7 +33,7 @@ from portal.core import logs
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
-from portal.store import db
+from portal.store import db, db_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,7 +82,8 @@ UNBOUNDED = 100_000
 
 
 def operator_errors(fn: F) -> F:
-    """Turns a PortalError into one line on stderr and exit status 1, never a traceback."""
+    """Turns a PortalError or a database error into one line on stderr and exit status 1,
+    never a traceback."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -92,6 +93,14 @@ def operator_errors(fn: F) -> F:
             message = "\n".join(shown(line) for line in str(exc).split("\n"))
             err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, emoji=False)
             raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:
+            # A database that stopped answering, a full disk, or a bug: one line, never the
+            # error's text (it can hold a statement's parameters), and a log entry without.
+            if db_errors.kind(exc) is None:
+                raise
+            line = db_errors.for_operator(exc)
+            err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, emoji=False)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

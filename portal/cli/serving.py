@@ -86,6 +86,9 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, mail: bool
             log_config=None,
             proxy_headers=False,
             server_header=False,
+            # A deploy's SIGTERM: the requests in flight get this long at most; the lookups
+            # they queued are written within the same time (portal.app's lifespan).
+            timeout_graceful_shutdown=settings.shutdown_timeout,
         )
     except SystemExit as exc:
         if exc.code in (0, None):

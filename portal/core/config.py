@@ -62,6 +62,9 @@ class Settings:
     hash_threads: int = 0  # threads hashing lookups per process; 0: one per core
     incident_cache_ttl: float = 1.0  # seconds a page may show an incident from before a load
     pepper_check_interval: float = 30.0  # seconds /healthz may answer from its last pepper check
+    # Seconds a `portal serve` given SIGTERM has to answer its requests and write every
+    # lookup it accepted before it exits (design §6, Failures).
+    shutdown_timeout: int = 30
 
     @property
     def https(self) -> bool:
@@ -135,6 +138,7 @@ class Settings:
             ),
             lookup_queue_size=whole("PORTAL_LOOKUP_QUEUE_SIZE", "10000", "lookups"),
             hash_threads=whole("PORTAL_HASH_THREADS", str(_cores()), "threads"),
+            shutdown_timeout=whole("PORTAL_SHUTDOWN_TIMEOUT", "30", "seconds"),
             generated_secrets=frozenset(generated),
         )
         settings.validate()

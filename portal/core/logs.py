@@ -23,12 +23,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class PlainFormatter(logging.Formatter):
+    """`level: message` for a person at a terminal; an exception by its type alone."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[0] is not None:
+            # Never the traceback: an exception's text can carry a query's parameters.
+            text += f" ({record.exc_info[0].__name__})"
+        return text
+
+
 def configure(level: int = logging.INFO, *, structured: bool = True) -> None:
     """Routes the portal's and uvicorn's loggers to stderr: JSON for servers, plain for the CLI."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if structured else logging.Formatter("%(levelname)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if structured else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

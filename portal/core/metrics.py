@@ -44,6 +44,10 @@ hashes_total = Counter("portal_hashes_total", "Blind indexes computed for lookup
 link_batches_total = Counter("portal_link_batches_total", "Transactions that wrote lookup links")
 links_written_total = Counter("portal_links_written_total", "Lookup links written")
 rate_limited_total = Counter("portal_rate_limited_total", "Requests refused by a limit", ["limit"])
+limits_fallback_total = Counter(
+    "portal_limits_fallback_total",
+    "Limit checks answered from process memory while Redis was unreachable",
+)
 deletion_requests_total = Counter(
     "portal_deletion_requests_total", "Deletion requests by status reached", ["status"]
 )

@@ -34,7 +34,7 @@ from portal.mail.messages import Email, Message, build_email, domain_of
 from portal.mail.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
 from portal.mail.relay_health import RelayHealth
 from portal.mail.webhooks import WebhookError, partner_webhook_secret, post_webhook
-from portal.store import db
+from portal.store import db, db_errors
 
 log = logging.getLogger("portal.mail")
 
@@ -43,6 +43,9 @@ log = logging.getLogger("portal.mail")
 DELIVERY_DEADLINE = outbox.LEASE.total_seconds() - 10
 BATCH_SIZE = 200
 IDLE_CLOSE = 30.0  # seconds without mail after which kept-open connections are closed
+# While the database is away, recording what was sent is tried again, doubling from the
+# first pause up to the most, for as long as the claim's lease lasts (design §6, Failures).
+RECORD_RETRY_FIRST, RECORD_RETRY_MOST = 0.5, 5.0
 
 SecretResolver = Callable[[Connection, "int | None"], "str | None"]
 
@@ -89,6 +92,7 @@ class MailWorker:
         self.poll_interval = poll_interval
         self.clock = clock
         self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._domain = domain_of(settings.mail_from)
         self.health = RelayHealth()  # what /healthz says of the relay
@@ -115,6 +119,7 @@ class MailWorker:
         is started: a worker stopped mid-send leaves nothing behind under a lease.
         """
         self._loop = asyncio.get_running_loop()
+        self._stop = stop
         await self.check_relay()
         busy = time.monotonic()
         try:
@@ -291,10 +296,15 @@ class MailWorker:
                 self._write(outcomes, now)
                 recorded = outcomes
             except Exception as exc:
-                # One row's hook can fail: that row alone waits for its lease (and is sent
-                # again, at least once), the others are recorded one by one.
                 log.warning("recording %d outcomes failed: %s", len(outcomes), type(exc).__name__)
-                recorded = [outcome for outcome in outcomes if self._record_one(outcome, now)]
+                # One row's hook can fail: that row alone waits for its lease (and is sent
+                # again, at least once), the others are recorded one by one. A database
+                # still away after the lease would fail each of them in turn.
+                recorded = (
+                    []
+                    if db_errors.passing(exc)
+                    else [outcome for outcome in outcomes if self._record_one(outcome, now)]
+                )
         for outcome in recorded:
             self._report(outcome, now, tally)
 
@@ -307,8 +317,29 @@ class MailWorker:
         return True
 
     def _write(self, outcomes: Sequence[Outcome], now: datetime) -> None:
-        with self.engine.begin() as conn:
-            outbox.record(conn, outcomes, now=now, on_sent=self.on_sent, on_failed=self.on_failed)
+        """Records the outcomes in one transaction. While the database is away it tries
+        again, until the lease runs out or the worker stops: a message sent but not recorded
+        as such would be sent again after its lease."""
+        patience = time.monotonic() + outbox.LEASE.total_seconds()
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    outbox.record(
+                        conn, outcomes, now=now, on_sent=self.on_sent, on_failed=self.on_failed
+                    )
+                return
+            except Exception as exc:
+                stopping = self._stop is not None and self._stop.is_set()
+                if not db_errors.passing(exc) or stopping or time.monotonic() > patience:
+                    raise
+                log.warning(
+                    "recording %d outcomes waits for the database: %s",
+                    len(outcomes),
+                    type(exc).__name__,
+                )
+            time.sleep(delay)  # a worker thread of its own (anyio's), not the event loop
+            delay = min(2 * delay, RECORD_RETRY_MOST)
 
     def _report(self, outcome: Outcome, now: datetime, tally: _Tally) -> None:
         """Logs and counts one recorded outcome (after the commit, outside the transaction)."""

@@ -7,6 +7,8 @@ as there are threads in the hashing pool (one per core by default), each take on
 client limit, blind index (argon2id, so its memory is at most `hashers` × the incident's
 memory cost), address limit, then the link and its mail rendered. One writer takes what is
 ready, as much as has piled up (up to `MAX_BATCH`), and writes it in one transaction.
+While the database is away (or its disk full), the writer tries again with backoff for as
+long as it takes, holding its batch; the queue fills meanwhile, then sheds (design §6).
 
 The hashing and writing threads are the queue's own: the web requests' thread limiter
 (anyio's) never waits behind a hash, so /healthz and the pages stay quick meanwhile.
@@ -32,12 +34,15 @@ from portal.mail.renderer import Renderer
 from portal.person import lookups
 from portal.person.lookups import LookupRequest, PendingLink
 from portal.person.ratelimit import RateLimiter
+from portal.store import db_errors
 
 log = logging.getLogger("portal.lookup_queue")
 
 MAX_BATCH = 500  # links in one transaction at most
-DRAIN_SECONDS = 20.0  # how long a shutdown waits for the accepted lookups
-WRITE_ATTEMPTS = 3  # a batch the database refused this often is given up (counted failed)
+# A batch that failed for another reason than the database being away or full (a bug) is
+# given up after this many attempts (counted failed); for those two, never.
+WRITE_ATTEMPTS = 3
+RETRY_FIRST, RETRY_MOST = 0.5, 5.0  # seconds between attempts: doubling, capped
 HASH_NICENESS = 10  # CFS weight ~1/9 of a normal thread's
 T = TypeVar("T")
 
@@ -78,6 +83,7 @@ class LookupQueue:
         # hashers (and then sheds lookups) instead of piling rendered mails up in memory.
         self.ready: asyncio.Queue[PendingLink] = asyncio.Queue(MAX_BATCH * 2)
         self.tasks: list[asyncio.Task[None]] = []
+        self.unfinished = 0  # accepted lookups not yet written (or given another outcome)
         self.salt: bytes | None = None
         self.hash_pool = self.write_pool = ThreadPoolExecutor(1)  # made anew by each start()
 
@@ -90,6 +96,7 @@ class LookupQueue:
             metrics.lookups_shed_total.inc()
             return False
         metrics.lookup_queue_depth.inc()
+        self.unfinished += 1
         return True
 
     def start(self) -> None:
@@ -106,17 +113,22 @@ class LookupQueue:
         await self.incoming.join()
         await self.ready.join()
 
-    async def close(self, timeout: float = DRAIN_SECONDS) -> None:
-        """Drains the queue (for up to `timeout` seconds), then stops; what is left is shed."""
+    async def close(self, timeout: float) -> None:
+        """Drains the queue (for up to `timeout` seconds), then stops; what is left is lost,
+        counted as shed and logged (how many, nothing else)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.drain(), timeout)
-        left = self.incoming.qsize() + self.ready.qsize()
+            await asyncio.wait_for(self.drain(), max(timeout, 0))
+        left = self.unfinished
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if left:
             metrics.lookups_shed_total.inc(left)
-            log.warning("%d lookups were not done at shutdown (counted as shed)", left)
+            log.error(
+                "%d accepted lookups lost at shutdown: not written within the shutdown timeout "
+                "(PORTAL_SHUTDOWN_TIMEOUT; counted as shed)",
+                left,
+            )
         self.hash_pool.shutdown(wait=True, cancel_futures=True)
         self.write_pool.shutdown(wait=True)
 
@@ -125,7 +137,7 @@ class LookupQueue:
             lookup = await self.incoming.get()
             metrics.lookup_queue_depth.dec()
             try:
-                outcome = await self._prepare(lookup)
+                outcome = await self._prepare_patiently(lookup)
             except Exception as exc:
                 # The class only: an exception's text may hold the address.
                 log.error("a lookup failed before writing: %s", type(exc).__name__)
@@ -133,7 +145,22 @@ class LookupQueue:
             finally:
                 self.incoming.task_done()
             if outcome != "ready":
+                self.unfinished -= 1
                 metrics.lookups_processed_total.labels(outcome).inc()
+
+    async def _prepare_patiently(self, lookup: LookupRequest) -> str:
+        """`_prepare`, tried again while the database is away (the salt or the incident not
+        yet read): the lookup waits, it is not lost."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                return await self._prepare(lookup)
+            except Exception as exc:
+                if not db_errors.passing(exc):
+                    raise
+                log.warning("a lookup waits for the database: %s", type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RETRY_MOST)
 
     async def _prepare(self, lookup: LookupRequest) -> str:
         """Limits, hash and mail for one lookup; hands it to the writer. Returns the outcome."""
@@ -175,30 +202,45 @@ class LookupQueue:
             finally:
                 for _ in batch:
                     self.ready.task_done()
+            self.unfinished -= len(batch)
             metrics.lookups_processed_total.labels(outcome).inc(len(batch))
 
     async def _write(self, batch: list[PendingLink]) -> str:
-        """Writes a batch, trying again after a database error (a lock timeout, say)."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        """Writes a batch; tries again, with backoff, after a database error: for as long as
+        the database is away or full, `WRITE_ATTEMPTS` times after any other error."""
+        attempt, delay = 0, RETRY_FIRST
+        while True:
+            attempt += 1
             try:
-                await self._in(
-                    self.write_pool, lookups.write_links, self.engine, self.settings, batch
-                )
+                await self._write_once(batch, again=attempt > 1)
             except Exception as exc:
+                passing = db_errors.passing(exc)
                 # The class only: an exception's text can hold the statement's values.
                 log.error(
-                    "%d lookup links not written (attempt %d): %s",
+                    "%d lookup links not written (attempt %d): %s; %s",
                     len(batch),
                     attempt,
                     type(exc).__name__,
+                    f"trying again in {delay:g} s"
+                    if passing or attempt < WRITE_ATTEMPTS
+                    else "given up (counted failed)",
                 )
-                await asyncio.sleep(0.5 * attempt)
+                if not passing and attempt >= WRITE_ATTEMPTS:
+                    return "failed"
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RETRY_MOST)
             else:
                 metrics.link_batches_total.inc()
                 metrics.links_written_total.inc(len(batch))
                 self.written()
                 return "queued"
-        return "failed"
+
+    async def _write_once(self, batch: list[PendingLink], *, again: bool) -> None:
+        # A connection cut during the commit leaves it unknown whether the commit was made:
+        # written already, the batch must not be written (and mailed) twice.
+        if again and await self._in(self.write_pool, lookups.links_written, self.engine, batch):
+            return
+        await self._in(self.write_pool, lookups.write_links, self.engine, self.settings, batch)
 
     async def _in(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)

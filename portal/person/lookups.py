@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
 from portal.core import metrics
 from portal.core.blind_index import blind_index
@@ -142,6 +142,17 @@ def write_links(engine: Engine, settings: Settings, batch: list[PendingLink]) ->
             counters.bump(conn, incident_id=incident_id, name=counters.LOOKUPS, by=count)
     # Logged after the commit: nothing waits inside the transaction on a log handler.
     log.info("links written: %d, their mails queued", len(batch))
+
+
+def links_written(engine: Engine, batch: list[PendingLink]) -> bool:
+    """Whether a batch's links are in the database (its commit made it, its answer lost)."""
+    with engine.connect() as conn:
+        found = conn.scalar(
+            select(tables.links.c.id).where(
+                tables.links.c.token_hash == batch[0].link["token_hash"]
+            )
+        )
+    return found is not None
 
 
 def entry_partner(partners: list[Partner], slug: str | None) -> Partner | None:

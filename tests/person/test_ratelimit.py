@@ -9,14 +9,16 @@ import anyio
 import pytest
 from limits import parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from prometheus_client import REGISTRY
 
 from portal.core.config import Settings
 from portal.person.ratelimit import MemoryWindows, RateLimiter
+from tests.fixtures_mail import free_port
 
 pytestmark = pytest.mark.anyio
 
 
-def limiter(limit: str) -> RateLimiter:
+def limiter(limit: str, redis_url: str | None = None) -> RateLimiter:
     return RateLimiter(
         Settings(
             instance_dir=Path("."),
@@ -24,6 +26,7 @@ def limiter(limit: str) -> RateLimiter:
             secret_key="k",
             pepper=b"p",
             limit_per_address=limit,
+            redis_url=redis_url,
         )
     )
 
@@ -86,3 +89,32 @@ async def test_it_keeps_at_most_its_number_of_keys() -> None:
     assert store.size == 100
     assert not await strategy.hit(item, "address", "249")  # the newest are kept
     assert await strategy.hit(item, "address", "0")  # the oldest was forgotten
+
+
+def fallbacks() -> float:
+    return REGISTRY.get_sample_value("portal_limits_fallback_total") or 0.0
+
+
+async def test_it_keeps_the_limits_in_memory_while_redis_does_not_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()  # nothing listens there
+    limits = limiter("3/hour", redis_url=f"redis://127.0.0.1:{port}/0")
+    before = fallbacks()
+    started = time.monotonic()
+
+    answers = [await limits.hit("address", "alice") for _ in range(4)]
+
+    assert answers == [True] * 3 + [False]
+    assert await limits.allows("address", "bob")
+    assert await limits.redis_down()
+    assert time.monotonic() - started < 2  # no request waits for the Redis that is not there
+    assert fallbacks() - before == 5  # one per limit check
+    warnings = [r.getMessage() for r in caplog.records if r.name == "portal.ratelimit"]
+    assert warnings == [
+        f"rate limits fall back to this process's memory: Redis at 127.0.0.1:{port} not answering"
+    ]
+
+
+async def test_it_says_nothing_of_redis_when_none_is_configured() -> None:
+    assert not await limiter("3/hour").redis_down()
