@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from portal import db, forwarding, incidents, metrics, notices, receipts, tables
+from portal import db, forwarding, hourly, incidents, metrics, notices, receipts, tables
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.errors import PortalError
@@ -267,8 +267,13 @@ def record_change(
     note: str | None = None,
     via: str | None = None,
 ) -> None:
-    """Keeps one change of status in the request's history (and counts it for /metrics)."""
+    """Keeps one change of status in the request's history (and counts it for /metrics and
+    the overview's hourly figures)."""
     metrics.deletion_requests_total.labels(status=new).inc()
+    if old is None:
+        hourly.bump(conn, hourly.REQUESTS_OPENED)
+    elif new in CLOSED and old not in CLOSED:
+        hourly.bump(conn, hourly.REQUESTS_CLOSED)
     record_event(conn, request_id=request_id, actor=actor, old=old, new=new, note=note, via=via)
 
 

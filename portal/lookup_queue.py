@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from portal import lookups, metrics
+from portal import hourly, lookups, metrics
 from portal.config import Settings
 from portal.incident_cache import IncidentCache
 from portal.lookups import LookupRequest, PendingLink
@@ -37,6 +37,7 @@ log = logging.getLogger("portal.lookup_queue")
 MAX_BATCH = 500  # links in one transaction at most
 DRAIN_SECONDS = 20.0  # how long a shutdown waits for the accepted lookups
 WRITE_ATTEMPTS = 3  # a batch the database refused this often is given up (counted failed)
+SHED_FLUSH_SECONDS = 5.0  # how often the lookups shed are written to the hourly counters
 HASH_NICENESS = 10  # CFS weight ~1/9 of a normal thread's
 T = TypeVar("T")
 
@@ -78,6 +79,9 @@ class LookupQueue:
         self.ready: asyncio.Queue[PendingLink] = asyncio.Queue(MAX_BATCH * 2)
         self.tasks: list[asyncio.Task[None]] = []
         self.salt: bytes | None = None
+        # Shedding is what happens when every moment counts: counted in memory, written
+        # every few seconds, not a transaction per lookup.
+        self.shed = hourly.Tally(hourly.LOOKUPS_SHED)
         self.hash_pool = self.write_pool = ThreadPoolExecutor(1)  # made anew by each start()
 
     def submit(self, lookup: LookupRequest) -> bool:
@@ -87,6 +91,7 @@ class LookupQueue:
             self.incoming.put_nowait(lookup)
         except asyncio.QueueFull:
             metrics.lookups_shed_total.inc()
+            self.shed.add()
             return False
         metrics.lookup_queue_depth.inc()
         return True
@@ -99,6 +104,7 @@ class LookupQueue:
         self.write_pool = ThreadPoolExecutor(1, thread_name_prefix="portal-write")
         self.tasks = [asyncio.create_task(self._hash_forever()) for _ in range(self.hashers)]
         self.tasks.append(asyncio.create_task(self._write_forever()))
+        self.tasks.append(asyncio.create_task(self._count_shed_forever()))
 
     async def drain(self) -> None:
         """Waits until every lookup accepted so far is hashed and written (or dropped)."""
@@ -115,7 +121,9 @@ class LookupQueue:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if left:
             metrics.lookups_shed_total.inc(left)
+            self.shed.add(left)
             log.warning("%d lookups were not done at shutdown (counted as shed)", left)
+        await self._in(self.write_pool, self.shed.flush, self.engine)
         self.hash_pool.shutdown(wait=True, cancel_futures=True)
         self.write_pool.shutdown(wait=True)
 
@@ -198,6 +206,11 @@ class LookupQueue:
                 self.written()
                 return "queued"
         return "failed"
+
+    async def _count_shed_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SHED_FLUSH_SECONDS)
+            await self._in(self.write_pool, self.shed.flush, self.engine)
 
     async def _in(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)

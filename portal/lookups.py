@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select, update
 from starlette.concurrency import run_in_threadpool
 
-from portal import counters, db, incidents, messages, metrics, outbox, tables
+from portal import counters, db, hourly, incidents, messages, metrics, outbox, tables
 from portal.blind_index import blind_index
 from portal.clock import utcnow
 from portal.config import Settings
@@ -251,6 +251,7 @@ def write_links(engine: Engine, settings: Settings, batch: list[PendingLink]) ->
         outbox.enqueue_emails(conn, kind="link", emails=mails)
         for incident_id, count in per_incident.items():
             counters.bump(conn, incident_id=incident_id, name=counters.LOOKUPS, by=count)
+        hourly.bump(conn, hourly.LOOKUPS, by=len(batch))
     # Logged after the commit: nothing waits inside the transaction on a log handler.
     log.info("links written: %d, their mails queued", len(batch))
 

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import anyio
 from anyio import fail_after, to_thread
 from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.exc import SQLAlchemyError
 
-from portal import db, metrics, outbox
+from portal import db, hourly, metrics, outbox
 from portal.clock import utcnow
 from portal.config import Settings
 from portal.delivery import (
@@ -41,6 +42,7 @@ log = logging.getLogger("portal.mail")
 DELIVERY_DEADLINE = outbox.LEASE.total_seconds() - 10
 BATCH_SIZE = 200
 IDLE_CLOSE = 30.0  # seconds without mail after which kept-open connections are closed
+DEPTH_SAMPLE = 30.0  # seconds between two samples of the outbox depth for the overview
 
 SecretResolver = Callable[[Connection, "int | None"], "str | None"]
 
@@ -90,6 +92,7 @@ class MailWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._domain = domain_of(settings.mail_from)
         self.health = RelayHealth()  # what /healthz says of the relay
+        self._sampled = float("-inf")
 
     async def deliver_due(self) -> int:
         """Claims due rows (up to a batch) and delivers them; returns how many were sent."""
@@ -118,6 +121,7 @@ class MailWorker:
         try:
             while not stop.is_set():
                 self._wake.clear()
+                await self._sample_depth()  # before the round: the backlog it starts from
                 try:
                     claimed, _sent = await self._deliver_batch(stop)
                 except Exception as exc:
@@ -132,6 +136,21 @@ class MailWorker:
                     await self._pause(stop)
         finally:
             await self.sender.close()
+
+    async def _sample_depth(self) -> None:
+        """Keeps the outbox depth for the overview now and then: the hour's highest stays."""
+        if time.monotonic() - self._sampled < DEPTH_SAMPLE:
+            return
+        self._sampled = time.monotonic()
+        try:
+            await to_thread.run_sync(self._record_depth)
+        except SQLAlchemyError as exc:
+            log.warning("outbox depth not sampled: %s", type(exc).__name__)
+
+    def _record_depth(self) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            hourly.record_max(conn, hourly.OUTBOX_DEPTH, outbox.depth(conn, now=now), at=now)
 
     async def check_relay(self) -> None:
         """Tries the relay once and warns when it does not answer (`check_relay`)."""
