@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, case, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from portal import db, tables
 from portal.clock import utcnow
@@ -125,7 +124,8 @@ class Tally:
             with engine.begin() as conn:
                 for hour, by in counts.items():
                     bump(conn, self.name, by=by, at=hour)
-        except SQLAlchemyError as exc:
+        except Exception as exc:
+            # Kept for the next flush; the class only, as everywhere a write fails.
             log.warning("%s not counted yet: %s", self.name, type(exc).__name__)
             with self._lock:
                 self._counts.update(counts)
