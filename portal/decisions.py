@@ -33,12 +33,16 @@ from portal.deletions import (
     record_event,
     request_row,
 )
+from portal.i18n import N_
 from portal.printable import quoted
 
 MAX_TEXT = 2000
-# Beside the fields of a rejection that lacks them.
-NEEDS_GROUND = f"Choose the ground of the rejection ({', '.join(GROUNDS)})."
-NEEDS_REASON = "Write the reason the person will read."
+# Beside the fields of a rejection that lacks them; the admin area shows them translated.
+NEEDS_GROUND = N_(
+    "Choose the ground of the rejection (legal_obligation, legal_claims, public_interest, other)."
+)
+NEEDS_REASON = N_("Write the reason the person will read.")
+NEEDS_MONTHS = N_("Choose 1 or 2 months.")
 
 
 def change_status(
@@ -123,7 +127,7 @@ def extend(
     if months not in EXTENSION_MONTHS:
         raise RequestRefused(
             f"{reference}: an extension is 1 or 2 months",
-            fields={"months": "Choose 1 or 2 months."},
+            fields={"months": NEEDS_MONTHS},
         )
     if not reason:
         raise RequestRefused(

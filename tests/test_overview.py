@@ -17,7 +17,8 @@ from starlette.testclient import TestClient
 from portal import db, notices, tables
 from portal.app import TEMPLATES_DIR, create_app
 from portal.config import Settings
-from portal.deletions import mail_worker
+from portal.decisions import NEEDS_GROUND
+from portal.deletions import GROUNDS, mail_worker
 from tests.factories import ALICE, BOB, load_personas
 from tests.fixtures_mail import SmtpServer, running_smtp_server, wait_for_sync
 from tests.operators import create_operators, form_token, portal_cli, post_form, sign_in
@@ -299,3 +300,30 @@ def test_it_writes_the_figures_in_the_transactions_that_do_the_work(
         )
     assert counted == 3
     assert 1 <= len(statements) <= 3  # one per batch written
+
+
+def test_it_says_beside_the_fields_what_a_refused_rejection_lacks_in_dutch(
+    people: Engine, settings: Settings, portal: TestClient
+) -> None:
+    results = person_signs_in(portal, people, ALICE)
+    portal.post(f"/{SLUG}/deletion", data={"partner": "park-a", "csrf_token": csrf(results)})
+    with people.connect() as conn:
+        reference = conn.scalar(select(tables.deletion_requests.c.reference))
+    sign_in(portal)
+    path = f"/admin/requests/{reference}"
+    page = portal.get(path, headers={"Accept-Language": "nl"}).text
+    version = re.search(r'name="version" value="(\d+)"', page).group(1)  # type: ignore[union-attr]
+
+    refused = portal.post(
+        f"{path}/status",
+        data={"status": "rejected", "version": version, "csrf_token": form_token(page)},
+        headers={"Accept-Language": "nl"},
+    )
+
+    assert refused.status_code == 409
+    errors = dict(re.findall(r'data-error="(\w+)"><span[^>]*>Fout:</span> ([^<]+)<', refused.text))
+    assert errors == {
+        "ground": "Kies de grond van de afwijzing.",
+        "reason": "Schrijf de reden die de persoon te lezen krijgt.",
+    }
+    assert set(GROUNDS) <= set(re.findall(r"\w+", NEEDS_GROUND)), "the English names them all"

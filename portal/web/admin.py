@@ -322,7 +322,9 @@ async def _decide(
         raise HTTPException(404) from None
     except RequestRefused as exc:
         form, typed = sent
-        return await request_page(request, refusal=Refusal(form, str(exc), exc.fields, typed))
+        # What the lifecycle says beside a field is a catalogue message (decisions.NEEDS_*).
+        errors = {name: said(request, message) for name, message in exc.fields.items()}
+        return await request_page(request, refusal=Refusal(form, str(exc), errors, typed))
     if request.app.state.mail_worker is not None:
         request.app.state.mail_worker.wake()
     return RedirectResponse(f"{ADMIN_PATH}/requests/{reference}", status_code=303)
