@@ -59,6 +59,23 @@ emails_failed_total = Counter(
 smtp_reconnects_total = Counter(
     "portal_smtp_reconnects_total", "SMTP connections opened in place of one lost or refused"
 )
+# Read from the database when /metrics is scraped (portal.web.ops), by whichever process
+# answers: every process sees the same database, so the newest reading is the one shown.
+database_up = Gauge(
+    "portal_database_up",
+    "1 when the database answered the last scrape (or /healthz), 0 when it did not",
+    multiprocess_mode="livemostrecent",
+)
+outbox_depth = Gauge(
+    "portal_outbox_depth",
+    "Outbox messages owed now: due, being sent, or waiting to be tried again",
+    multiprocess_mode="livemostrecent",
+)
+requests_overdue = Gauge(
+    "portal_requests_overdue",
+    "Deletion requests still open after their (extended) due date",
+    multiprocess_mode="livemostrecent",
+)
 
 
 def exposition() -> bytes:

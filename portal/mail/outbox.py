@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    func,
     literal,
     or_,
     select,
@@ -30,7 +32,7 @@ from sqlalchemy import (
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.mail.messages import Message, refuse_line_breaks
-from portal.store import tables
+from portal.store import hourly, tables
 
 log = logging.getLogger("portal.mail")
 
@@ -38,6 +40,9 @@ EMAIL, WEBHOOK = "email", "webhook"
 QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
 LEASE = timedelta(seconds=60)
 GIVE_UP_AFTER = timedelta(hours=24)
+MAX_BACKOFF = timedelta(minutes=5)  # the longest wait between two attempts at a message
+# The overview's figures (portal.hourly) that a delivery moves, by the kind of message.
+DELIVERED = {"link": hourly.LINK_MAILS, "notice": hourly.NOTICES_SENT}
 ERASED = {"recipient": None, "subject": None, "body_text": None, "body_html": None}
 _ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
 
@@ -252,7 +257,8 @@ class Outcome:
 
 def backoff(attempts: int) -> timedelta:
     """5 s after the first failed attempt, doubling, capped at 5 minutes."""
-    return timedelta(seconds=min(5 * 2 ** min(max(attempts - 1, 0), 10), 300))
+    seconds = 5 * 2 ** min(max(attempts - 1, 0), 10)
+    return min(timedelta(seconds=seconds), MAX_BACKOFF)
 
 
 def describe(
@@ -310,6 +316,42 @@ def record(
         hook = on_sent if status == SENT else on_failed if status == FAILED else None
         if hook is not None:
             hook(conn, outcome.row.id, outcome.row.deletion_request_id)
+    hourly.bump_many(conn, _figures(outcomes, now), at=now)
+
+
+def _figures(outcomes: Sequence[Outcome], now: datetime) -> Counter[str]:
+    """What the outcomes add to the overview's hourly figures."""
+    counts: Counter[str] = Counter()
+    for outcome in outcomes:
+        status, kind = outcome.status(now), outcome.row.kind
+        if status == SENT and kind in DELIVERED:
+            counts[DELIVERED[kind]] += 1
+        elif status == FAILED:
+            counts[hourly.MAIL_FAILED] += 1
+            code = outcome.response_status
+            # Bounced as notices.mark_failed has it: the server refused it for good (5xx).
+            if kind == "notice" and code is not None and 500 <= code < 600:
+                counts[hourly.NOTICES_BOUNCED] += 1
+    return counts
+
+
+def depth(conn: Connection, *, now: datetime) -> int:
+    """The messages the workers owe now: due, being sent, or waiting to be tried again
+    (at most MAX_BACKOFF away). Notices scheduled for later by their rate are not owed yet,
+    so a `portal notify` run does not make the outbox look stuck."""
+    c = tables.outbox.c
+    queued = select(func.count()).where(c.status == QUEUED, c.next_attempt_at <= now + MAX_BACKOFF)
+    sending = select(func.count()).where(c.status == SENDING)
+    return int(conn.scalar(queued) or 0) + int(conn.scalar(sending) or 0)
+
+
+def retrying(conn: Connection, *, now: datetime) -> int:
+    """The messages whose last attempt failed, waiting to be tried again."""
+    c = tables.outbox.c
+    query = select(func.count()).where(
+        c.status == QUEUED, c.next_attempt_at <= now + MAX_BACKOFF, c.last_error.is_not(None)
+    )
+    return int(conn.scalar(query) or 0)
 
 
 def _values(outcome: Outcome, now: datetime) -> dict[str, Any] | None:

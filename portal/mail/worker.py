@@ -34,7 +34,7 @@ from portal.mail.messages import Email, Message, build_email, domain_of
 from portal.mail.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
 from portal.mail.relay_health import RelayHealth
 from portal.mail.webhooks import WebhookError, partner_webhook_secret, post_webhook
-from portal.store import db, db_errors
+from portal.store import db, db_errors, hourly
 
 log = logging.getLogger("portal.mail")
 
@@ -46,6 +46,7 @@ IDLE_CLOSE = 30.0  # seconds without mail after which kept-open connections are 
 # While the database is away, recording what was sent is tried again, doubling from the
 # first pause up to the most, for as long as the claim's lease lasts (design §6, Failures).
 RECORD_RETRY_FIRST, RECORD_RETRY_MOST = 0.5, 5.0
+DEPTH_SAMPLE = 30.0  # seconds between two samples of the outbox depth for the overview
 
 SecretResolver = Callable[[Connection, "int | None"], "str | None"]
 
@@ -96,6 +97,7 @@ class MailWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._domain = domain_of(settings.mail_from)
         self.health = RelayHealth()  # what /healthz says of the relay
+        self._sampled = float("-inf")
 
     async def deliver_due(self) -> int:
         """Claims due rows (up to a batch) and delivers them; returns how many were sent."""
@@ -125,6 +127,7 @@ class MailWorker:
         try:
             while not stop.is_set():
                 self._wake.clear()
+                await self._sample_depth()  # before the round: the backlog it starts from
                 try:
                     claimed, _sent = await self._deliver_batch(stop)
                 except Exception as exc:
@@ -139,6 +142,22 @@ class MailWorker:
                     await self._pause(stop)
         finally:
             await self.sender.close()
+
+    async def _sample_depth(self) -> None:
+        """Keeps the outbox depth for the overview now and then: the hour's highest stays."""
+        if time.monotonic() - self._sampled < DEPTH_SAMPLE:
+            return
+        self._sampled = time.monotonic()
+        try:
+            await to_thread.run_sync(self._record_depth)
+        except Exception as exc:
+            # The class only, as for a delivery round; the figure waits for the next sample.
+            log.warning("outbox depth not sampled: %s", type(exc).__name__)
+
+    def _record_depth(self) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            hourly.record_max(conn, hourly.OUTBOX_DEPTH, outbox.depth(conn, now=now), at=now)
 
     async def check_relay(self) -> None:
         """Tries the relay once and warns when it does not answer (`check_relay`)."""

@@ -203,6 +203,14 @@ def relay_figures(conn: Connection) -> RelayFigures:
     )
 
 
+def requests_overdue(conn: Connection, *, today: date) -> int:
+    """Deletion requests still open after their (extended) due date, over every incident."""
+    d = tables.deletion_requests.c
+    due = func.coalesce(d.extended_due_on, d.due_on)
+    query = select(func.count()).where(d.status.in_(OPEN), due < today)
+    return int(conn.scalar(query) or 0)
+
+
 def _distinct_people(conn: Connection, incident_id: int) -> int:
     e, p = tables.exposures.c, tables.partners.c
     query = (

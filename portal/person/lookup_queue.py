@@ -34,7 +34,7 @@ from portal.mail.renderer import Renderer
 from portal.person import lookups
 from portal.person.lookups import LookupRequest, PendingLink
 from portal.person.ratelimit import RateLimiter
-from portal.store import db_errors
+from portal.store import db_errors, hourly
 
 log = logging.getLogger("portal.lookup_queue")
 
@@ -43,6 +43,7 @@ MAX_BATCH = 500  # links in one transaction at most
 # given up after this many attempts (counted failed); for those two, never.
 WRITE_ATTEMPTS = 3
 RETRY_FIRST, RETRY_MOST = 0.5, 5.0  # seconds between attempts: doubling, capped
+SHED_FLUSH_SECONDS = 5.0  # how often the lookups shed are written to the hourly counters
 HASH_NICENESS = 10  # CFS weight ~1/9 of a normal thread's
 T = TypeVar("T")
 
@@ -85,6 +86,9 @@ class LookupQueue:
         self.tasks: list[asyncio.Task[None]] = []
         self.unfinished = 0  # accepted lookups not yet written (or given another outcome)
         self.salt: bytes | None = None
+        # Shedding is what happens when every moment counts: counted in memory, written
+        # every few seconds, not a transaction per lookup.
+        self.shed = hourly.Tally(hourly.LOOKUPS_SHED)
         self.hash_pool = self.write_pool = ThreadPoolExecutor(1)  # made anew by each start()
 
     def submit(self, lookup: LookupRequest) -> bool:
@@ -94,6 +98,7 @@ class LookupQueue:
             self.incoming.put_nowait(lookup)
         except asyncio.QueueFull:
             metrics.lookups_shed_total.inc()
+            self.shed.add()
             return False
         metrics.lookup_queue_depth.inc()
         self.unfinished += 1
@@ -107,6 +112,7 @@ class LookupQueue:
         self.write_pool = ThreadPoolExecutor(1, thread_name_prefix="portal-write")
         self.tasks = [asyncio.create_task(self._hash_forever()) for _ in range(self.hashers)]
         self.tasks.append(asyncio.create_task(self._write_forever()))
+        self.tasks.append(asyncio.create_task(self._count_shed_forever()))
 
     async def drain(self) -> None:
         """Waits until every lookup accepted so far is hashed and written (or dropped)."""
@@ -129,6 +135,8 @@ class LookupQueue:
                 "(PORTAL_SHUTDOWN_TIMEOUT; counted as shed)",
                 left,
             )
+            self.shed.add(left)
+        await self._in(self.write_pool, self.shed.flush, self.engine)
         self.hash_pool.shutdown(wait=True, cancel_futures=True)
         self.write_pool.shutdown(wait=True)
 
@@ -241,6 +249,11 @@ class LookupQueue:
         if again and await self._in(self.write_pool, lookups.links_written, self.engine, batch):
             return
         await self._in(self.write_pool, lookups.write_links, self.engine, self.settings, batch)
+
+    async def _count_shed_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SHED_FLUSH_SECONDS)
+            await self._in(self.write_pool, self.shed.flush, self.engine)
 
     async def _in(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)

@@ -27,7 +27,7 @@ from portal.mail import messages, outbox
 from portal.mail.renderer import Renderer
 from portal.person.ratelimit import RateLimiter
 from portal.person.sessions import load_session
-from portal.store import db, tables
+from portal.store import db, hourly, tables
 
 log = logging.getLogger("portal.lookups")
 
@@ -140,6 +140,7 @@ def write_links(engine: Engine, settings: Settings, batch: list[PendingLink]) ->
         outbox.enqueue_emails(conn, kind="link", emails=mails)
         for incident_id, count in per_incident.items():
             counters.bump(conn, incident_id=incident_id, name=counters.LOOKUPS, by=count)
+        hourly.bump(conn, hourly.LOOKUPS, by=len(batch))
     # Logged after the commit: nothing waits inside the transaction on a log handler.
     log.info("links written: %d, their mails queued", len(batch))
 

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select, update
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
+from portal.core.i18n import N_
 from portal.core.printable import quoted
 from portal.mail.renderer import Renderer
 from portal.requests import forwarding, receipts
@@ -37,9 +38,12 @@ from portal.requests.deletions import (
 from portal.store import audit, tables
 
 MAX_TEXT = 2000
-# Beside the fields of a rejection that lacks them.
-NEEDS_GROUND = f"Choose the ground of the rejection ({', '.join(GROUNDS)})."
-NEEDS_REASON = "Write the reason the person will read."
+# Beside the fields of a rejection that lacks them; the admin area shows them translated.
+NEEDS_GROUND = N_(
+    "Choose the ground of the rejection (legal_obligation, legal_claims, public_interest, other)."
+)
+NEEDS_REASON = N_("Write the reason the person will read.")
+NEEDS_MONTHS = N_("Choose 1 or 2 months.")
 
 
 def change_status(
@@ -165,7 +169,7 @@ def _check_extension(reference: str, months: int, reason: str | None) -> str:
     if months not in EXTENSION_MONTHS:
         raise RequestRefused(
             f"{reference}: an extension is 1 or 2 months",
-            fields={"months": "Choose 1 or 2 months."},
+            fields={"months": NEEDS_MONTHS},
         )
     if not reason:
         raise RequestRefused(

@@ -24,7 +24,7 @@ from portal.core.errors import PortalError
 from portal.incidents import stored
 from portal.mail.renderer import Renderer
 from portal.requests import forwarding, receipts
-from portal.store import db, tables
+from portal.store import db, hourly, tables
 
 RECEIVED, FORWARDED, FORWARD_FAILED = "received", "forwarded", "forward_failed"
 COMPLETED, REJECTED = "completed", "rejected"
@@ -284,8 +284,13 @@ def record_change(
     note: str | None = None,
     via: str | None = None,
 ) -> None:
-    """Keeps one change of status in the request's history (and counts it for /metrics)."""
+    """Keeps one change of status in the request's history (and counts it for /metrics and
+    the overview's hourly figures)."""
     metrics.deletion_requests_total.labels(status=new).inc()
+    if old is None:
+        hourly.bump(conn, hourly.REQUESTS_OPENED)
+    elif new in CLOSED and old not in CLOSED:
+        hourly.bump(conn, hourly.REQUESTS_CLOSED)
     record_event(conn, request_id=request_id, actor=actor, old=old, new=new, note=note, via=via)
 
 

@@ -302,3 +302,13 @@ counters = Table(
     Column("name", String(32), primary_key=True),
     Column("count", BigInteger, nullable=False),
 )
+
+# The operator's notice-day overview (/admin/): what happened per hour, counted as it happens,
+# never derived from personal rows, so that purging those rows leaves the figures.
+hourly_counters = Table(
+    "hourly_counters",
+    metadata,
+    Column("hour", DateTime, primary_key=True),  # UTC, on the hour
+    Column("name", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)

@@ -15,33 +15,59 @@ from starlette.routing import Route
 from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.fields import FIELDS
-from portal.operator import accounts, export, queue, stats
+from portal.core.i18n import N_, SUPPORTED, choose_language, gettext
+from portal.operator import accounts, export, overview, queue, stats
 from portal.operator.accounts import OperatorSession
 from portal.requests import decisions
 from portal.requests.deletions import GROUNDS, STATUSES, Actor, RequestNotFound, RequestRefused
 from portal.store import audit
+from portal.web import charts
 from portal.web.csrf import checked_form, rotate_csrf_cookie
 from portal.web.forms import number, read_decision, text
-from portal.web.pages import client_address, render, with_db
+from portal.web.pages import LANG_COOKIE, client_address, render, with_db
 
 ADMIN_COOKIE = "portal_admin"
 ADMIN_PATH = "/admin"
 LOGIN = "/admin/login"
-LOGIN_REFUSED = "Unknown username or wrong password."
-LOGIN_THROTTLED = "Too many failed logins. Wait a while, then try again."
+LOGIN_REFUSED = N_("Unknown username or wrong password.")
+LOGIN_THROTTLED = N_("Too many failed logins. Wait a while, then try again.")
 OPERATOR_STATUSES = ("forwarded", "completed", "rejected")
 AUDIT_PAGE = 200
-NO_STATUS = "Choose the new status."
+NO_STATUS = N_("Choose the new status.")
+# The operator's languages: English for a browser that asks for neither of them.
+ADMIN_LANGUAGES = ["en", *(lang for lang in SUPPORTED if lang != "en")]
 # The detail of the audit entry written at an operator's first view of a request in a day.
 VIEWED = "first view today (UTC); it shows the person's address"
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def admin_language(request: Request) -> str:
+    """The operator's language, chosen as a visitor's is: the switch, then the browser."""
+    return choose_language(
+        ADMIN_LANGUAGES,
+        query=request.query_params.get("lang"),
+        cookie=request.cookies.get(LANG_COOKIE),
+        accept=request.headers.get("accept-language"),
+    )
+
+
+def said(request: Request, message: str) -> str:
+    """A message of this module in the operator's language."""
+    return gettext(admin_language(request), message)
+
+
 def page(request: Request, template: str, *, status: int = 200, **context: Any) -> Response:
-    """An admin page: English, with the signed-in operator for the navigation."""
+    """An admin page in the operator's language, with the signed-in operator for the
+    navigation and the language switch."""
     operator = getattr(request.state, "operator", None)
     return render(
-        request, f"admin/{template}", lang="en", status=status, operator=operator, **context
+        request,
+        f"admin/{template}",
+        lang=admin_language(request),
+        status=status,
+        operator=operator,
+        languages=list(SUPPORTED),
+        **context,
     )
 
 
@@ -87,13 +113,15 @@ async def login(request: Request) -> Response:
     )
     if not allowed:
         metrics.rate_limited_total.labels(limit="login").inc()
-        return page(request, "login.html", status=429, error=LOGIN_THROTTLED, username=username)
+        refused = said(request, LOGIN_THROTTLED)
+        return page(request, "login.html", status=429, error=refused, username=username)
     operator = await with_db(request, accounts.authenticate, username=username, password=password)
     if operator is None:
         await limiter.hit("login", client)
         await limiter.hit("login_account", account)
         await with_db(request, _audit_failed_login, username)
-        return page(request, "login.html", status=400, error=LOGIN_REFUSED, username=username)
+        refused = said(request, LOGIN_REFUSED)
+        return page(request, "login.html", status=400, error=refused, username=username)
     token = await with_db(request, _start, request.app.state.settings, operator)
     response = RedirectResponse(f"{ADMIN_PATH}/", status_code=303)
     response.set_cookie(
@@ -136,16 +164,26 @@ def _end(conn: Any, session: OperatorSession) -> None:
 
 
 async def home(request: Request) -> Response:
-    figures = await with_db(request, _figures)
-    return page(request, "home.html", figures=figures, notice_statuses=stats.PARTNER_NOTICES)
+    figures, notice_day = await with_db(request, _figures)
+    return page(
+        request,
+        "home.html",
+        figures=figures,
+        overview=notice_day,
+        bars=charts.hourly_bars,
+        notice_statuses=stats.PARTNER_NOTICES,
+    )
 
 
-def _figures(conn: Any) -> list[tuple[stats.IncidentFigures, list[stats.PartnerFigures]]]:
+def _figures(
+    conn: Any,
+) -> tuple[list[tuple[stats.IncidentFigures, list[stats.PartnerFigures]]], overview.Overview]:
     partners = stats.partner_figures(conn)
-    return [
+    per_incident = [
         (incident, [p for p in partners if p.incident == incident.incident])
         for incident in stats.incident_figures(conn)
     ]
+    return per_incident, overview.overview(conn)
 
 
 async def requests_page(request: Request) -> Response:
@@ -225,7 +263,8 @@ async def set_status(request: Request) -> Response:
     decision = read_decision(form)
     typed = _typed(form, "status", "note", "ground", "reason", "partner_reference")
     if not decision.status:
-        refusal = Refusal("status", NO_STATUS, {"status": NO_STATUS}, typed, status=400)
+        asked = said(request, NO_STATUS)
+        refusal = Refusal("status", asked, {"status": asked}, typed, status=400)
         return await request_page(request, refusal=refusal)
     state = request.app.state
     return await _decide(
@@ -287,7 +326,9 @@ async def _decide(
         raise HTTPException(404) from None
     except RequestRefused as exc:
         form, typed = sent
-        return await request_page(request, refusal=Refusal(form, str(exc), exc.fields, typed))
+        # What the lifecycle says beside a field is a catalogue message (decisions.NEEDS_*).
+        errors = {name: said(request, message) for name, message in exc.fields.items()}
+        return await request_page(request, refusal=Refusal(form, str(exc), errors, typed))
     if request.app.state.mail_worker is not None:
         request.app.state.mail_worker.wake()
     return RedirectResponse(f"{ADMIN_PATH}/requests/{reference}", status_code=303)

@@ -138,6 +138,12 @@ def admin_pages(auditor: Auditor) -> None:
     page.click("form[data-login] button[type=submit]")
     page.wait_for_url(re.compile(r"/admin/$"))
     auditor.check("admin-home")
+    # The notice-day overview: seven charts, each with its figures in a table to unfold.
+    assert page.locator("figure[data-chart] svg[role=img]").count() == 7
+    assert page.locator("[data-alert]").count() == 3
+    page.locator("figure[data-chart=lookups] summary").click()
+    assert page.locator("figure[data-chart=lookups] table tbody tr").count() == 48
+    auditor.check("admin-home-figures")
     auditor.visit("admin-requests", "/admin/requests")
     reference = page.locator("[data-request]").first.get_attribute("data-request")
     auditor.visit("admin-request", f"/admin/requests/{reference}")
@@ -171,8 +177,12 @@ def test_axe_finds_nothing_on_the_pages_in_english(open_person: Any) -> None:
     run(open_person, "en", person_pages)
 
 
-def test_axe_finds_nothing_in_the_admin_area(open_person: Any) -> None:
+def test_axe_finds_nothing_in_the_admin_area_in_english(open_person: Any) -> None:
     run(open_person, "en", admin_pages)
+
+
+def test_axe_finds_nothing_in_the_admin_area_in_dutch(open_person: Any) -> None:
+    run(open_person, "nl", admin_pages)
 
 
 def test_axe_sees_a_violation_when_there_is_one(open_person: Any) -> None:
