@@ -22,6 +22,8 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
+from portal.core.errors import PortalError
+from portal.core.printable import quoted
 from portal.core.tokens import partner_queue_signer
 from portal.incidents import stored
 from portal.incidents.stored import Incident, Partner
@@ -87,6 +89,8 @@ def send_due_digests(
     now = now or utcnow()
     with engine.connect() as conn:
         found = stored.get_incident(conn, incident) if incident else None
+        if incident and found is None:
+            raise PortalError(f"no incident {quoted(incident)}: see portal incident list")
         due = due_partners(conn, now=now, incident_id=found.id if found else None)
     queued = 0
     for partner_id in due:
