@@ -41,7 +41,7 @@ GROUPS: list[tuple[str, dict[str, Any], list[tuple[str, Callable[..., Any]]]]] =
     ),
     (
         "partners",
-        {"help": "Partners that take their requests in bulk (forward = \"daily\")."},
+        {"help": 'Partners that take their requests in bulk (forward = "daily").'},
         [("digest", reach.partners_digest)],
     ),
 ]

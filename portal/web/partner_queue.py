@@ -1,4 +1,4 @@
-"""A partner's queue page (/r/partner/{token}): its open requests, their CSV, an upload of outcomes."""
+"""A partner's queue page (/r/partner/{token}): open requests, their CSV, uploaded outcomes."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ async def queue_page(request: Request) -> Response:
     upload = request.query_params.get("upload", "")
     upload_id = int(upload) if upload.isdigit() and len(upload) < 10 else None
     try:
+        settings = request.app.state.settings
         owner, queued, shown = await with_db(
-            request, partner_queue.view_queue, request.app.state.settings, token, upload_id=upload_id
+            request, partner_queue.view_queue, settings, token, upload_id=upload_id
         )
     except TokenInvalid as exc:
         return _bad_link(request, exc)
