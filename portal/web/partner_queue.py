@@ -119,12 +119,13 @@ def _limited(request: Request) -> Request:
 async def _file(request: Request) -> bytes:
     """The uploaded file `file` of a multipart form with its CSRF token."""
     form = await checked_form(request, max_fields=5, max_files=1)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise BadUpload("no file: choose a CSV file of outcomes")
-    data = await upload.read(UPLOAD_MAX_BYTES + 1)
-    await upload.close()
-    return data
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadUpload("no file: choose a CSV file of outcomes")
+        return await upload.read(UPLOAD_MAX_BYTES + 1)
+    finally:
+        await form.close()
 
 
 async def _refused(request: Request, token: str, why: str) -> Response:
