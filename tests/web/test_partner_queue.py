@@ -1,4 +1,4 @@
-"""A forward="daily" partner's queue page: its open requests, requests.csv, and uploads of outcomes."""
+"""A forward="daily" partner's queue page: open requests, requests.csv, uploads of outcomes."""
 
 from __future__ import annotations
 
