@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import anyio.to_thread
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -70,15 +70,21 @@ async def upload_outcomes(request: Request) -> Response:
     token = request.path_params["token"]
     state = request.app.state
     try:
+        form = await checked_form(_limited(request), max_fields=5, max_files=1)  # CSRF: 403
+    except UploadTooLarge:
+        form = None
+    try:
         await with_db(request, partner_queue.owner_of_link, state.settings, token)
     except TokenInvalid as exc:
+        if form is not None:
+            await form.close()
         return _bad_link(request, exc)
     try:
-        data = await _file(_limited(request))
-        rows = partner_queue.read_outcomes(data)
-    except (UploadTooLarge, BadUpload) as exc:
-        why = str(exc) if isinstance(exc, BadUpload) else "the file is over 5 MB: split it"
-        return await _refused(request, token, why)
+        if form is None:
+            raise BadUpload("the file is over 5 MB: split it in parts")
+        rows = partner_queue.read_outcomes(await _file(form))
+    except BadUpload as exc:
+        return await _refused(request, token, str(exc))
     upload_id = await _apply(request, token, rows)
     if state.mail_worker is not None:
         state.mail_worker.wake()  # the closing emails to the people
@@ -116,9 +122,8 @@ def _limited(request: Request) -> Request:
     return Request(request.scope, counting_receive)
 
 
-async def _file(request: Request) -> bytes:
-    """The uploaded file `file` of a multipart form with its CSRF token."""
-    form = await checked_form(request, max_fields=5, max_files=1)
+async def _file(form: FormData) -> bytes:
+    """The uploaded file `file` of the form; the form's temporary files closed."""
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
