@@ -105,9 +105,10 @@ def queue_digest(
     """Claims the partner's new requests and queues their digest, in the caller's
     transaction; 0 when another process did so first (or nothing is new)."""
     p = tables.partners
-    # The partner's row is the lock (PostgreSQL): the second process waits, then finds
-    # the digest of the first and nothing left to claim.
-    conn.execute(select(p.c.id).where(p.c.id == partner_id).with_for_update())
+    # The partner's row is the lock: a write that changes nothing takes it (the row on
+    # PostgreSQL, the file on SQLite) before anything is read, so a second process waits,
+    # then sees the digest of the first and finds it not due.
+    conn.execute(update(p).where(p.c.id == partner_id).values(forward=p.c.forward))
     if partner_id not in due_partners(conn, now=now):
         return 0
     digest_id = conn.execute(
@@ -116,11 +117,15 @@ def queue_digest(
         .returning(tables.partner_digests.c.id)
     ).scalar_one()
     r = tables.deletion_requests
-    conn.execute(
+    claimed = conn.execute(
         update(r)
         .where(r.c.partner_id == partner_id, r.c.digest_id.is_(None), r.c.status.in_(WAITING))
         .values(digest_id=digest_id)
     )
+    if claimed.rowcount == 0:  # another process claimed them after we looked (SQLite)
+        d = tables.partner_digests
+        conn.execute(d.delete().where(d.c.id == digest_id))
+        return 0
     rows = list(
         conn.execute(
             select(r).where(r.c.digest_id == digest_id).order_by(r.c.due_on, r.c.reference)

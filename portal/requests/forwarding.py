@@ -72,8 +72,9 @@ def forward(
     is left for that digest to claim (again, when a digest that carried it failed).
     """
     if partner.forward == DAILY:
-        r = tables.deletion_requests.c
-        conn.execute(update(tables.deletion_requests).where(r.id == row.id).values(digest_id=None))
+        if row.digest_id is not None:  # a retry after its digest failed
+            t = tables.deletion_requests
+            conn.execute(update(t).where(t.c.id == row.id).values(digest_id=None))
         return
     lang = partner_language(incident, partner)
     message = renderer.email(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -12,12 +13,14 @@ from pathlib import Path
 import anyio
 import pytest
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import OperationalError
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.mail.worker import MailWorker
 from portal.requests import digests
-from portal.requests.deletions import DeletionRequest
+from portal.requests.decisions import retry
+from portal.requests.deletions import Actor, DeletionRequest
 from portal.store import tables
 from tests.factories import (
     ALICE,
@@ -198,3 +201,57 @@ def test_it_sends_due_digests_from_the_command_line(
     assert b"0 digest(s) queued" in again.stdout
     assert unknown.returncode == 1 and "no incident 'no-such-incident'" in unknown.stderr
     assert len(to_park_a(smtp_server)) == 1
+
+
+def test_it_sends_one_digest_when_two_workers_look_at_once(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    load_daily_partner(engine, settings, tmp_path)
+    asked(engine, settings)
+    start = threading.Barrier(2)
+    queued: list[int] = []
+
+    def look() -> None:
+        start.wait()
+        try:
+            queued.append(digests.send_due_digests(engine, settings, renderer=RENDERER))
+        except OperationalError:  # SQLite: the other writer held the file; nothing written
+            queued.append(0)
+
+    workers = [threading.Thread(target=look) for _ in range(2)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+
+    assert sorted(queued) == [0, 1]
+    assert kinds(engine).count("partner_digest") == 1
+    t = tables.deletion_requests.c
+    with engine.connect() as conn:
+        assert set(conn.scalars(select(t.digest_id))) == {1}
+
+
+def test_it_puts_a_retried_request_in_the_next_digest(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    load_daily_partner(engine, settings, tmp_path)
+    (alice,) = ask_deletion(engine, settings, ALICE, "park-a")
+    now = utcnow()
+    digests.send_due_digests(engine, settings, renderer=RENDERER, now=now)
+    with engine.begin() as conn:  # its digest failed for a day
+        o = tables.outbox.c
+        (outbox_id,) = conn.scalars(select(o.id).where(o.kind == "partner_digest"))
+        digests.mark_failed(conn, outbox_id, alice.id)
+        retry(
+            conn,
+            settings,
+            reference=alice.reference,
+            actor=Actor("operator", "dora", "admin"),
+            renderer=RENDERER,
+        )
+    later = now + timedelta(days=1, minutes=1)
+    assert digests.send_due_digests(engine, settings, renderer=RENDERER, now=later) == 1
+    with engine.connect() as conn:
+        counts = list(conn.scalars(select(tables.partner_digests.c.requests).order_by("id")))
+    assert counts == [1, 1]
+    assert "partner_request" not in kinds(engine)
