@@ -157,6 +157,14 @@ def test_it_applies_each_row_as_a_single_report_and_shows_the_refused_ones(
     assert "deletion_completed" in kinds, "the person is told, as on any closing"
     (entry,) = [a for a in audit_details(engine) if a[0] == "partner_outcomes_uploaded"]
     assert entry[2] == "1 applied, 2 refused"
+    e = tables.deletion_events.c
+    with engine.connect() as conn:
+        closing = conn.execute(
+            select(e.actor, e.via).where(
+                e.request_id == requests_made[0].id, e.to_status == "completed"
+            )
+        ).one()
+    assert tuple(closing) == ("partner:park-a", "upload"), "the operator sees who closed it"
 
 
 def test_it_refuses_another_partners_reference_as_an_unknown_one(
