@@ -34,7 +34,7 @@ from portal.incidents.fingerprints import PepperWatch
 from portal.person.lookup_queue import LookupQueue
 from portal.person.ratelimit import RateLimiter
 from portal.store import db, db_errors
-from portal.web import about, admin, ops, partner, public
+from portal.web import about, admin, ops, partner, partner_queue, public
 from portal.web.middleware import (
     AccessLog,
     BodyLimit,
@@ -58,6 +58,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             *ops.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *admin.routes,
+            *partner_queue.routes,
             *partner.routes,
             *about.routes,
             *public.routes,
@@ -66,7 +67,12 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             Middleware(AccessLog),
             Middleware(SecurityHeaders, https=settings.https),
             Middleware(ErrorPage, handler=server_error),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes, handler=http_error),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                handler=http_error,
+                own_limit=partner_queue.UPLOAD_PATH,
+            ),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

@@ -18,7 +18,7 @@ from portal.mail.outbox import OutboxHook
 from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
 from portal.reach import outcomes
-from portal.requests import deletions, forwarding
+from portal.requests import deletions, digests, forwarding
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
@@ -35,8 +35,8 @@ def mail_worker(engine: Engine, settings: Settings) -> MailWorker:
     return MailWorker(
         engine,
         settings,
-        on_sent=_both(deletions.mark_forwarded, outcomes.mark_sent),
-        on_failed=_both(deletions.mark_forward_failed, outcomes.mark_failed),
+        on_sent=_both(deletions.mark_forwarded, digests.mark_forwarded, outcomes.mark_sent),
+        on_failed=_both(deletions.mark_forward_failed, digests.mark_failed, outcomes.mark_failed),
     )
 
 
@@ -53,9 +53,13 @@ def _both(*hooks: OutboxHook) -> OutboxHook:
 async def reminders(
     engine: Engine, settings: Settings, renderer: Renderer, worker: MailWorker, stop: asyncio.Event
 ) -> None:
-    """Reminds partners next to the mail worker, which then sends the reminders at once."""
-    await forwarding.remind_periodically(
-        engine, settings, stop, renderer=renderer, queued=worker.wake
+    """Reminds partners, and queues the daily digests when due, next to the mail worker,
+    which then sends them at once."""
+    await asyncio.gather(
+        forwarding.remind_periodically(
+            engine, settings, stop, renderer=renderer, queued=worker.wake
+        ),
+        digests.send_periodically(engine, settings, stop, renderer=renderer, queued=worker.wake),
     )
 
 

@@ -1,9 +1,10 @@
 """Every kind of email the portal sends, in each language, as the bytes its SMTP relay gets.
 
 `send_every_email` walks the real paths (a lookup, an entry page's lookup, `portal notify`,
-deletion requests, an operator's extension and decisions, a partner's reminder) for the
-example incident of docs/, once speaking Dutch and once English, delivers the outbox with
-the real mail worker to an aiosmtpd server, and returns what arrived.
+deletion requests, a partner's daily digest, an operator's extension and decisions, a
+partner's reminder) for the example incident of docs/, once speaking Dutch and once
+English, delivers the outbox with the real mail worker to an aiosmtpd server, and returns
+what arrived.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from portal.person.sessions import confirm_link
 from portal.reach import notices
 from portal.requests.decisions import change_status, extend
 from portal.requests.deletions import Actor, request_deletion
+from portal.requests.digests import send_due_digests
 from portal.requests.forwarding import send_due_reminders
 from portal.store import tables
 from portal.workers import TEMPLATES_DIR
@@ -94,9 +96,12 @@ class Sent:
     def name(self) -> str:
         """Which one it is: "notice[alice]-en", "partner_request[park-a:bob]-nl"."""
         case = CASES.get(self.recipient)
-        if case is None:  # to a partner, about a person
+        partner = self.recipient.partition("@")[2].split(".")[0]
+        if case is None and self.kind == "partner_digest":  # to a partner, about several
+            case = partner
+        elif case is None:  # to a partner, about a person
             person = next(name for address, name in CASES.items() if address.encode() in self.data)
-            case = f"{self.recipient.partition('@')[2].split('.')[0]}:{person}"
+            case = f"{partner}:{person}"
         return f"{self.template}[{case}]-{self.lang}"
 
     @property
@@ -137,6 +142,8 @@ def send_every_email(engine: Engine, settings: Settings, folder: Path) -> list[S
         for lang in LANGUAGES:
             _load_and_notify(engine, settings, folder, lang)
             _people_ask(engine, settings, lang)
+        # Omroep C takes its requests in bulk (forward = "daily"): one digest per incident.
+        assert send_due_digests(engine, settings, renderer=RENDERER) == len(LANGUAGES)
         _deliver(engine, worker)  # the partners' requests go out: they are forwarded
         for lang in LANGUAGES:
             _operator_decides(engine, lang)

@@ -241,3 +241,23 @@ PEPPER_REFUSAL = (
     "incidents were imported with, or purge them (portal purge --incident SLUG --all) and "
     "import them again"
 )
+
+
+DAILY_SECRET = "park-a-daily-secret"
+
+
+def load_daily_partner(
+    engine: Engine, settings: Settings, folder: Path, *, webhook_url: str | None = None
+) -> None:
+    """The personas' incident with park-a taking its requests in bulk (forward = "daily"),
+    in English, with a signed webhook when `webhook_url` is given; park-a's file imported."""
+    line = 'contact_email = "privacy@park-a.example"\n'
+    extra = 'forward = "daily"\nlanguage = "en"\n'
+    if webhook_url:
+        extra += f'webhook_url = "{webhook_url}"\nwebhook_secret = "{DAILY_SECRET}"\n'
+    (folder / "incident.toml").write_text(INCIDENT.replace(line, line + extra), encoding="utf-8")
+    load_incident_file(engine, folder / "incident.toml")
+    import_csv(
+        engine, settings, incident="ticketing-2021", partner="park-a",
+        path=write_csv(folder / "park-a.csv", PARK_A),
+    )  # fmt: skip

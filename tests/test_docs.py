@@ -27,6 +27,7 @@ from types import SimpleNamespace
 from portal.core.config import Settings
 from portal.core.fields import to_bits
 from portal.mail.outbox import webhook_body
+from portal.requests.digests import batch_payload
 from portal.requests.forwarding import webhook_payload
 from tests.server import (
     DOCS,
@@ -126,3 +127,36 @@ def test_it_has_a_transcript_for_each_failure_a_fault_test_brings_about() -> Non
         assert f'shows_in_the_guide("{name}"' in (faults / test).read_text(encoding="utf-8")
         for step in transcripts[name]:
             assert step.command.startswith(("portal ", f"curl -s {GUIDE_URL}/")), step.command
+
+
+BATCH_BODY = re.compile(
+    r"^POST /hooks/erasure HTTP/1.1\n.*?\n\n(\{\"incident\".*?)^```$", re.S | re.M
+)
+
+
+def test_it_shows_the_batch_webhook_body_exactly_as_the_portal_sends_it() -> None:
+    found = BATCH_BODY.search((DOCS / "partners.md").read_text(encoding="utf-8"))
+    assert found, "docs/partners.md shows the daily batch call"
+    shown = json.loads(found.group(1), object_pairs_hook=list)
+    settings = Settings(
+        instance_dir=DOCS,
+        database_url="sqlite://",
+        secret_key="docs",
+        pepper=b"docs",
+        base_url="https://lek.example.org",
+    )
+    request = SimpleNamespace(
+        reference="DR-7K3Q-9XPM",
+        email="alice@example.org",
+        verified_at=datetime(2024, 3, 1, 10, 1, 57, 482913),
+        received_at=datetime(2024, 3, 1, 10, 2, 11, 123456),
+        due_on=date(2024, 4, 1),
+        extended_due_on=None,
+        fields=to_bits(["email", "name"]),
+    )
+    incident = SimpleNamespace(slug="ticketing-2021", contact_email="privacy@ticketdienst.example")
+    partner = SimpleNamespace(slug="omroep-c", id=3)
+    payload = batch_payload(settings, incident, partner, [request])  # type: ignore[arg-type]
+    body = re.sub(r"/r/partner/[\w.-]+", "/r/partner/<token>", webhook_body(payload))
+    body = re.sub(r"/r/(?!partner/)[\w.-]+", "/r/<token>", body)
+    assert json.loads(body, object_pairs_hook=list) == shown

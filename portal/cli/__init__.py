@@ -39,6 +39,11 @@ GROUPS: list[tuple[str, dict[str, Any], list[tuple[str, Callable[..., Any]]]]] =
             ("disable", operator.admin_disable),
         ],
     ),
+    (
+        "partners",
+        {"help": 'Partners that take their requests in bulk (forward = "daily").'},
+        [("digest", reach.partners_digest)],
+    ),
 ]
 
 

@@ -1,7 +1,9 @@
-"""Commands that reach people who did not come to the portal: `notify` (the direct notice)."""
+"""Commands that reach people who did not come to the portal: `notify` (the direct notice),
+and partners in bulk: `partners digest`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
@@ -14,6 +16,7 @@ from portal.core.printable import shown
 from portal.incidents.fingerprints import refuse_another_pepper
 from portal.reach.notices import NotifySummary
 from portal.reach.notices import notify as queue_notices
+from portal.requests.digests import send_due_digests
 
 
 @operator_errors
@@ -113,3 +116,26 @@ def _notify_outcome(summary: NotifySummary) -> str:
         f"{summary.first_at:%Y-%m-%d %H:%M:%S} UTC, the last {summary.last_at:%Y-%m-%d %H:%M:%S} "
         f"UTC ({hours:.1f} h); `portal serve` or `portal mail-worker` sends them"
     )
+
+
+@operator_errors
+def partners_digest(
+    incident: Annotated[
+        str | None, typer.Argument(help="Only this incident's partners (default: every one).")
+    ] = None,
+) -> None:
+    """Send now the daily digests that are due: to each partner with forward = "daily" that
+    has new deletion requests and had no digest in the last 24 hours, one email listing
+    them (and one signed batch webhook call when it has a webhook), with a link to its queue.
+
+    The mail worker does this by itself once a day; this command queues the due digests and
+    delivers the outbox once. A request is never in two digests.
+
+    Example: portal partners digest ticketing-2021
+    """
+    settings = load_settings()
+    renderer = root.renderer()
+    with database(settings) as engine:
+        queued = send_due_digests(engine, settings, renderer=renderer, incident=incident)
+        delivered = asyncio.run(root.mail_worker(engine, settings).deliver_due()) if queued else 0
+    say(f"{queued} digest(s) queued, {delivered} message(s) delivered")

@@ -165,6 +165,30 @@ class ReferenceSigner:
         return value
 
 
+class TimedSigner:
+    """Signs a public value (a partner's id) for one purpose, valid for `max_age` seconds."""
+
+    def __init__(self, secret_key: str, *, purpose: str, max_age: int) -> None:
+        self.serializer = URLSafeTimedSerializer(secret_key, salt=f"portal.{purpose}")
+        self.max_age = max_age
+
+    def sign(self, value: str) -> str:
+        token: str = self.serializer.dumps(value)
+        return token
+
+    def read(self, token: str) -> str:
+        """The signed value; raises TokenExpired after `max_age`, else TokenInvalid if not ours."""
+        try:
+            value = self.serializer.loads(token, max_age=self.max_age)
+        except SignatureExpired:
+            raise TokenExpired from None
+        except BadSignature:
+            raise TokenInvalid from None
+        if not isinstance(value, str):
+            raise TokenInvalid
+        return value
+
+
 # -- every purpose: its own salt and max age, so that no token passes for another ---------
 
 
@@ -192,6 +216,15 @@ def operator_session_tokens(settings: Settings) -> TokenService:
 def partner_signer(settings: Settings) -> ReferenceSigner:
     """A partner's link to one deletion request, valid as long as the database says."""
     return ReferenceSigner(settings.secret_key, purpose="partner")
+
+
+PARTNER_QUEUE_MAX_AGE = timedelta(days=30)
+
+
+def partner_queue_signer(settings: Settings) -> TimedSigner:
+    """A forward="daily" partner's link to its queue page, from its digest: 30 days."""
+    max_age = int(PARTNER_QUEUE_MAX_AGE.total_seconds())
+    return TimedSigner(settings.secret_key, purpose="partner-queue", max_age=max_age)
 
 
 def sent_address_sealer(settings: Settings) -> SealedText:

@@ -49,9 +49,12 @@ PARTNER_KEYS = frozenset(
         "language",
         "certainty",
         "intro",
+        "forward",
     }
 )
 CERTAINTIES = ("confirmed", "possible")
+# How a partner gets its requests: each by itself, or a daily digest and its queue page.
+FORWARDS = ("each", "daily")
 # Optional Markdown sections of the incident page, per language, beside the notice (which
 # says what happened). GDPR Art. 34(2) asks every notice for the nature of the breach (the
 # notice), a contact point (contact_email), the likely consequences and the measures taken:
@@ -98,6 +101,7 @@ EXPECTED: dict[tuple[str, ...], str] = {
     ("partners", "language"): " or ".join(f'"{lang}"' for lang in LANGUAGES),
     ("partners", "certainty"): " or ".join(f'"{c}"' for c in CERTAINTIES),
     ("partners", "intro"): TEXTS,
+    ("partners", "forward"): " or ".join(f'"{f}"' for f in FORWARDS),
     ("blind_index",): "a [blind_index] table",
     **{("blind_index", k): f"a whole number {lo}-{hi}" for k, (lo, hi) in KDF_LIMITS.items()},
 }
@@ -494,6 +498,7 @@ class _Checker:
             "language": self.partner_language(entry.get("language"), (*path, "language"), where),
             "certainty": self.certainty(entry.get("certainty"), (*path, "certainty"), where),
             "intro": self.intro(entry.get("intro"), (*path, "intro"), where),
+            "forward": self.forward(entry.get("forward"), (*path, "forward"), where),
         }
 
     def intro(self, value: Any, path: tuple[str | int, ...], where: str) -> dict[str, str]:
@@ -511,6 +516,16 @@ class _Checker:
                 f"{where}certainty must be one of: {', '.join(CERTAINTIES)}, not {_given(value)}",
             )
             return CERTAINTIES[0]
+        return str(value)
+
+    def forward(self, value: Any, path: tuple[str | int, ...], where: str) -> str:
+        if value is None:
+            return FORWARDS[0]
+        if value not in FORWARDS:
+            self.problem(
+                path, f"{where}forward must be one of: {', '.join(FORWARDS)}, not {_given(value)}"
+            )
+            return FORWARDS[0]
         return str(value)
 
     def partner_language(self, value: Any, path: tuple[str | int, ...], where: str) -> str | None:

@@ -31,6 +31,7 @@ class Partner:
     # Markdown per language, heading its entry page /{incident}/p/{slug}/; not part of the
     # identity (a Partner is a dict key).
     intro: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    forward: str = "each"  # or "daily": a digest a day and the partner queue page
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,10 @@ def _kdf(row: Any) -> KdfParams:
 def _store_partner(conn: Connection, incident_id: int, data: dict[str, Any]) -> bool:
     """Inserts or updates one partner by slug; tells whether it was created."""
     t = tables.partners
-    keys = ("name", "contact_email", "webhook_url", "webhook_secret", "language", "certainty")
+    keys = (
+        "name", "contact_email", "webhook_url", "webhook_secret", "language", "certainty",
+        "forward",
+    )  # fmt: skip
     values = {k: data[k] for k in keys}
     values["intro"] = _json(data["intro"]) if data.get("intro") else None
     existing = conn.scalar(
@@ -221,6 +225,7 @@ def _partner(row: Any) -> Partner:
         language=row["language"],
         certainty=row["certainty"],
         intro=json.loads(row["intro"] or "{}"),
+        forward=row["forward"],
     )
 
 

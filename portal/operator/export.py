@@ -15,13 +15,12 @@ from pathlib import Path
 from sqlalchemy import Connection, select
 
 from portal.core.errors import PortalError
+from portal.core.printable import neutralise
 from portal.incidents import stored
 from portal.requests.deletions import REJECTED
 from portal.store import audit, tables
 
 COLUMNS = ("reference", "email", "received", "due", "status", "closed", "outcome")
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ExportNotFound(LookupError):
@@ -80,11 +79,6 @@ def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
         row.closed_at.date().isoformat() if row.closed_at else "",
         outcome,
     ]
-
-
-def neutralise(cell: str) -> str:
-    """A cell a spreadsheet would read as a formula gets a leading apostrophe."""
-    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
 
 
 def write_private(path: Path, data: bytes) -> None:

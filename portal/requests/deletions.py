@@ -333,8 +333,12 @@ def _move(
     if request_id is None:  # most mail (links, receipts) costs no query here
         return
     kind = conn.scalar(select(tables.outbox.c.kind).where(tables.outbox.c.id == outbox_id))
-    if kind not in PARTNER_COPIES:
-        return
+    if kind in PARTNER_COPIES:
+        move_by_mail(conn, request_id, to=to, allowed=allowed)
+
+
+def move_by_mail(conn: Connection, request_id: int, *, to: str, allowed: tuple[str, ...]) -> None:
+    """Moves one request as the mail worker reports its partner's copy (or a digest of it)."""
     table = tables.deletion_requests
     old = conn.scalar(select(table.c.status).where(table.c.id == request_id))
     if old not in allowed:

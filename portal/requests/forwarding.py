@@ -25,6 +25,7 @@ from portal.store import tables
 log = logging.getLogger("portal.forwarding")
 
 FORWARDED = "forwarded"
+DAILY = "daily"  # a partner's `forward` that takes its requests in a daily digest
 # A partner's link works while its request is open and this long after it closed.
 LINK_DAYS_AFTER_CLOSE = 30
 REMINDER_INTERVAL = 600.0  # seconds between two looks for partners to remind
@@ -65,7 +66,16 @@ def forward(
     *,
     renderer: Renderer,
 ) -> None:
-    """Queues the request to the partner: an email, and a signed webhook when configured."""
+    """Queues the request to the partner: an email, and a signed webhook when configured.
+
+    A forward="daily" partner gets it in its next digest (digests.py) instead: the request
+    is left for that digest to claim (again, when a digest that carried it failed).
+    """
+    if partner.forward == DAILY:
+        if row.digest_id is not None:  # a retry after its digest failed
+            t = tables.deletion_requests
+            conn.execute(update(t).where(t.c.id == row.id).values(digest_id=None))
+        return
     lang = partner_language(incident, partner)
     message = renderer.email(
         "partner_request", lang, **_context(settings, incident, partner, row, lang)

@@ -165,6 +165,26 @@ def report_by_api(
     return _close(conn, reference, partner, "api", outcome, renderer, decision)
 
 
+def report_by_upload(
+    conn: Connection,
+    *,
+    reference: str,
+    partner: Partner,
+    outcome: str,
+    renderer: Renderer,
+    **decision: object,
+) -> DeletionRequest:
+    """Closes one request as a row of its partner's uploaded outcomes reports it: checked
+    as any single report is. Another partner's reference is refused as an unknown one."""
+    try:
+        request: DeletionRequest | None = get_request(conn, reference)
+    except RequestNotFound:
+        request = None
+    if request is None or request.partner_id != partner.id:
+        raise RequestRefused(f"{quoted(reference)}: no such request of yours")
+    return _close(conn, reference, partner, "upload", outcome, renderer, decision)
+
+
 def _close(
     conn: Connection,
     reference: str,

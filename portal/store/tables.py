@@ -77,6 +77,8 @@ partners = Table(
     # "possible": the data set may hold people whose data were not exposed.
     Column("certainty", String(16), nullable=False, server_default="confirmed"),
     Column("intro", Text, nullable=True),  # JSON {lang: markdown}: its entry page's text
+    # "each": every request by itself; "daily": a digest a day and the queue page (§8).
+    Column("forward", String(8), nullable=False, server_default="each"),
     UniqueConstraint("incident_id", "slug", name="uq_partners_incident_slug"),
 )
 
@@ -173,6 +175,9 @@ deletion_requests = Table(
     Column("kept_fields", BigInteger, nullable=True),  # bit set of what a rejection keeps
     Column("last_reminded_at", DateTime, nullable=True),
     Column("reminders_sent", Integer, nullable=False, server_default="0"),
+    # The daily digest that carried it to a forward="daily" partner: set in the transaction
+    # that queues the digest, so no request is in two digests.
+    Column("digest_id", ForeignKey("partner_digests.id", ondelete="SET NULL"), nullable=True),
     UniqueConstraint("partner_id", "bidx", name="uq_deletion_requests_partner_bidx"),
     Index("ix_deletion_requests_bidx", "bidx"),
 )
@@ -188,6 +193,33 @@ deletion_events = Table(
     Column("to_status", String(16), nullable=False),
     Column("note", Text, nullable=True),
     Column("via", String(16), nullable=True),  # admin, link, api, mail, portal
+)
+
+# A daily digest to a forward="daily" partner: its email and batch webhook in the outbox.
+partner_digests = Table(
+    "partner_digests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("partner_id", ForeignKey("partners.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("requests", Integer, nullable=False),
+    # Plain ids, not foreign keys: the outbox points at requests, which point here.
+    Column("outbox_id", Integer, nullable=True),
+    Column("webhook_outbox_id", Integer, nullable=True),
+    Index("ix_partner_digests_partner_id_created_at", "partner_id", "created_at"),
+)
+
+# What a partner's upload of outcomes came to, shown on its queue page after the upload:
+# counts, and per refused row its line and reason (references only, no addresses).
+partner_uploads = Table(
+    "partner_uploads",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("partner_id", ForeignKey("partners.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("applied", Integer, nullable=False),
+    Column("refused", Integer, nullable=False),
+    Column("refusals", Text, nullable=False),  # JSON [[line, reason], ...]
 )
 
 # The durable mail (and webhook) queue. Recipient and bodies are erased on delivery.

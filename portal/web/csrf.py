@@ -39,18 +39,21 @@ def set_csrf_cookie(request: Request, response: Response) -> None:
         )
 
 
-async def checked_form(request: Request, *, max_fields: int = 20) -> FormData:
+async def checked_form(request: Request, *, max_fields: int = 20, max_files: int = 0) -> FormData:
     """The POSTed form, after checking its content type (415) and CSRF token (403)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in FORM_TYPES:
         raise HTTPException(415)
-    form = await request.form(max_files=0, max_fields=max_fields)
+    form = await request.form(max_files=max_files, max_fields=max_fields)
     cookie = request.cookies.get(COOKIE)
     token = form.get("csrf_token")
-    if not cookie or not isinstance(token, str):
-        raise HTTPException(403)
     # Bytes: compare_digest refuses a str with non-ASCII characters (a 500, not a 403).
-    if not hmac.compare_digest(token.encode(), _sign(request, cookie).encode()):
+    if (
+        not cookie
+        or not isinstance(token, str)
+        or not hmac.compare_digest(token.encode(), _sign(request, cookie).encode())
+    ):
+        await form.close()  # an uploaded file's temporary copy
         raise HTTPException(403)
     return form
 

@@ -89,15 +89,30 @@ class ErrorPage:
 
 
 class BodyLimit:
-    """Refuses a request body over `max_bytes` with 413 before anything parses it."""
+    """Refuses a request body over `max_bytes` with 413 before anything parses it.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, handler: ErrorHandler) -> None:
+    A path matching `own_limit` (an upload route) enforces a limit of its own while it
+    streams the body (portal.web.uploads), and is let through.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        handler: ErrorHandler,
+        own_limit: re.Pattern[str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.handler = handler
+        self.own_limit = own_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.own_limit is not None and self.own_limit.fullmatch(scope["path"]):
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")

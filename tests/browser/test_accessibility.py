@@ -26,8 +26,10 @@ from tests.browser.conftest import (
     audit,
     no_sideways_scroll,
     partner_link,
+    plain_text,
     sign_in,
 )
+from tests.e2e.conftest import wait_for_mail
 
 pytestmark = pytest.mark.e2e
 
@@ -115,6 +117,43 @@ def partner_page(auditor: Auditor) -> None:
     auditor.visit("partner-request", link.removeprefix(person.portal.url))
 
 
+OMROEP = "ledenadministratie@omroep-c.example"
+
+
+def partner_queue(auditor: Auditor) -> None:
+    """Omroep C takes its requests daily: Erin asks it, the digest goes out, and its queue
+    page is audited with the result of an upload and with a file refused whole."""
+    person, page = auditor.person, auditor.person.page
+    sign_in(person, ERIN)
+    omroep = page.locator('[data-partner="omroep-c"] button[type=submit]')
+    if omroep.count():
+        omroep.click()
+        page.wait_for_url(re.compile(r"#partner-omroep-c$"))
+    person.portal.cli("partners", "digest")  # due once a session: a second run finds none
+    digest = wait_for_mail(person.smtp, OMROEP)
+    links = set(
+        re.findall(re.escape(person.portal.url) + r"/r/partner/[\w.-]+", plain_text(digest))
+    )
+    assert len(links) == 1, links
+    path = links.pop().removeprefix(person.portal.url)
+    auditor.visit("partner-queue", path)
+    assert page.locator("[data-request][data-due]").count() >= 1
+    unknown = b"reference,outcome,ground,reason,partner_reference\nDR-0000-0000,completed,,,\n"
+    page.set_input_files("#file", files=[_csv(unknown)])
+    page.click("form[data-form=outcomes] button[type=submit]")
+    page.wait_for_selector("[data-upload][data-refused='1']")
+    auditor.check("partner-queue-upload")
+    auditor.visit("partner-queue-again", path)
+    page.set_input_files("#file", files=[_csv(b"not,a,header\n")])
+    page.click("form[data-form=outcomes] button[type=submit]")
+    page.wait_for_selector("[data-upload-refused]")
+    auditor.check("partner-upload-refused")
+
+
+def _csv(data: bytes) -> dict[str, Any]:
+    return {"name": "outcomes.csv", "mimeType": "text/csv", "buffer": data}
+
+
 def ensure_a_request(auditor: Auditor) -> None:
     """Erin asks Park A (once per session), so the queue has a request to open."""
     person = auditor.person
@@ -170,7 +209,7 @@ def run(open_person: Callable[..., Person], lang: str, *steps: Callable[[Auditor
 
 
 def test_axe_finds_nothing_on_the_pages_in_dutch(open_person: Any) -> None:
-    run(open_person, "nl", person_pages, partner_page)
+    run(open_person, "nl", person_pages, partner_page, partner_queue)
 
 
 def test_axe_finds_nothing_on_the_pages_in_english(open_person: Any) -> None:

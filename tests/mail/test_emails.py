@@ -159,6 +159,7 @@ PORTAL_LINK = {
     "notice": "/v/",
     "partner_request": "/r/",
     "partner_reminder": "/r/",
+    "partner_digest": "/r/partner/",
 }
 _URL = re.compile(r"https?://[^\s<>\"')]+", re.I)
 
