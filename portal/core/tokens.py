@@ -165,6 +165,37 @@ class ReferenceSigner:
         return value
 
 
+class BounceTags:
+    """The VERP tag of a message's envelope sender (design §8): the message's outbox id and
+    an HMAC of it, so that a bounce names its message and a forged one is known as forged.
+
+    Lower-case base32 and digits only, since some mail servers lower-case local parts; short,
+    since a local part holds at most 64 octets. It names the message, never the address.
+    """
+
+    MAC_BYTES = 10  # 80 bits, 16 base32 characters
+
+    def __init__(self, secret_key: str) -> None:
+        self.key = hmac.new(secret_key.encode(), b"portal.bounce", hashlib.sha256).digest()
+
+    def tag(self, message_id: int) -> str:
+        return f"{message_id}-{self._mac(message_id)}"
+
+    def read(self, tag: str) -> int:
+        """The message id a tag names; raises TokenInvalid when it is not one of ours."""
+        number, dash, mac = tag.strip().lower().partition("-")
+        if not (dash and number.isascii() and number.isdigit() and len(number) <= 18):
+            raise TokenInvalid
+        message_id = int(number)
+        if not hmac.compare_digest(mac.encode(), self._mac(message_id).encode()):
+            raise TokenInvalid
+        return message_id
+
+    def _mac(self, message_id: int) -> str:
+        digest = hmac.new(self.key, str(message_id).encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest[: self.MAC_BYTES]).decode().lower()
+
+
 # -- every purpose: its own salt and max age, so that no token passes for another ---------
 
 
@@ -192,6 +223,11 @@ def operator_session_tokens(settings: Settings) -> TokenService:
 def partner_signer(settings: Settings) -> ReferenceSigner:
     """A partner's link to one deletion request, valid as long as the database says."""
     return ReferenceSigner(settings.secret_key, purpose="partner")
+
+
+def bounce_tags(settings: Settings) -> BounceTags:
+    """The signed tag in a message's envelope sender (PORTAL_BOUNCE_ADDRESS)."""
+    return BounceTags(settings.secret_key)
 
 
 def sent_address_sealer(settings: Settings) -> SealedText:
