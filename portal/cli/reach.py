@@ -92,7 +92,12 @@ def _print_notify_summary(summary: NotifySummary, what: str) -> None:
             summary.merged,
         ),
         ("already notified for this partner", summary.already),
-        ("notice sent before (partner recorded only)", summary.after_sent),
+        (
+            "follow-ups that would be queued" if dry else "follow-ups queued (notice sent before)",
+            summary.followups,
+        ),
+        ("merged into unsent follow-ups", summary.followups_merged),
+        ("notice failed or bounced (partner recorded only)", summary.unreachable),
         ("not imported for this partner (no notice)", summary.not_imported),
     ]
     say_counts(counts)
@@ -103,6 +108,17 @@ def _print_notify_summary(summary: NotifySummary, what: str) -> None:
 
 
 def _notify_outcome(summary: NotifySummary) -> str:
+    told = _first_notices(summary)
+    if summary.followups:
+        verb = "would queue" if summary.dry_run else "queued"
+        told += (
+            f"; {verb} {summary.followups} follow-up notice(s) naming this partner to people "
+            "whose notice went out before, in the same schedule"
+        )
+    return told
+
+
+def _first_notices(summary: NotifySummary) -> str:
     if not summary.new:
         verb = "would queue" if summary.dry_run else "queued"
         return f"{verb} no new notice ({summary.merged} merged into unsent ones)"

@@ -110,6 +110,13 @@ def purge_incident(engine: Engine, slug: str) -> IncidentPurge:
             tables.notices.c.incident_id == incident_id
         )
         conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(notices)))
+        f = tables.notice_followups.c
+        followups = (
+            select(f.outbox_id)
+            .join(tables.notices)
+            .where(tables.notices.c.incident_id == incident_id)
+        )
+        conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(followups)))
         # Everything else goes with the incident row (ON DELETE CASCADE).
         conn.execute(delete(tables.incidents).where(tables.incidents.c.id == incident_id))
         audit.record(
