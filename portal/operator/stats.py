@@ -14,7 +14,7 @@ from portal.incidents import counters
 from portal.incidents.stored import require_incident
 from portal.reach import notices, outcomes
 from portal.requests.deletions import CLOSED, OPEN
-from portal.store import tables
+from portal.store import hourly, tables
 
 # The notice figures shown per partner (`portal stats`, /admin/): each status once, so a
 # notice that bounced (refused at once, or a bounce read by `portal bounces`) is no longer
@@ -211,6 +211,16 @@ def relay_figures(conn: Connection) -> RelayFigures:
         last_error=failed.last_error if failed else None,
         waiting=int(conn.scalar(select(func.count()).where(waiting)) or 0),
     )
+
+
+def bounces_counted(conn: Connection) -> dict[str, int]:
+    """The bounces `portal bounces` read that marked no notice: temporary failures, and the
+    ignored ones (forged, untagged, unparseable), over every hour counted."""
+    since = datetime(2000, 1, 1)
+    return {
+        "temporary": hourly.total(conn, hourly.BOUNCES_TEMPORARY, since=since),
+        "ignored": hourly.total(conn, hourly.BOUNCES_IGNORED, since=since),
+    }
 
 
 def requests_overdue(conn: Connection, *, today: date) -> int:
