@@ -269,3 +269,66 @@ def _ids(settings: Settings, sent: dict[str, Received]) -> tuple[int, int]:
 def _count(output: str, label: str) -> int:
     line = next(line for line in output.splitlines() if line.strip().startswith(label))
     return int(line.split()[-1])
+
+
+def test_it_answers_each_recipient_from_a_real_lmtp_process(
+    engine: Engine, bouncing: Settings, sent: dict[str, Received]
+) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    env.update(
+        PORTAL_INSTANCE_DIR=str(bouncing.instance_dir),
+        PORTAL_DATABASE_URL=bouncing.database_url,
+        PORTAL_SECRET_KEY=bouncing.secret_key,
+        PORTAL_PEPPER=bouncing.pepper.decode(),
+        PORTAL_BOUNCE_ADDRESS=BOUNCES,
+    )
+    command = [sys.executable, "-m", "portal", "bounces", "--lmtp", f"127.0.0.1:{port}"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_sync(lambda: _answers(port), timeout=60)
+        bob, alice = sent[BOB].mail_from, sent[ALICE].mail_from
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            lines = _lmtp_dialogue(sock, [bob, alice], dsn("postfix-dsn.eml", to=bob))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+
+    # One status per recipient after DATA (RFC 2033): Bob's tag marks Bob's notice, and
+    # Alice's, read from the same DSN, marks hers: only the tag says which message it was.
+    assert lines[-2:] == ["250 2.0.0 notice marked bounced"] * 2, lines
+    assert process.returncode == 0, err.decode()
+    assert _count(out.decode(), "notice marked bounced") == 2
+    bob_id, alice_id = _ids(bouncing, sent)
+    assert (status_of(engine, bob_id), status_of(engine, alice_id)) == ("bounced", "bounced")
+
+
+def _lmtp_dialogue(sock: Any, recipients: list[str], data: bytes) -> list[str]:
+    """LHLO, an empty MAIL FROM, each recipient, DATA: every answer line, as sent."""
+    reader = sock.makefile("rb")
+    answers: list[str] = []
+
+    def expect(count: int = 1) -> None:
+        for _ in range(count):
+            while True:
+                line = reader.readline().decode().rstrip("\r\n")
+                answers.append(line)
+                if line[3:4] != "-":
+                    break
+
+    expect()  # the greeting
+    for command in ("LHLO test", "MAIL FROM:<>", *(f"RCPT TO:<{r}>" for r in recipients)):
+        sock.sendall(command.encode() + b"\r\n")
+        expect()
+    sock.sendall(b"DATA\r\n")
+    expect()
+    sock.sendall(data.rstrip(b"\r\n") + b"\r\n.\r\n")
+    expect(len(recipients))
+    sock.sendall(b"QUIT\r\n")
+    return answers

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from portal.core.clock import utcnow
@@ -23,6 +23,7 @@ from tests.factories import ALICE, BOB, RENDERER, load_personas, write_csv
 from tests.fixtures_mail import running_smtp_server
 
 SLUG = "ticketing-2021"
+TABLES = (tables.notice_followups, tables.notices, tables.outbox)
 OMROEP_C = [["email", "relatienummer"], [ALICE, "R-1001"]]
 
 
@@ -166,3 +167,22 @@ def test_it_delivers_a_follow_up_and_counts_it_for_its_partner(
         figures = {p.partner: p.notices for p in partner_figures(conn, incident=SLUG)}
     assert figures["theater-b"]["bounced"] == 1 and figures["theater-b"]["sent"] == 0
     assert BOB not in received.content.decode()
+
+
+def test_it_erases_follow_ups_with_their_incident_once_they_are_out(
+    engine: Engine, settings: Settings, notified: Path
+) -> None:
+    from portal.core.errors import PortalError
+    from portal.operator.retention import purge_incident
+
+    run(engine, settings, notified, "theater-b")
+    with pytest.raises(PortalError, match="1 notice\\(s\\) still queued"):
+        purge_incident(engine, SLUG)
+    with engine.begin() as conn:
+        conn.execute(update(tables.outbox).values(status="sent", **ERASED))
+        conn.execute(update(tables.notice_followups).values(status="sent"))
+    purge_incident(engine, SLUG)
+
+    with engine.connect() as conn:
+        left = [conn.scalar(select(func.count()).select_from(t)) for t in TABLES]
+    assert left == [0, 0, 0]
