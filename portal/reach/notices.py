@@ -153,16 +153,13 @@ def notify(
             if progress:
                 progress("queueing", done, total)
     log.info(
-        "notify %s/%s: %d new, %d merged, %d already, %d follow-ups (%d merged), "
-        "%d unreachable, %d not imported%s",
+        "notify %s/%s: %d new, %d merged, %d already, %d follow-ups, %d not imported%s",
         incident,
         partner,
         summary.new,
         summary.merged,
         summary.already,
-        summary.followups,
-        summary.followups_merged,
-        summary.unreachable,
+        summary.followups + summary.followups_merged,
         summary.not_imported,
         " (dry run)" if dry_run else "",
     )
