@@ -46,7 +46,8 @@ def notify(
 
     Run it after `portal import` of the same file, with the same --map and --email-column.
     An address gets one notice per incident: a second partner's file merges into a notice
-    not yet sent, which then names both. The mail workers send at most --rate notices per
+    not yet sent, which then names both; once the notice went out, the person gets one
+    follow-up notice naming only the partners new to them, in the same schedule. The mail workers send at most --rate notices per
     second, all workers together, in the order queued. Running it again, after a crash
     too, queues only what is missing: nothing is sent twice.
 

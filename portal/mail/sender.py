@@ -26,11 +26,11 @@ def from_header(mail_from: str, organisation: str | None) -> str:
         return formataddr((display, address))
 
 
-def envelope_sender(settings: Settings, message_id: int) -> str:
+def envelope_sender(settings: Settings, message_id: int) -> str | None:
     """The MAIL FROM of an outbox message: `local+TAG@domain` of PORTAL_BOUNCE_ADDRESS, the
-    tag signed and naming the message (never its address), so that a bounce names it; without
-    that setting, the address of PORTAL_MAIL_FROM."""
+    tag signed and naming the message (never its address), so that a bounce names it; None
+    without that setting (the address of PORTAL_MAIL_FROM, as `build_email` takes it)."""
     if not settings.bounce_address:
-        return parseaddr(settings.mail_from)[1]
+        return None
     local, _, domain = settings.bounce_address.rpartition("@")
     return f"{local}+{bounce_tags(settings).tag(message_id)}@{domain}"
