@@ -98,9 +98,10 @@ def stats(
     """Print per-partner figures: records, people found affected, deletion requests by
     status, overdue and median days to close, direct notices and follow-up notices naming
     the partner (queued, sent, failed, bounced); and per incident: distinct people, lookups,
-    verified visits, mail and notices; and the bounces `portal bounces` counted without
-    marking a notice (temporary failures, and forged, untagged or unparseable ones).
-    /admin/ shows the same figures.
+    verified visits, mail and notices. /admin/ shows the same figures.
+
+    Then the bounces `portal bounces` counted without marking a notice: temporary failures,
+    and forged, untagged or unparseable ones.
 
     Nothing here says who looked up what: lookups and visits are counted, not recorded.
 

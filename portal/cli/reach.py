@@ -46,8 +46,10 @@ def notify(
 
     Run it after `portal import` of the same file, with the same --map and --email-column.
     An address gets one notice per incident: a second partner's file merges into a notice
-    not yet sent, which then names both; once the notice went out, the person gets one
-    follow-up notice naming only the partners new to them, in the same schedule. The mail workers send at most --rate notices per
+    not yet sent, which then names both.
+
+    Once the notice went out, the person gets one follow-up notice naming only the partners
+    new to them, in the same schedule. The mail workers send at most --rate notices per
     second, all workers together, in the order queued. Running it again, after a crash
     too, queues only what is missing: nothing is sent twice.
 
@@ -162,8 +164,9 @@ def bounces(
 
     Needs PORTAL_BOUNCE_ADDRESS: each message then goes out with the envelope sender
     `bounces+TAG@domain`, the tag signed and naming the message. A bounce whose tag does not
-    verify (forged), that has none, or that reports no failure is ignored and counted. A
-    Maildir's bounces are flagged Seen once read, so that a run from cron reads each once;
+    verify (forged), that has none, or that reports no failure is ignored and counted.
+
+    A Maildir's bounces are flagged Seen once read, so that a run from cron reads each once;
     an mbox file is read whole and left as it is. With --lmtp it runs until stopped
     (Ctrl+C, SIGTERM), answering one status per recipient, and prints the summary then.
 
