@@ -17,7 +17,7 @@ from portal.core.config import Settings
 from portal.mail.outbox import OutboxHook
 from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
-from portal.reach import outcomes
+from portal.reach import followups, outcomes
 from portal.requests import deletions, digests, forwarding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +35,18 @@ def mail_worker(engine: Engine, settings: Settings) -> MailWorker:
     return MailWorker(
         engine,
         settings,
-        on_sent=_both(deletions.mark_forwarded, digests.mark_forwarded, outcomes.mark_sent),
-        on_failed=_both(deletions.mark_forward_failed, digests.mark_failed, outcomes.mark_failed),
+        on_sent=_both(
+            deletions.mark_forwarded,
+            digests.mark_forwarded,
+            outcomes.mark_sent,
+            followups.mark_sent,
+        ),
+        on_failed=_both(
+            deletions.mark_forward_failed,
+            digests.mark_failed,
+            outcomes.mark_failed,
+            followups.mark_failed,
+        ),
     )
 
 

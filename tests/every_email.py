@@ -59,6 +59,8 @@ FILES = {
         [DAVE, "Dave Das", "R-1002", "m"],
     ],
 }
+# Notified after the others' notices went out: Alice (at every partner) gets a follow-up.
+LATE_PARTNER = "omroep-c"
 # Which case of its kind a message is, by its recipient.
 CASES = {ALICE: "alice", BOB: "bob", CAROL: "carol", DAVE: "dave"}
 OPERATOR = Actor("operator", "dora", "admin")
@@ -145,6 +147,8 @@ def send_every_email(engine: Engine, settings: Settings, folder: Path) -> list[S
         # Omroep C takes its requests in bulk (forward = "daily"): one digest per incident.
         assert send_due_digests(engine, settings, renderer=RENDERER) == len(LANGUAGES)
         _deliver(engine, worker)  # the partners' requests go out: they are forwarded
+        for lang in LANGUAGES:  # a partner notified late: Alice's follow-up, Dave's notice
+            _notify(engine, settings, folder, lang, LATE_PARTNER)
         for lang in LANGUAGES:
             _operator_decides(engine, lang)
         later = utcnow() + timedelta(days=settings.partner_reminder_days + 1)
@@ -162,15 +166,21 @@ def _load_and_notify(engine: Engine, settings: Settings, folder: Path, lang: str
     for partner, rows in FILES.items():
         csv = write_csv(folder / f"{partner}.csv", rows)
         import_csv(engine, settings, incident=slug(lang), partner=partner, path=csv)
-        notices.notify(
-            engine,
-            settings,
-            incident=slug(lang),
-            partner=partner,
-            path=csv,
-            renderer=RENDERER,
-            rate=1000,
-        )
+        if partner != LATE_PARTNER:
+            _notify(engine, settings, folder, lang, partner)
+
+
+def _notify(engine: Engine, settings: Settings, folder: Path, lang: str, partner: str) -> None:
+    path = folder / f"{partner}.csv"
+    notices.notify(
+        engine,
+        settings,
+        incident=slug(lang),
+        partner=partner,
+        path=path,
+        renderer=RENDERER,
+        rate=1000,
+    )
 
 
 def _people_ask(engine: Engine, settings: Settings, lang: str) -> None:

@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("init", serving.init),
     ("import", imports.import_command),
     ("notify", reach.notify),
+    ("bounces", reach.bounces),
     ("serve", serving.serve),
     ("mail-worker", serving.mail_worker),
     ("purge", operator.purge),

@@ -31,6 +31,7 @@ from portal.operator.stats import (
     IncidentFigures,
     PartnerFigures,
     RelayFigures,
+    bounces_counted,
     incident_figures,
     partner_figures,
     relay_figures,
@@ -95,9 +96,12 @@ def stats(
     ] = None,
 ) -> None:
     """Print per-partner figures: records, people found affected, deletion requests by
-    status, overdue and median days to close, direct notices naming the partner (queued,
-    sent, failed); and per incident: distinct people, lookups, verified visits, mail and
-    notices. /admin/ shows the same figures.
+    status, overdue and median days to close, direct notices and follow-up notices naming
+    the partner (queued, sent, failed, bounced); and per incident: distinct people, lookups,
+    verified visits, mail and notices. /admin/ shows the same figures.
+
+    Then the bounces `portal bounces` counted without marking a notice: temporary failures,
+    and forged, untagged or unparseable ones.
 
     Nothing here says who looked up what: lookups and visits are counted, not recorded.
 
@@ -108,10 +112,13 @@ def stats(
         partners = partner_figures(conn, incident=incident)
         incidents = incident_figures(conn, incident=incident)
         relay = relay_figures(conn)
+        unmarked = bounces_counted(conn)
     print_table(_requests_table(partners))
     print_table(_notices_table(partners))
     for figures in incidents:
         _print_incident_figures(figures)
+    if any(unmarked.values()):
+        say("bounces read: " + ", ".join(f"{k} {v}" for k, v in unmarked.items()))
     if relay.failing:
         say(_relay_failing(relay))
 

@@ -1,9 +1,12 @@
 """Commands that reach people who did not come to the portal: `notify` (the direct notice),
-and partners in bulk: `partners digest`."""
+`bounces` (what became of it), and partners in bulk: `partners digest`."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,8 +15,11 @@ from portal import workers as root
 from portal.cli import options
 from portal.cli.base import database, duration, load_settings, operator_errors, progress_bar, say
 from portal.cli.imports import say_counts, say_skipped
+from portal.core.errors import PortalError
 from portal.core.printable import shown
 from portal.incidents.fingerprints import refuse_another_pepper
+from portal.reach import bounce_sources
+from portal.reach.bounces import BounceReader
 from portal.reach.notices import NotifySummary
 from portal.reach.notices import notify as queue_notices
 from portal.requests.digests import send_due_digests
@@ -41,7 +47,10 @@ def notify(
 
     Run it after `portal import` of the same file, with the same --map and --email-column.
     An address gets one notice per incident: a second partner's file merges into a notice
-    not yet sent, which then names both. The mail workers send at most --rate notices per
+    not yet sent, which then names both.
+
+    Once the notice went out, the person gets one follow-up notice naming only the partners
+    new to them, in the same schedule. The mail workers send at most --rate notices per
     second, all workers together, in the order queued. Running it again, after a crash
     too, queues only what is missing: nothing is sent twice.
 
@@ -87,7 +96,12 @@ def _print_notify_summary(summary: NotifySummary, what: str) -> None:
             summary.merged,
         ),
         ("already notified for this partner", summary.already),
-        ("notice sent before (partner recorded only)", summary.after_sent),
+        (
+            "follow-ups that would be queued" if dry else "follow-ups queued (notice sent before)",
+            summary.followups,
+        ),
+        ("merged into unsent follow-ups", summary.followups_merged),
+        ("notice failed or bounced (partner recorded only)", summary.unreachable),
         ("not imported for this partner (no notice)", summary.not_imported),
     ]
     say_counts(counts)
@@ -98,6 +112,17 @@ def _print_notify_summary(summary: NotifySummary, what: str) -> None:
 
 
 def _notify_outcome(summary: NotifySummary) -> str:
+    told = _first_notices(summary)
+    if summary.followups:
+        verb = "would queue" if summary.dry_run else "queued"
+        told += (
+            f"; {verb} {summary.followups} follow-up notice(s) naming this partner to people "
+            "whose notice went out before, in the same schedule"
+        )
+    return told
+
+
+def _first_notices(summary: NotifySummary) -> str:
     if not summary.new:
         verb = "would queue" if summary.dry_run else "queued"
         return f"{verb} no new notice ({summary.merged} merged into unsent ones)"
@@ -139,3 +164,89 @@ def partners_digest(
         queued = send_due_digests(engine, settings, renderer=renderer, incident=incident)
         delivered = asyncio.run(root.mail_worker(engine, settings).deliver_due()) if queued else 0
     say(f"{queued} digest(s) queued, {delivered} message(s) delivered")
+
+
+def bounces(
+    source: Annotated[
+        str | None,
+        typer.Argument(help="`-`: read one bounce from standard input (a pipe transport)."),
+    ] = None,
+    maildir: Annotated[
+        Path | None, typer.Option("--maildir", help="Read the bounces of this Maildir.")
+    ] = None,
+    mbox: Annotated[
+        Path | None, typer.Option("--mbox", help="Read the bounces of this mbox file.")
+    ] = None,
+    lmtp: Annotated[
+        str | None,
+        typer.Option("--lmtp", help="Listen on HOST:PORT for bounces handed over by LMTP."),
+    ] = None,
+) -> None:
+    """Read delivery status notifications (bounces) of the portal's own mail: a permanent
+    failure marks the notice `bounced`, a temporary one is counted.
+
+    Needs PORTAL_BOUNCE_ADDRESS: each message then goes out with the envelope sender
+    `bounces+TAG@domain`, the tag signed and naming the message. A bounce whose tag does not
+    verify (forged), that has none, or that reports no failure is ignored and counted.
+
+    A Maildir's bounces are flagged Seen once read, so that a run from cron reads each once;
+    an mbox file is read whole and left as it is. With --lmtp it runs until stopped
+    (Ctrl+C, SIGTERM), answering one status per recipient, and prints the summary then.
+
+    Example: portal bounces --maildir /var/mail/portal-bounces
+    """
+    chosen = [given for given in (source, maildir, mbox, lmtp) if given is not None]
+    if len(chosen) != 1 or (source is not None and source != "-"):
+        raise PortalError("give one of --maildir DIR, --mbox FILE, - (standard input) or --lmtp")
+    settings = load_settings(server=lmtp is not None)
+    if not settings.bounce_address:
+        raise PortalError(
+            "PORTAL_BOUNCE_ADDRESS is not set: the portal's mail carries no tag to read a "
+            "bounce by; set it (bounces@example.org) before the mail goes out"
+        )
+    with database(settings) as engine:
+        reader = BounceReader(engine, settings)
+        _read_bounces(reader, maildir=maildir, mbox=mbox, lmtp=lmtp)
+    _print_bounce_summary(reader)
+
+
+def _read_bounces(
+    reader: BounceReader, *, maildir: Path | None, mbox: Path | None, lmtp: str | None
+) -> None:
+    if maildir is not None:
+        if not (maildir / "cur").is_dir() or not (maildir / "new").is_dir():
+            raise PortalError(f"{shown(str(maildir))} is not a Maildir (no cur/ and new/)")
+        bounce_sources.read_maildir(reader, maildir)
+    elif mbox is not None:
+        if not mbox.is_file():
+            raise PortalError(f"{shown(str(mbox))}: no such file")
+        bounce_sources.read_mbox(reader, mbox)
+    elif lmtp is not None:
+        host, port = _host_port(lmtp)
+        say(f"listening for bounces over LMTP on {host}:{port}; stop with Ctrl+C")
+        asyncio.run(_until_signalled(reader, host, port))
+    else:
+        bounce_sources.read_stream(reader, sys.stdin.buffer)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, colon, port = value.rpartition(":")
+    if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise PortalError(f"--lmtp must be HOST:PORT, such as 127.0.0.1:8024: {shown(value)}")
+    return host.strip("[]"), int(port)
+
+
+async def _until_signalled(reader: BounceReader, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await bounce_sources.serve_lmtp(reader, host, port, stop)
+    except OSError as exc:
+        raise PortalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _print_bounce_summary(reader: BounceReader) -> None:
+    say("bounces summary (no address is kept)")
+    say_counts(reader.summary.rows())

@@ -54,6 +54,8 @@ class Settings:
     security_contact: str | None = None  # security.txt's Contact; unset: the first incident's
     notice_link_ttl: int = 30 * 24 * 3600  # the direct link in a notice (design §7)
     notice_rate: float = 10.0  # notices sent per second across all workers
+    # VERP (design §8): each message's envelope sender becomes local+TAG@domain of this.
+    bounce_address: str | None = None
     generated_secrets: frozenset[str] = field(default_factory=frozenset)
     # PORTAL_BASE_URL was not set: `portal serve --port P` may put its own port in links.
     base_url_is_default: bool = False
@@ -136,6 +138,7 @@ class Settings:
             notice_rate=positive_rate(
                 config("PORTAL_NOTICE_RATE", default="10"), "PORTAL_NOTICE_RATE"
             ),
+            bounce_address=text("PORTAL_BOUNCE_ADDRESS"),
             lookup_queue_size=whole("PORTAL_LOOKUP_QUEUE_SIZE", "10000", "lookups"),
             hash_threads=whole("PORTAL_HASH_THREADS", str(_cores()), "threads"),
             shutdown_timeout=whole("PORTAL_SHUTDOWN_TIMEOUT", "30", "seconds"),
@@ -166,6 +169,7 @@ class Settings:
                     "PORTAL_REDIS_URL must end in a database number: redis://host:port/db"
                 )
         self._validate_mail_from()
+        self._validate_bounce_address()
         self._validate_security_contact()
         self._validate_limits()
         self._validate_proxies()
@@ -176,6 +180,18 @@ class Settings:
         if not (at and local and domain) or any(ch.isspace() for ch in address):
             raise PortalError(
                 f"PORTAL_MAIL_FROM must be an email address, or Name <address>: {self.mail_from!r}"
+            )
+
+    def _validate_bounce_address(self) -> None:
+        address = self.bounce_address
+        if address is None:
+            return
+        local, at, domain = address.rpartition("@")
+        plain = address.isascii() and not any(ch.isspace() or ch in '<>+"' for ch in address)
+        if not (at and local and "." in domain and plain):
+            raise PortalError(
+                "PORTAL_BOUNCE_ADDRESS must be a plain ASCII address without a + (the portal "
+                f"adds +TAG to its local part), such as bounces@example.org: {address!r}"
             )
 
     def _validate_security_contact(self) -> None:

@@ -189,6 +189,37 @@ class TimedSigner:
         return value
 
 
+class BounceTags:
+    """The VERP tag of a message's envelope sender (design §8): the message's outbox id and
+    an HMAC of it, so that a bounce names its message and a forged one is known as forged.
+
+    Lower-case base32 and digits only, since some mail servers lower-case local parts; short,
+    since a local part holds at most 64 octets. It names the message, never the address.
+    """
+
+    MAC_BYTES = 10  # 80 bits, 16 base32 characters
+
+    def __init__(self, secret_key: str) -> None:
+        self.key = hmac.new(secret_key.encode(), b"portal.bounce", hashlib.sha256).digest()
+
+    def tag(self, message_id: int) -> str:
+        return f"{message_id}-{self._mac(message_id)}"
+
+    def read(self, tag: str) -> int:
+        """The message id a tag names; raises TokenInvalid when it is not one of ours."""
+        number, dash, mac = tag.strip().lower().partition("-")
+        if not (dash and number.isascii() and number.isdigit() and len(number) <= 18):
+            raise TokenInvalid
+        message_id = int(number)
+        if not hmac.compare_digest(mac.encode(), self._mac(message_id).encode()):
+            raise TokenInvalid
+        return message_id
+
+    def _mac(self, message_id: int) -> str:
+        digest = hmac.new(self.key, str(message_id).encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest[: self.MAC_BYTES]).decode().lower()
+
+
 # -- every purpose: its own salt and max age, so that no token passes for another ---------
 
 
@@ -225,6 +256,11 @@ def partner_queue_signer(settings: Settings) -> TimedSigner:
     """A forward="daily" partner's link to its queue page, from its digest: 30 days."""
     max_age = int(PARTNER_QUEUE_MAX_AGE.total_seconds())
     return TimedSigner(settings.secret_key, purpose="partner-queue", max_age=max_age)
+
+
+def bounce_tags(settings: Settings) -> BounceTags:
+    """The signed tag in a message's envelope sender (PORTAL_BOUNCE_ADDRESS)."""
+    return BounceTags(settings.secret_key)
 
 
 def sent_address_sealer(settings: Settings) -> SealedText:

@@ -58,8 +58,11 @@ def build_email(
     mail_from: str,
     sender_name: str | None,
     message_id: str | None,
+    envelope_from: str | None = None,
 ) -> Email:
     """The MIME message, text and HTML alternatives in UTF-8, serialised for the carrier.
+
+    `envelope_from` is the MAIL FROM (a VERP address) when not the address of `mail_from`.
 
     The common case (an ASCII address, lines within 998 octets) is written directly, as
     the email package would write it but about ten times faster, the headers that repeat
@@ -89,7 +92,7 @@ def build_email(
         data += f"--{boundary}--\r\n".encode()
     return Email(
         kind=kind,
-        sender=parseaddr(mail_from)[1],
+        sender=envelope_from or parseaddr(mail_from)[1],
         recipient=to,
         message_id=message_id,
         data=data,

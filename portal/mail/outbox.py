@@ -42,7 +42,11 @@ LEASE = timedelta(seconds=60)
 GIVE_UP_AFTER = timedelta(hours=24)
 MAX_BACKOFF = timedelta(minutes=5)  # the longest wait between two attempts at a message
 # The overview's figures (portal.hourly) that a delivery moves, by the kind of message.
-DELIVERED = {"link": hourly.LINK_MAILS, "notice": hourly.NOTICES_SENT}
+DELIVERED = {
+    "link": hourly.LINK_MAILS,
+    "notice": hourly.NOTICES_SENT,
+    "notice_followup": hourly.NOTICES_SENT,
+}
 ERASED = {"recipient": None, "subject": None, "body_text": None, "body_html": None}
 _ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
 
@@ -330,7 +334,7 @@ def _figures(outcomes: Sequence[Outcome], now: datetime) -> Counter[str]:
             counts[hourly.MAIL_FAILED] += 1
             code = outcome.response_status
             # Bounced as notices.mark_failed has it: the server refused it for good (5xx).
-            if kind == "notice" and code is not None and 500 <= code < 600:
+            if kind in ("notice", "notice_followup") and code is not None and 500 <= code < 600:
                 counts[hourly.NOTICES_BOUNCED] += 1
     return counts
 

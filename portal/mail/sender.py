@@ -1,9 +1,13 @@
-"""The From header of the portal's mail: PORTAL_MAIL_FROM, with a name people recognise."""
+"""Who the portal's mail is from: the From header (PORTAL_MAIL_FROM, with a name people
+recognise) and the envelope sender (VERP, with PORTAL_BOUNCE_ADDRESS)."""
 
 from __future__ import annotations
 
 from email.headerregistry import Address
 from email.utils import formataddr, parseaddr
+
+from portal.core.config import Settings
+from portal.core.tokens import bounce_tags
 
 
 def from_header(mail_from: str, organisation: str | None) -> str:
@@ -20,3 +24,13 @@ def from_header(mail_from: str, organisation: str | None) -> str:
         return str(Address(display_name=display, addr_spec=address))
     except (ValueError, IndexError):
         return formataddr((display, address))
+
+
+def envelope_sender(settings: Settings, message_id: int) -> str | None:
+    """The MAIL FROM of an outbox message: `local+TAG@domain` of PORTAL_BOUNCE_ADDRESS, the
+    tag signed and naming the message (never its address), so that a bounce names it; None
+    without that setting (the address of PORTAL_MAIL_FROM, as `build_email` takes it)."""
+    if not settings.bounce_address:
+        return None
+    local, _, domain = settings.bounce_address.rpartition("@")
+    return f"{local}+{bounce_tags(settings).tag(message_id)}@{domain}"

@@ -33,6 +33,7 @@ from portal.mail.delivery import (
 from portal.mail.messages import Email, Message, build_email, domain_of
 from portal.mail.outbox import FAILED, QUEUED, SENT, WEBHOOK, Delivery, OutboxHook, Outcome
 from portal.mail.relay_health import RelayHealth
+from portal.mail.sender import envelope_sender
 from portal.mail.webhooks import WebhookError, partner_webhook_secret, post_webhook
 from portal.store import db, db_errors, hourly
 
@@ -228,6 +229,7 @@ class MailWorker:
                 mail_from=self.settings.mail_from,
                 sender_name=row.sender_name,
                 message_id=row.message_id,
+                envelope_from=envelope_sender(self.settings, row.id),
             )
         except Exception as exc:
             return _Job(row, error=exc)

@@ -110,6 +110,13 @@ def purge_incident(engine: Engine, slug: str) -> IncidentPurge:
             tables.notices.c.incident_id == incident_id
         )
         conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(notices)))
+        f = tables.notice_followups.c
+        followups = (
+            select(f.outbox_id)
+            .join(tables.notices)
+            .where(tables.notices.c.incident_id == incident_id)
+        )
+        conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(followups)))
         # Everything else goes with the incident row (ON DELETE CASCADE).
         conn.execute(delete(tables.incidents).where(tables.incidents.c.id == incident_id))
         audit.record(
@@ -145,13 +152,22 @@ def _refuse_open(conn: Connection, slug: str, incident_id: int) -> None:
             f"incident {slug!r} has {pending} message(s) still being delivered; "
             "run this again once they are out"
         )
-    n = tables.notices.c
+    n, f = tables.notices.c, tables.notice_followups.c
     queued = conn.scalar(
         select(func.count()).where(n.incident_id == incident_id, n.status == "queued")
     )
+    queued = (queued or 0) + (
+        conn.scalar(
+            select(func.count())
+            .select_from(tables.notice_followups.join(tables.notices))
+            .where(n.incident_id == incident_id, f.status == "queued")
+        )
+        or 0
+    )
     if queued:
         raise PortalError(
-            f"incident {slug!r} has {queued} notice(s) still queued (portal notify); "
+            f"incident {slug!r} has {queued} notice(s) still queued (portal notify, "
+            "follow-ups included); "
             "run this again once they are out"
         )
 

@@ -14,11 +14,12 @@ from portal.incidents import counters
 from portal.incidents.stored import require_incident
 from portal.reach import notices, outcomes
 from portal.requests.deletions import CLOSED, OPEN
-from portal.store import tables
+from portal.store import hourly, tables
 
-# The notice figures shown per partner (`portal stats`, /admin/); bounces come per partner
-# with the bounce handling of design §8.
-PARTNER_NOTICES = (notices.QUEUED, notices.SENT, notices.FAILED)
+# The notice figures shown per partner (`portal stats`, /admin/): each status once, so a
+# notice that bounced (refused at once, or a bounce read by `portal bounces`) is no longer
+# counted as sent.
+PARTNER_NOTICES = (notices.QUEUED, notices.SENT, notices.FAILED, notices.BOUNCED)
 
 
 @dataclass
@@ -90,18 +91,27 @@ def _records(conn: Connection, rows: dict[int, PartnerFigures]) -> None:
 
 
 def _notices(conn: Connection, rows: dict[int, PartnerFigures]) -> None:
-    """Notices by status per partner they name; a partner recorded after sending is not named."""
-    n, np = tables.notices.c, tables.notice_partners.c
+    """Per partner, the messages that name it by status: the notices, and for a partner
+    recorded after the notice went out, the follow-up notice that names it."""
+    n, np, f = tables.notices.c, tables.notice_partners.c, tables.notice_followups.c
     for row in rows.values():
         row.notices = dict.fromkeys(PARTNER_NOTICES, 0)
-    for partner_id, status, count in conn.execute(
+    named = (
         select(np.partner_id, n.status, func.count())
         .select_from(tables.notice_partners.join(tables.notices))
         .where(np.partner_id.in_(rows), np.named.is_(True))
         .group_by(np.partner_id, n.status)
-    ):
-        if status in PARTNER_NOTICES:
-            rows[partner_id].notices[status] = count
+    )
+    followed = (
+        select(np.partner_id, f.status, func.count())
+        .select_from(tables.notice_partners.join(tables.notice_followups))
+        .where(np.partner_id.in_(rows))
+        .group_by(np.partner_id, f.status)
+    )
+    for query in (named, followed):
+        for partner_id, status, count in conn.execute(query):
+            if status in PARTNER_NOTICES:
+                rows[partner_id].notices[status] += count
 
 
 def _requests(conn: Connection, rows: dict[int, PartnerFigures], today: date) -> None:
@@ -201,6 +211,16 @@ def relay_figures(conn: Connection) -> RelayFigures:
         last_error=failed.last_error if failed else None,
         waiting=int(conn.scalar(select(func.count()).where(waiting)) or 0),
     )
+
+
+def bounces_counted(conn: Connection) -> dict[str, int]:
+    """The bounces `portal bounces` read that marked no notice: temporary failures, and the
+    ignored ones (forged, untagged, unparseable), over every hour counted."""
+    since = datetime(2000, 1, 1)
+    return {
+        "temporary": hourly.total(conn, hourly.BOUNCES_TEMPORARY, since=since),
+        "ignored": hourly.total(conn, hourly.BOUNCES_IGNORED, since=since),
+    }
 
 
 def requests_overdue(conn: Connection, *, today: date) -> int:

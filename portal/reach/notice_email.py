@@ -28,8 +28,12 @@ def render_notice(
     lang: str,
     partners: list[tuple[Partner, int]],
     link: str,
+    *,
+    template: str = "notice",
 ) -> Message:
-    """The notice in `lang`: what happened, which partners hold which data, what to do."""
+    """The notice in `lang`: what happened, which partners hold which data, what to do.
+
+    `template` "notice_followup": the follow-up naming only partners new to the person."""
     named = [
         NamedPartner(p.name, p.certainty == "possible", fields.from_bits(bits))
         for p, bits in partners
@@ -39,7 +43,7 @@ def render_notice(
     notice = incident.text(incident.notice, lang)
     markdown = MailMarkdown(settings.base_url)
     return renderer.email(
-        "notice",
+        template,
         lang,
         incident_title=incident.text(incident.title, lang),
         organisation=incident.organisation,

@@ -11,8 +11,8 @@ Exactly once: a notice is unique per (incident, blind index), and each chunk of 
 (CHUNK) is queued in one transaction, so a run killed at any moment leaves whole chunks
 behind and the next run queues only what is missing. A second partner's file merges into
 a notice that has not gone out (it is rendered again, naming both, with a new link); once
-a notice has gone out, a later partner is recorded on it and not mailed again: its direct
-link (and any lookup) shows the results of every partner.
+a notice has gone out, a later partner is recorded on it and named in one follow-up notice
+(portal.reach.followups), which names only the partners new to that person.
 
 The rate: every notice gets a time before which no worker may send it, one 1/rate apart,
 continuing after the last notice scheduled by any run. The schedule lives in the outbox
@@ -28,9 +28,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from portal.core.clock import utcnow
 from portal.core.config import MAX_NOTICE_RATE, Settings
@@ -49,15 +50,15 @@ from portal.incidents.stored import Incident, Partner, get_partners
 from portal.mail import outbox
 from portal.mail.messages import Message
 from portal.mail.renderer import Renderer
+from portal.reach import followups, schedule
 from portal.reach.notice_email import render_notice
 from portal.store import db, tables
 
 log = logging.getLogger("portal.notices")
 
 KIND = "notice"  # the outbox kind
+KIND_FOLLOWUP = followups.KIND
 QUEUED, SENT, FAILED, BOUNCED = "queued", "sent", "failed", "bounced"
-# pg_advisory_xact_lock's key while a chunk takes its places in the schedule: "notice".
-SCHEDULE_LOCK = 0x6E6F74696365
 # Addresses queued per transaction: on SQLite each one holds the write lock (that lookups
 # need too) while it renders its notices, so it stays short: about 0.2 s of work.
 CHUNK = 200
@@ -72,7 +73,7 @@ class NotifySummary:
 
     rows read = rows with a valid address + rows skipped; rows with a valid address =
     distinct addresses + repeated rows; distinct addresses = new + merged + already +
-    after_sent + not_imported.
+    followups + followups_merged + unreachable + not_imported.
     """
 
     read: ImportSummary
@@ -80,7 +81,9 @@ class NotifySummary:
     new: int = 0  # notices queued
     merged: int = 0  # unsent notices that now name this partner too
     already: int = 0  # notices that name this partner already (a re-run)
-    after_sent: int = 0  # the address's notice had gone out: the partner recorded, no mail
+    followups: int = 0  # the address's notice had gone out: a follow-up names the partner
+    followups_merged: int = 0  # unsent follow-ups that now name this partner too
+    unreachable: int = 0  # the address's notice failed or bounced: the partner recorded only
     not_imported: int = 0  # not in this partner's imported records: no notice
     first_at: datetime | None = None  # the first and last new notice's place in the schedule
     last_at: datetime | None = None
@@ -89,6 +92,9 @@ class NotifySummary:
     @property
     def repeated_rows(self) -> int:
         return self.read.imported - self.read.addresses
+
+
+_Item = tuple[str, bytes, int]  # an address of the file, its blind index, its field bits
 
 
 @dataclass(frozen=True)
@@ -147,13 +153,13 @@ def notify(
             if progress:
                 progress("queueing", done, total)
     log.info(
-        "notify %s/%s: %d new, %d merged, %d already, %d after sent, %d not imported%s",
+        "notify %s/%s: %d new, %d merged, %d already, %d follow-ups, %d not imported%s",
         incident,
         partner,
         summary.new,
         summary.merged,
         summary.already,
-        summary.after_sent,
+        summary.followups + summary.followups_merged,
         summary.not_imported,
         " (dry run)" if dry_run else "",
     )
@@ -208,15 +214,15 @@ class _Queue:
         self.summary = summary
         self.lang = incident.languages[0]
         self.step = timedelta(seconds=1 / summary.rate)
-        self._rendered: dict[tuple[tuple[int, int], ...], Message] = {}
+        self._rendered: dict[tuple[str, tuple[tuple[int, int], ...]], Message] = {}
 
     def chunk(self, items: list[tuple[str, bytes, int]]) -> None:
         with self.engine.begin() as conn:
             if not self.summary.dry_run:
-                _lock_schedule(conn)
+                schedule.lock(conn)
             imported = self._imported(conn, [bidx for _, bidx, _ in items])
             existing = self._notices(conn, [bidx for _, bidx, _ in items])
-            slot = _next_slot(conn, self.step)
+            slot = schedule.next_slot(conn, self.step)
             for address, bidx, bits in items:
                 if bidx not in imported:
                     self.summary.not_imported += 1
@@ -227,8 +233,8 @@ class _Queue:
                     self.summary.already += 1
                 elif notice.status == QUEUED and self._merge(conn, notice, address, bidx, bits):
                     self.summary.merged += 1
-                else:
-                    self._after_sent(conn, notice, bits)
+                elif self._later(conn, notice, (address, bidx, bits), slot):
+                    slot += self.step
 
     def _imported(self, conn: Connection, bidxs: list[bytes]) -> set[bytes]:
         e = tables.exposures.c
@@ -312,12 +318,48 @@ class _Queue:
         self._name_partner(conn, notice.id, bits, named=True)
         return True
 
-    def _after_sent(self, conn: Connection, notice: _Notice, bits: int) -> None:
-        self.summary.after_sent += 1
-        if not self.summary.dry_run:
-            self._name_partner(conn, notice.id, bits, named=False)
+    def _later(self, conn: Connection, notice: _Notice, item: _Item, slot: datetime) -> bool:
+        """This partner, after the notice went out (or was claimed to go): one follow-up,
+        or a place in the unsent one. True when a new follow-up took the schedule's slot."""
+        (address, bidx, bits), dry = item, self.summary.dry_run
+        if notice.status in (FAILED, BOUNCED):  # the address takes no mail: recorded only
+            self.summary.unreachable += 1
+            if not dry:
+                self._name_partner(conn, notice.id, bits, named=False)
+            return False
+        unsent = followups.unsent_followup(conn, notice.id)
+        merge = followups.still_unsent if dry else partial(self._merged, item=item)
+        if unsent is not None and merge(conn, unsent):
+            self.summary.followups_merged += 1
+            return False
+        self.summary.followups += 1
+        if not dry:
+            partners = {self.partner.id: bits}
+            link_id, message = self._link_and_message(conn, address, bidx, partners, KIND_FOLLOWUP)
+            followup_id = followups.queue_followup(
+                conn, notice.id, address, message, link_id, self.incident.organisation, slot
+            )
+            self._name_partner(conn, notice.id, bits, named=False, followup_id=followup_id)
+        return True
 
-    def _name_partner(self, conn: Connection, notice_id: int, bits: int, *, named: bool) -> None:
+    def _merged(self, conn: Connection, unsent: followups.Unsent, item: _Item) -> bool:
+        address, bidx, bits = item
+        partners = {**unsent.partners, self.partner.id: bits}
+        link_id, message = self._link_and_message(conn, address, bidx, partners, KIND_FOLLOWUP)
+        if not followups.merge(conn, unsent, message, link_id):
+            return False
+        self._name_partner(conn, unsent.notice_id, bits, named=False, followup_id=unsent.id)
+        return True
+
+    def _name_partner(
+        self,
+        conn: Connection,
+        notice_id: int,
+        bits: int,
+        *,
+        named: bool,
+        followup_id: int | None = None,
+    ) -> None:
         conn.execute(
             tables.notice_partners.insert().values(
                 notice_id=notice_id,
@@ -325,11 +367,17 @@ class _Queue:
                 fields=bits,
                 named=named,
                 added_at=utcnow(),
+                followup_id=followup_id,
             )
         )
 
     def _link_and_message(
-        self, conn: Connection, address: str, bidx: bytes, partners: dict[int, int]
+        self,
+        conn: Connection,
+        address: str,
+        bidx: bytes,
+        partners: dict[int, int],
+        template: str = KIND,
     ) -> tuple[int, Message]:
         """A new direct link (the address sealed with its secret) and the notice carrying it."""
         token, secret = notice_tokens(self.settings).issue()
@@ -348,47 +396,33 @@ class _Queue:
             )
             .returning(tables.links.c.id)
         ).scalar_one()
-        message = self._message(tuple(sorted(partners.items())))
+        message = self._message(template, tuple(sorted(partners.items())))
         return int(link_id), Message(
             subject=message.subject,
             text=message.text.replace(TOKEN_SLOT, token),
             html=message.html.replace(TOKEN_SLOT, token),
         )
 
-    def _message(self, partners: tuple[tuple[int, int], ...]) -> Message:
-        """The notice for a set of partners and field bits, with a slot for the token.
-
-        Rendered once per distinct set: a file of a million rows holds a few dozen.
+    def _message(self, template: str, partners: tuple[tuple[int, int], ...]) -> Message:
+        """The notice (or follow-up) for a set of partners and field bits, with a slot for
+        the token. Rendered once per distinct set: a file of a million rows holds a few dozen.
         """
-        if partners not in self._rendered:
+        key = (template, partners)
+        if key not in self._rendered:
             if len(self._rendered) >= RENDERED_KEPT:
                 self._rendered.clear()
             link = f"{self.settings.base_url}/v/{TOKEN_SLOT}"
-            self._rendered[partners] = render_notice(
+            self._rendered[key] = render_notice(
                 self.renderer,
                 self.settings,
                 self.incident,
                 self.lang,
                 self._named(dict(partners)),
                 link,
+                template=template,
             )
-        return self._rendered[partners]
+        return self._rendered[key]
 
     def _named(self, partners: dict[int, int]) -> list[tuple[Partner, int]]:
         named = [(self.partners[pid], bits) for pid, bits in partners.items()]
         return sorted(named, key=lambda item: item[0].name.lower())
-
-
-def _lock_schedule(conn: Connection) -> None:
-    """One run at a time takes places in the schedule, so two runs never share a slot."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(SCHEDULE_LOCK)))
-    elif conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _next_slot(conn: Connection, step: timedelta) -> datetime:
-    """Now, or one step after the last notice any run has scheduled, whichever is later."""
-    last = conn.scalar(select(func.max(tables.notices.c.send_after)))
-    now = utcnow()
-    return now if last is None else max(now, last + step)

@@ -11,9 +11,10 @@ from portal.store import tables
 
 def mark_sent(conn: Connection, outbox_id: int, _request_id: int | None) -> None:
     """The outbox hook on delivery: the notice went out (its address is erased with it)."""
+    n = tables.notices.c
     conn.execute(
         update(tables.notices)
-        .where(tables.notices.c.outbox_id == outbox_id)
+        .where(n.outbox_id == outbox_id, n.status != BOUNCED)  # a bounce read may be first
         .values(status=SENT, sent_at=utcnow())
     )
 

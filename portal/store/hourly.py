@@ -30,6 +30,8 @@ REQUESTS_CLOSED = "requests_closed"  # deletion requests completed or rejected
 OUTBOX_DEPTH = "outbox_depth"  # the most messages owed at once in the hour (a gauge)
 LOOKUPS_SHED = "lookups_shed"  # lookups dropped by a full lookup queue
 MAIL_FAILED = "mail_failed"  # messages given up (after 24 hours, or refused for good)
+BOUNCES_TEMPORARY = "bounces_temporary"  # bounces read that report a temporary failure
+BOUNCES_IGNORED = "bounces_ignored"  # bounces read that are forged, untagged or unparseable
 
 
 def hour_of(moment: datetime) -> datetime:

@@ -275,8 +275,29 @@ notices = Table(
     Index("ix_notices_send_after", "send_after"),
 )
 
+# A follow-up notice (design §8 "Later partners"): a partner notified after the person's
+# notice went out is named once, in one follow-up (which later partners may join while it
+# is unsent). `number` counts a notice's follow-ups: two runs can never make the same one.
+notice_followups = Table(
+    "notice_followups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("notice_id", ForeignKey("notices.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # queued, sent, failed, bounced
+    Column("send_after", DateTime, nullable=False),
+    Column("outbox_id", ForeignKey("outbox.id", ondelete="SET NULL"), nullable=True),
+    Column("link_id", ForeignKey("links.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("sent_at", DateTime, nullable=True),
+    UniqueConstraint("notice_id", "number", name="uq_notice_followups_notice_number"),
+    Index("ix_notice_followups_outbox_id", "outbox_id"),
+)
+
 # The partners whose files named a notice's address, with the fields each file holds for it.
-# `named`: the notice as sent names the partner; false: notified after the notice went out.
+# `named`: the notice as sent names the partner; false: notified after the notice went out,
+# and then named by the follow-up `followup_id` (none when the notice failed or bounced).
+# The primary key makes a partner named at most once per person: never two follow-ups.
 notice_partners = Table(
     "notice_partners",
     metadata,
@@ -285,6 +306,7 @@ notice_partners = Table(
     Column("fields", BigInteger, nullable=False),
     Column("named", Boolean, nullable=False),
     Column("added_at", DateTime, nullable=False),
+    Column("followup_id", ForeignKey("notice_followups.id", ondelete="SET NULL"), nullable=True),
 )
 
 # An operator of the admin area; the password only as its argon2id hash.

@@ -56,6 +56,7 @@ def test_it_applies_the_documented_defaults(
     assert settings.notice_link_ttl == 30 * 24 * 3600
     assert settings.notice_rate == 10
     assert settings.shutdown_timeout == 30
+    assert settings.bounce_address is None
     assert settings.generated_secrets == frozenset()
     assert not settings.https
 
@@ -77,8 +78,10 @@ def test_it_reads_every_variable_it_is_given(tmp_path: Path) -> None:
             NOTICE_LINK_TTL="86400",
             NOTICE_RATE="2.5",
             SHUTDOWN_TIMEOUT="90",
+            BOUNCE_ADDRESS="bounces@example.org",
         )
     )
+    assert settings.bounce_address == "bounces@example.org"
     assert (settings.notice_link_ttl, settings.notice_rate) == (86400, 2.5)
     assert settings.shutdown_timeout == 90
     assert settings.database_url == "postgresql://portal@db.example/portal"
@@ -202,6 +205,10 @@ def test_it_ignores_dotenv_when_given_an_environment(
         ("REDIS_URL", "redis:/6379"),
         ("REDIS_URL", "redis://127.0.0.1:6379/zero"),
         ("MAIL_FROM", "not an address"),
+        ("BOUNCE_ADDRESS", "bounces"),
+        ("BOUNCE_ADDRESS", "bounces+x@example.org"),
+        ("BOUNCE_ADDRESS", "Bounces <bounces@example.org>"),
+        ("BOUNCE_ADDRESS", "bounces@localhost"),
         ("LIMIT_PER_ADDRESS", "5/hour;"),
         ("LIMIT_PER_CLIENT", "0/hour"),
         ("LIMIT_CONFIRM_PER_CLIENT", "often"),

@@ -157,6 +157,7 @@ PORTAL_LINK = {
     "link": "/v/",
     "partner_link": "/v/",
     "notice": "/v/",
+    "notice_followup": "/v/",
     "partner_request": "/r/",
     "partner_reminder": "/r/",
     "partner_digest": "/r/partner/",

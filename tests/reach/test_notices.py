@@ -238,7 +238,7 @@ def test_it_merges_a_second_partner_into_the_unsent_notice(
     assert purposes == ["notice", "notice"]  # the replaced link is gone
 
 
-def test_it_records_a_partner_after_the_notice_went_out_without_mailing_again(
+def test_it_records_a_partner_after_the_notice_went_out_and_follows_up_once(
     engine: Engine, settings: Settings, personas: Path
 ) -> None:
     run(engine, settings, personas, "park-a")
@@ -247,8 +247,8 @@ def test_it_records_a_partner_after_the_notice_went_out_without_mailing_again(
         conn.execute(update(tables.notices).values(status="sent"))
     summary = run(engine, settings, personas, "theater-b")
 
-    assert (summary.new, summary.merged, summary.after_sent) == (0, 0, 1)
-    assert len(outbox(engine)) == 2
+    assert (summary.new, summary.merged, summary.followups) == (0, 0, 1)
+    assert len(outbox(engine)) == 2  # no second notice: a follow-up (tests/reach/test_followups)
     with engine.connect() as conn:
         figures = incident_figures(conn, incident=SLUG)[0].notices
     assert figures["sent"] == 2 and figures["partners added after sending"] == 1
