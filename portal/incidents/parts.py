@@ -42,13 +42,11 @@ def part_of(keyed: bytes, count: int) -> int:
 
 
 def parse_part(text: str) -> Part:
-    """"K/N" as a Part; raises PortalError naming the form it wants."""
+    """ "K/N" as a Part; raises PortalError naming the form it wants."""
     match = _PART.fullmatch(text)
     if not match:
         raise PortalError(f"--part {text!r}: give it as K/N, e.g. --part 2/4")
     index, count = int(match.group(1)), int(match.group(2))
     if not 1 <= index <= count <= MAX_PARTS:
-        raise PortalError(
-            f"--part {text!r}: K must be from 1 to N, and N at most {MAX_PARTS:,}"
-        )
+        raise PortalError(f"--part {text!r}: K must be from 1 to N, and N at most {MAX_PARTS:,}")
     return Part(index, count)
