@@ -64,4 +64,5 @@ def part(text: str | None) -> Part:
     try:
         return parse_part(text)
     except PortalError as exc:
-        raise typer.BadParameter(str(exc).removeprefix(f"--part {text!r}: ")) from None
+        message = str(exc).removeprefix(f"--part {text!r}: ")
+        raise typer.BadParameter(message, param_hint="--part") from None
