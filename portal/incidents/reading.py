@@ -231,14 +231,19 @@ class Addresses:
         path, plan = self.read.path, self.read.plan
         if _stamp(path) != self.read.stamp:
             raise PortalError(f"{shown(str(path))}: the file changed while it was read; run again")
-        wanted = iter(self.read.distinct.sorted())
+        changed = PortalError(f"{shown(str(path))}: the file changed while it was read; run again")
         with CsvFile(path) as source:
             rows = source.rows()
-            for line, keyed, bits in wanted:
-                row = next(row for row in rows if row.line == line)
-                address = normalise(row.cells[plan.email_index])
+            for line, keyed, bits in self.read.distinct.sorted():
+                row = next((row for row in rows if row.line >= line), None)
+                if row is None or row.line != line:
+                    raise changed
+                try:
+                    address = normalise(row.cells[plan.email_index])
+                except InvalidEmail:
+                    raise changed from None
                 if keyed_index(address, pepper=self.pepper) != keyed:
-                    raise PortalError(f"{shown(str(path))}: the file changed while it was read")
+                    raise changed
                 yield address, keyed, bits
 
 
