@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from portal.core.errors import PortalError
+
 # Records sorted in memory before a run is written: about 80 bytes each as Python bytes.
 RUN = 32_768
 # Runs merged at once; more are first merged in groups (each open run holds a read buffer).
@@ -78,10 +80,17 @@ class Spill:
         self._buffer = []
 
     def _write(self, records: Iterable[bytes]) -> Path:
-        handle, name = tempfile.mkstemp(dir=self.folder, suffix=".run")
-        with os.fdopen(handle, "wb", READ_BUFFER) as out:
-            for packed in records:
-                out.write(packed)
+        try:
+            handle, name = tempfile.mkstemp(dir=self.folder, suffix=".run")
+            with os.fdopen(handle, "wb", READ_BUFFER) as out:
+                for packed in records:
+                    out.write(packed)
+        except OSError as exc:
+            raise PortalError(
+                f"cannot write the sorted spill in {self.folder.parent} ({exc.strerror}): "
+                "it needs about 100 bytes per row of the file; free space in the instance "
+                "folder (PORTAL_INSTANCE_DIR), then run the command again"
+            ) from None
         return Path(name)
 
     def _merged(self, runs: list[Path]) -> Path:

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from portal.core.errors import PortalError
 from portal.incidents.spill import Spill, erase_abandoned, spill_folder
 
 RECORD = struct.Struct(">32sQQ")
@@ -64,3 +67,11 @@ def test_it_erases_what_a_killed_process_left_but_not_a_living_ones(tmp_path: Pa
 
     assert erase_abandoned(root) == [abandoned]
     assert not abandoned.exists() and living.exists()
+
+
+def test_it_stops_with_the_fix_when_the_disk_refuses_a_run(tmp_path: Path) -> None:
+    spill = Spill(tmp_path / "gone", RECORD, run=2)  # a folder that is not there
+
+    with pytest.raises(PortalError, match="free space in the instance folder"):
+        for n in range(3):
+            spill.add(bytes(32), n, 0)
