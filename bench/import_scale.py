@@ -145,6 +145,7 @@ def _measure(folder: Path, rows: int, postgresql: str | None, kdf_memory: int | 
             f"{imported['exposures']:,} exposures = {imported['bytes_per_exposure']:.1f} "
             "bytes per exposure"
         )
+    return imported["peak_mib"]
 
 
 def _spawn(
