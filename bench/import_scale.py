@@ -11,11 +11,20 @@ grow with the row count. On SQLite the bench also prints the database's bytes pe
 after VACUUM (target: <= 120).
 
 `--read-only` measures only what the import holds before it hashes (the file read, checked
-and deduplicated), which is where its memory grows, in minutes instead of hours.
+and deduplicated into its spill on disk), in minutes instead of hours.
+
+`--kdf-memory KIB` imports with a cheaper argon2id than the default (the incident's
+memory cost set to KIB, e.g. 64): the whole import, hashing and writing included, at
+sizes the default cost would take hours for. Its rates say nothing about the default
+cost (the output says which cost ran); its peak RSS is the figure it is for. Each row of
+output prints the import's peak RSS, and the last line the growth from the smallest size
+to each larger one (target: at most 8 MiB from 20 k to 200 k rows).
 
 Usage: python bench/import_scale.py [ROWS ...] [--postgresql URL] [--read-only]
+                                    [--kdf-memory KIB]
   (default: 10000 200000)
 Example: python bench/import_scale.py 10000 200000
+Example: python bench/import_scale.py --kdf-memory 64 20000 200000 2000000
 Example: python bench/import_scale.py --read-only 10000 200000 2000000
 """
 
@@ -59,40 +68,62 @@ def main() -> None:
         action="store_true",
         help="only the import's reading phase (no hashing): its peak RSS per size, quickly",
     )
+    parser.add_argument(
+        "--kdf-memory",
+        type=int,
+        metavar="KIB",
+        help="a cheaper argon2id memory cost for the import (peak RSS at large sizes)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "ROWS"), help="internal")
     args = parser.parse_args()
+    params = KdfParams(memory_cost=args.kdf_memory or KdfParams().memory_cost)
     if args.child:
         kind, folder, rows = args.child
-        print(json.dumps(_child(kind, Path(folder), int(rows), args.postgresql)))
+        print(json.dumps(_child(kind, Path(folder), int(rows), args.postgresql, params)))
         return
     cores = os.cpu_count() or 1
-    params = KdfParams()
+    cheaper = " (CHEAPER than the default: for the memory figures only)" if args.kdf_memory else ""
     print(f"{cpu_model()}, {cores} logical cores, Python {platform.python_version()}")
     print(
-        f"argon2id t={params.time_cost} m={params.memory_cost // 1024} MiB "
-        f"p={params.parallelism}, {cores} hashing threads, "
+        f"argon2id t={params.time_cost} m={params.memory_cost} KiB p={params.parallelism}"
+        f"{cheaper}, {cores} hashing threads, "
         f"{'PostgreSQL' if args.postgresql else 'SQLite'}, load {_load()}"
     )
+    peaks: dict[int, float] = {}
     for rows in args.rows:
         with tempfile.TemporaryDirectory() as folder:
             if args.read_only:
-                _measure_reading(Path(folder), rows)
+                peaks[rows] = _measure_reading(Path(folder), rows)
             else:
-                _measure(Path(folder), rows, args.postgresql)
+                peaks[rows] = _measure(Path(folder), rows, args.postgresql, args.kdf_memory)
+    smallest = min(peaks)
+    growth = ", ".join(
+        f"{rows:,} rows +{peak - peaks[smallest]:.1f} MiB" for rows, peak in peaks.items()
+    )
+    print(f"peak RSS growth from {smallest:,} rows: {growth}")
 
 
-def _measure_reading(folder: Path, rows: int) -> None:
+def _measure_reading(folder: Path, rows: int) -> float:
     write_leak(folder / "rows.csv", rows)
     read = _spawn("read", folder, rows, None)
     print(
         f"{rows:>9,} rows  reading phase {read['seconds']:6.1f} s  peak RSS "
-        f"{read['peak_mib']:.0f} MiB (before {read['before_mib']:.0f} MiB), "
-        f"{read['addresses']:,.0f} distinct addresses kept for hashing"
+        f"{read['peak_mib']:.1f} MiB (before {read['before_mib']:.1f} MiB), "
+        f"{read['addresses']:,.0f} distinct addresses spilled for hashing"
     )
+    return read["peak_mib"]
 
 
-def _measure(folder: Path, rows: int, postgresql: str | None) -> None:
+def _measure(folder: Path, rows: int, postgresql: str | None, kdf_memory: int | None) -> float:
     write_leak(folder / "rows.csv", rows)
+    if kdf_memory:
+        imported = _spawn("import", folder, rows, postgresql, kdf_memory)
+        print(
+            f"{rows:>9,} rows  import {imported['seconds']:8.1f} s {imported['rate']:6.0f} rows/s"
+            f" (m={kdf_memory} KiB)  peak RSS import {imported['peak_mib']:.1f} MiB (before"
+            f" import {imported['before_mib']:.1f})  load {_load()}"
+        )
+        return imported["peak_mib"]
     # Half the raw hashing before the import and half after: on a shared machine the
     # import is compared with what the cores gave around the same time.
     first = _spawn("raw", folder, rows // 2, postgresql)
@@ -114,12 +145,17 @@ def _measure(folder: Path, rows: int, postgresql: str | None) -> None:
             f"{imported['exposures']:,} exposures = {imported['bytes_per_exposure']:.1f} "
             "bytes per exposure"
         )
+    return imported["peak_mib"]
 
 
-def _spawn(kind: str, folder: Path, rows: int, postgresql: str | None) -> dict[str, float]:
+def _spawn(
+    kind: str, folder: Path, rows: int, postgresql: str | None, kdf_memory: int | None = None
+) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", kind, str(folder), str(rows)]
     if postgresql:
         command += ["--postgresql", postgresql]
+    if kdf_memory:
+        command += ["--kdf-memory", str(kdf_memory)]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
     if done.returncode:
         raise SystemExit(done.stderr)
@@ -127,31 +163,39 @@ def _spawn(kind: str, folder: Path, rows: int, postgresql: str | None) -> dict[s
     return result
 
 
-def _child(kind: str, folder: Path, rows: int, postgresql: str | None) -> dict[str, float]:
+def _child(
+    kind: str, folder: Path, rows: int, postgresql: str | None, params: KdfParams
+) -> dict[str, float]:
     if kind == "raw":
         return _raw(rows)
     if kind == "read":
         return _read(folder)
-    return _import(folder, rows, postgresql)
+    return _import(folder, rows, postgresql, params)
 
 
 def _read(folder: Path) -> dict[str, float]:
     """What the import holds before it hashes: the file read, checked and deduplicated."""
     from portal.incidents.columns import plan_columns
-    from portal.incidents.importer import _read_rows
+    from portal.incidents.reading import read_file
+    from portal.incidents.spill import spill_folder
 
     before = _peak_mib()
     started = time.perf_counter()
-    read = _read_rows(
-        folder / "rows.csv",
-        lambda header: plan_columns(header, mapping={}, email_column=None),
-        None,
-    )
+    with spill_folder(folder) as spill:
+        read = read_file(
+            folder / "rows.csv",
+            lambda header: plan_columns(header, mapping={}, email_column=None),
+            None,
+            pepper=b"bench",
+            folder=spill,
+        )
+        for _ in read.distinct.sorted():  # the hashing phase's reading of the spill
+            pass
     return {
         "seconds": time.perf_counter() - started,
         "peak_mib": _peak_mib(),
         "before_mib": before,
-        "addresses": len(read.found),
+        "addresses": read.summary.addresses,
     }
 
 
@@ -179,7 +223,7 @@ def _raw(rows: int) -> dict[str, float]:
     return {"seconds": seconds, "rate": rows / seconds, "peak_mib": _peak_mib()}
 
 
-def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]:
+def _import(folder: Path, rows: int, postgresql: str | None, params: KdfParams) -> dict[str, float]:
     from portal.core.config import Settings
     from portal.incidents.importer import import_csv
     from portal.incidents.stored import load_incident_file
@@ -192,6 +236,13 @@ def _import(folder: Path, rows: int, postgresql: str | None) -> dict[str, float]
     db.migrate(engine)
     (folder / "incident.toml").write_text(INCIDENT, encoding="utf-8")
     load_incident_file(engine, folder / "incident.toml")
+    if params != KdfParams():
+        from sqlalchemy import update
+
+        from portal.store import tables
+
+        with engine.begin() as conn:
+            conn.execute(update(tables.incidents).values(kdf_memory_cost=params.memory_cost))
     before = _peak_mib()
     started = time.perf_counter()
     summary = import_csv(

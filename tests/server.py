@@ -283,8 +283,8 @@ def post_form(client: TestClient, page_path: str, action: str, **fields: str):  
     )
 
 
-def portal_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[Any]:
-    """`portal ARGS` in a real process on the app's database; stdout as bytes, stderr text."""
+def settings_env(settings: Settings, **env: str) -> dict[str, str]:
+    """The environment of a `portal` process on the app's database, instance and secrets."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     environment.update(
         PORTAL_INSTANCE_DIR=str(settings.instance_dir),
@@ -294,9 +294,26 @@ def portal_cli(settings: Settings, *args: str, **env: str) -> subprocess.Complet
         PYTHONIOENCODING="utf-8",
         **env,
     )
+    return environment
+
+
+def start_portal_cli(settings: Settings, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`portal ARGS` started in a real process on the app's database, output in pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "portal", *args],
+        env=settings_env(settings, **env),
+        cwd=settings.instance_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def portal_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[Any]:
+    """`portal ARGS` in a real process on the app's database; stdout as bytes, stderr text."""
     done = subprocess.run(
         [sys.executable, "-m", "portal", *args],
-        env=environment,
+        env=settings_env(settings, **env),
         cwd=settings.instance_dir,
         capture_output=True,
         timeout=120,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,18 +95,21 @@ def import_command(
     map_: options.Map = None,
     email_column: options.EmailColumn = None,
     workers: options.Workers = None,
+    part: options.PartOption = None,
     dry_run: options.DryRun = False,
 ) -> None:
     """Import one partner's leaked records: only blind indexes and field sets are kept.
 
     Every row is imported or skipped with its line and reason; a file that cannot be read
     as a whole is refused before anything is written. Re-importing the same file changes
-    nothing; more rows for the same address add fields.
+    nothing; more rows for the same address add fields. With --part K/N, N processes (on
+    N hosts, on one PostgreSQL database) share the file, each importing its part.
 
     Example: portal import ticketing-2021 park-a park-a.csv --map "Lievelingskleur=-"
     """
     settings = load_settings()
     mapping = options.parse_map(map_)
+    chosen = options.part(part)
     with database(settings) as engine:
         refuse_another_pepper(engine, settings.pepper)
         summary = import_with_progress(
@@ -118,8 +122,13 @@ def import_command(
             email_column=email_column,
             workers=workers,
             dry_run=dry_run,
+            part=chosen,
         )
-    _print_summary(summary, f"{file.name} into {incident}/{partner}")
+    _print_summary(summary, f"{file.name} into {incident}/{partner}{_part(summary)}")
+
+
+def _part(summary: ImportSummary) -> str:
+    return f", part {summary.part}" if summary.part.count > 1 else ""
 
 
 def _print_summary(summary: ImportSummary, what: str) -> None:
@@ -133,8 +142,10 @@ def _print_summary(summary: ImportSummary, what: str) -> None:
         ("blank lines (not rows)", summary.blank_lines),
         ("rows read", summary.rows),
         (f"rows {would}imported", summary.imported),
-        ("rows skipped", len(summary.skipped)),
+        ("rows skipped", summary.skipped_rows),
     ]
+    if summary.part.count > 1:
+        counts.append(("rows left to other parts", summary.other_parts))
     if summary.short_rows:
         counts.append(("short rows (missing cells read as empty)", summary.short_rows))
     if summary.multiline_rows:
@@ -160,11 +171,19 @@ def say_counts(counts: list[tuple[str, int]]) -> None:
 
 
 def say_skipped(read: ImportSummary) -> None:
-    """Every skipped line of a file read, grouped by why."""
-    if read.skipped:
-        say(f"skipped rows ({len(read.skipped)}), by line:")
-        for reason, lines in read.skipped_by_reason().items():
-            say(f"  {describe_lines(lines)}: {reason}")
+    """The skipped lines of a file read, grouped by why (the first SKIPPED_LISTED of them;
+    past those, how many more each reason has)."""
+    if not read.skipped_rows:
+        return
+    say(f"skipped rows ({read.skipped_rows}), by line:")
+    for reason, lines in read.skipped_by_reason().items():
+        say(f"  {describe_lines(lines)}: {reason}")
+    if read.unlisted:
+        listed = Counter(skipped.reason for skipped in read.skipped)
+        say(f"  and {read.unlisted} more rows not listed here:")
+        for reason, count in read.skipped_reasons.items():
+            if count > listed[reason]:
+                say(f"    {count - listed[reason]} more: {reason}")
 
 
 def _columns(summary: ImportSummary) -> str:

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from portal.core.errors import PortalError
 from portal.core.printable import shown
+from portal.incidents.parts import WHOLE, Part, parse_part
 
 Incident = Annotated[str, typer.Argument(help="The incident's slug.")]
 Partner = Annotated[str, typer.Argument(help="The partner's slug.")]
@@ -24,6 +26,15 @@ EmailColumn = Annotated[
 ]
 Workers = Annotated[
     int | None, typer.Option("--workers", min=1, help="Hashing threads (default: all cores).")
+]
+PartOption = Annotated[
+    str | None,
+    typer.Option(
+        "--part",
+        metavar="K/N",
+        help="Handle only the addresses in part K of N (split by blind index), so that N "
+        "processes on N hosts share one file.",
+    ),
 ]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Check and count everything, write nothing.")
@@ -44,3 +55,14 @@ def parse_map(pairs: list[str] | None) -> dict[str, str]:
             )
         mapping[column.strip()] = field.strip()
     return mapping
+
+
+def part(text: str | None) -> Part:
+    """--part K/N as a Part (the whole file without it); raises PortalError on a bad one."""
+    if text is None:
+        return WHOLE
+    try:
+        return parse_part(text)
+    except PortalError as exc:
+        message = str(exc).removeprefix(f"--part {text!r}: ")
+        raise typer.BadParameter(message, param_hint="--part") from None

@@ -40,6 +40,7 @@ def notify(
         ),
     ] = None,
     workers: options.Workers = None,
+    part: options.PartOption = None,
     dry_run: options.DryRunQueue = False,
 ) -> None:
     """Queue the direct notice (GDPR Art. 34): one personal email per distinct valid address
@@ -52,12 +53,14 @@ def notify(
     Once the notice went out, the person gets one follow-up notice naming only the partners
     new to them, in the same schedule. The mail workers send at most --rate notices per
     second, all workers together, in the order queued. Running it again, after a crash
-    too, queues only what is missing: nothing is sent twice.
+    too, queues only what is missing: nothing is sent twice. With --part K/N, N processes
+    (on N hosts, on one PostgreSQL database) share the file, each queueing its part.
 
     Example: portal notify ticketing-2021 park-a park-a.csv --rate 20
     """
     settings = load_settings()
     mapping = options.parse_map(map_)
+    chosen = options.part(part)
     with database(settings) as engine, progress_bar(file) as update:
         refuse_another_pepper(engine, settings.pepper)
         summary = queue_notices(
@@ -72,9 +75,11 @@ def notify(
             rate=rate,
             workers=workers,
             dry_run=dry_run,
+            part=chosen,
             progress=update,
         )
-    _print_notify_summary(summary, f"{file.name} for {incident}/{partner}")
+    part_of = f", part {chosen}" if chosen.count > 1 else ""
+    _print_notify_summary(summary, f"{file.name} for {incident}/{partner}{part_of}")
 
 
 def _print_notify_summary(summary: NotifySummary, what: str) -> None:
@@ -87,7 +92,8 @@ def _print_notify_summary(summary: NotifySummary, what: str) -> None:
         ("blank lines (not rows)", read.blank_lines),
         ("rows read", read.rows),
         ("rows with a valid address", read.imported),
-        ("rows skipped", len(read.skipped)),
+        ("rows skipped", read.skipped_rows),
+        *([("rows left to other parts", read.other_parts)] if read.part.count > 1 else []),
         ("rows repeating an address", summary.repeated_rows),
         ("distinct addresses", read.addresses),
         ("new notices that would be queued" if dry else "new notices queued", summary.new),

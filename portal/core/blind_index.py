@@ -97,7 +97,20 @@ def blind_index(normalised: str, *, pepper: bytes, salt: bytes, params: KdfParam
 
     CPU-bound (argon2-cffi releases the GIL): call it from a thread, never the event loop.
     """
-    keyed = hmac.new(pepper, normalised.encode(), hashlib.sha256).digest()
+    return stretch(keyed_index(normalised, pepper=pepper), salt=salt, params=params)
+
+
+def keyed_index(normalised: str, *, pepper: bytes) -> bytes:
+    """HMAC-SHA256(pepper, address): the blind index's first, cheap step (32 bytes).
+
+    An import deduplicates and splits its file into parts on it before the costly step,
+    so that each address is stretched once, by one part.
+    """
+    return hmac.new(pepper, normalised.encode(), hashlib.sha256).digest()
+
+
+def stretch(keyed: bytes, *, salt: bytes, params: KdfParams) -> bytes:
+    """argon2id of a keyed index: the blind index's costly step."""
     return hash_secret_raw(
         secret=keyed,
         salt=salt,

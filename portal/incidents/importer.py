@@ -1,231 +1,51 @@
-"""CSV import: account for every row, hash in parallel, write in batches (columns: columns.py).
+"""CSV import: hash each distinct address once, in parallel, and write in batches.
 
-The file (read strictly by `csv_file`) is read and checked completely before anything is
-written: every row is imported or skipped with its line and reason, and a file that cannot
-be read as a whole is refused. Addresses are then deduplicated, hashed on all cores and
-written chunk by chunk, each chunk in its own transaction. A crash part-way leaves a
-consistent, partially imported state (field sets only ever grow), and running the same
-import again completes it. Values are never stored or logged: only the blind index of each
-address, the partner and the set of exposed fields.
+The file is read, checked and deduplicated first (`reading.py`, with memory that does not
+grow with the file), and nothing is written when it cannot be read as a whole. The
+distinct addresses of this part (`--part K/N`) are then stretched into blind indexes on
+all cores and written chunk by chunk, each chunk in its own transaction, as a set union
+of field bits that any number of concurrent imports may write at once. A crash part-way
+leaves a consistent, partially imported state (field sets only ever grow), and running
+the same import again completes it. Values are never stored or logged: only the blind
+index of each address, the partner and the set of exposed fields.
 """
 
 from __future__ import annotations
 
-import csv
-import itertools
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
-from portal.core import fields
-from portal.core.blind_index import InvalidEmail, KdfParams, blind_index, normalise
+from portal.core.blind_index import KdfParams, blind_index, stretch
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
 from portal.incidents import fingerprints
-from portal.incidents.columns import ColumnPlan, plan_columns
-from portal.incidents.csv_file import CsvFile, Row, count_lines
+from portal.incidents.columns import plan_columns
+from portal.incidents.parts import WHOLE, Part
+from portal.incidents.reading import (
+    FileRead,
+    ImportSummary,
+    Progress,
+    Skipped,
+    chunks,
+    read_file,
+)
+from portal.incidents.spill import spill_folder
 from portal.incidents.stored import Incident, Partner, get_partner, get_partners, require_incident
 from portal.store import db, tables
+
+__all__ = ["CHUNK", "Hasher", "ImportSummary", "Progress", "Skipped", "chunks", "import_csv"]
 
 log = logging.getLogger("portal.importer")
 
 CHUNK = 1000
-READ_PROGRESS_EVERY = 5000
 HASH_PROGRESS_EVERY = 50
-
-
-def chunks(items: Iterable[tuple[str, int]], size: int) -> Iterator[list[tuple[str, int]]]:
-    """The items in lists of `size` (the last one shorter)."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
-# progress(stage, done, total): stage "reading" counts lines, "hashing" addresses.
-Progress = Callable[[str, int, int], None]
-
-WHY_INVALID = {
-    "missing": "no email address",
-    "control": "not a valid address: it holds control characters",
-    "too_long": "not a valid address: longer than 254 characters",
-    "local_too_long": "not a valid address: more than 64 characters before the @",
-    "mixed_script": "not a valid address: the domain mixes alphabets",
-    "lookalike": "not a valid address: the domain imitates another with look-alike letters",
-}
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A row that was read and not imported: its line and why (never its value)."""
-
-    line: int
-    reason: str
-
-
-@dataclass
-class ImportSummary:
-    """What the import read and did; `rows == imported + len(skipped)` always holds."""
-
-    lines: int = 0  # physical lines in the file, header included
-    blank_lines: int = 0  # lines without any value: not rows
-    rows: int = 0  # data rows read
-    imported: int = 0  # rows with a valid address
-    skipped: list[Skipped] = field(default_factory=list)
-    short_rows: int = 0  # rows with fewer cells than the header (the missing ones empty)
-    multiline_rows: int = 0  # rows with a quoted cell over several lines
-    addresses: int = 0  # distinct addresses among the imported rows (each hashed once)
-    new_exposures: int = 0
-    updated_exposures: int = 0  # known address that gained fields
-    unchanged: int = 0
-    fields: dict[str, int] = field(default_factory=dict)  # rows exposing each field
-    columns: dict[str, str] = field(default_factory=dict)  # CSV column -> field key
-    ignored_columns: list[str] = field(default_factory=list)
-    delimiter: str = "comma"
-    dry_run: bool = False
-
-    @property
-    def invalid_lines(self) -> list[int]:
-        return [s.line for s in self.skipped]
-
-    @property
-    def changed(self) -> bool:
-        """Whether the import added anything (or, in a dry run, would have)."""
-        return bool(self.new_exposures or self.updated_exposures)
-
-    def skipped_by_reason(self) -> dict[str, list[int]]:
-        """The skipped lines grouped by reason, in the order the reasons first occur."""
-        grouped: dict[str, list[int]] = {}
-        for skipped in self.skipped:
-            grouped.setdefault(skipped.reason, []).append(skipped.line)
-        return grouped
-
-
-# -- columns ---------------------------------------------------------------------------
-
-
-# -- reading ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Rows:
-    """What the file holds, before hashing: each distinct address with its field bits."""
-
-    found: dict[str, int] = field(default_factory=dict)
-    summary: ImportSummary = field(default_factory=ImportSummary)
-
-
-def _read_rows(
-    path: Path, plan_for: Callable[[list[str]], ColumnPlan], progress: Progress | None
-) -> _Rows:
-    """Reads the whole file, deduplicating addresses; nothing leaves this but bits."""
-    total = count_lines(path)
-    if progress:
-        progress("reading", 0, total)
-    with CsvFile(path) as source:
-        try:
-            plan = plan_for(source.header)
-        except PortalError as exc:
-            raise PortalError(f"{shown(str(path))}: {exc}") from None
-        result = _Rows()
-        result.summary.lines = total
-        result.summary.delimiter = source.delimiter_name
-        result.summary.columns = plan.columns
-        result.summary.ignored_columns = plan.ignored
-        counts: Counter[str] = Counter()
-        for row in source.rows():
-            _check_whole(source, plan, row)
-            _account(result, plan, row, counts)
-            if progress and result.summary.rows % READ_PROGRESS_EVERY == 0:
-                progress("reading", source.lines_read, total)
-        result.summary.blank_lines = source.blank_lines
-    if progress:
-        progress("reading", total, total)
-    result.summary.imported = result.summary.rows - len(result.summary.skipped)
-    result.summary.addresses = len(result.found)
-    result.summary.fields = {f.key: counts[f.key] for f in fields.FIELDS if counts[f.key]}
-    return result
-
-
-def read_addresses(
-    path: Path,
-    *,
-    mapping: dict[str, str] | None = None,
-    email_column: str | None = None,
-    progress: Progress | None = None,
-) -> tuple[dict[str, int], ImportSummary]:
-    """Reads a file as the import does: each distinct valid address with its field bits.
-
-    For `portal notify`, which reads the very file an import read (same columns, `--map`,
-    errors and accounting) and needs the addresses in hand, not their blind indexes only.
-    """
-    rows = _read_rows(
-        path,
-        lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
-        progress,
-    )
-    if not rows.summary.imported:
-        raise PortalError(_nothing_to_import(path, rows.summary))
-    return rows.found, rows.summary
-
-
-def _account(result: _Rows, plan: ColumnPlan, row: Row, counts: Counter[str]) -> None:
-    """Counts one row as imported (its address and field bits kept) or skipped, with why."""
-    summary = result.summary
-    summary.rows += 1
-    summary.short_rows += row.short
-    summary.multiline_rows += row.multiline
-    try:
-        normalised = normalise(row.cells[plan.email_index])
-    except InvalidEmail as exc:
-        summary.skipped.append(Skipped(row.line, _why(exc)))
-        return
-    bits = plan.bits(row.cells)
-    result.found[normalised] = result.found.get(normalised, 0) | bits
-    counts.update(f.key for f in fields.from_bits(bits))
-
-
-def _why(exc: InvalidEmail) -> str:
-    if exc.code in WHY_INVALID:
-        return WHY_INVALID[exc.code]
-    detail = exc.detail[:1].lower() + exc.detail[1:]
-    return f"not a valid address: {detail}" if detail else "not a valid address"
-
-
-def _check_whole(source: CsvFile, plan: ColumnPlan, row: Row) -> None:
-    """Refuses a quoted cell that swallowed rows: a line inside it that is a row itself.
-
-    A legitimate cell over several lines (an address) holds no line whose email column
-    holds another address; a quote left open on line 3 takes in the rows after it until
-    some other quote closes it. (The row's own address may follow a multi-line cell on its
-    last line.)
-    """
-    if not row.continuation:
-        return
-    own = _address(row.cells[plan.email_index])
-    for offset, text in enumerate(row.continuation, 1):
-        cells = next(csv.reader([text], delimiter=source.delimiter), [])
-        found = _address(cells[plan.email_index]) if plan.email_index < len(cells) else None
-        if found is not None and found != own:
-            raise PortalError(
-                f"{shown(str(source.path))}:{row.line}: a quoted cell opens on this line and "
-                f"runs on to line {row.end_line}, taking in line {row.line + offset}, which "
-                f'looks like a row of its own; a " is probably missing or stray on line '
-                f'{row.line}: close the quote, or double each " inside a quoted cell ("")'
-            )
-
-
-def _address(cell: str) -> str | None:
-    try:
-        return normalise(cell)
-    except InvalidEmail:
-        return None
 
 
 # -- importing -------------------------------------------------------------------------
@@ -242,9 +62,11 @@ def import_csv(
     email_column: str | None = None,
     workers: int | None = None,
     dry_run: bool = False,
+    part: Part = WHOLE,
     progress: Progress | None = None,
 ) -> ImportSummary:
-    """Imports one partner's leaked records; idempotent; `dry_run` writes nothing."""
+    """Imports one partner's leaked records (this part of them); idempotent; `dry_run`
+    writes nothing."""
     if workers is not None and workers < 1:
         raise PortalError("--workers must be at least 1")
     with engine.begin() as conn:
@@ -254,24 +76,34 @@ def import_csv(
         fingerprints.refuse_another(
             conn, incident_id=incident_id, pepper=settings.pepper, salt=salt
         )
-    rows = _read_rows(
-        path,
-        lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
-        progress,
-    )
-    rows.summary.dry_run = dry_run
-    if not rows.summary.imported:
-        raise PortalError(_nothing_to_import(path, rows.summary))
-    if not dry_run:
-        # Claimed with the first records, not before: a refused file writes nothing.
-        with engine.begin() as conn:
-            fingerprints.claim(
-                conn, incident_id=incident_id, pepper=settings.pepper, salt=salt, params=params
-            )
-    hasher = Hasher(settings.pepper, salt, params)
-    _store(engine, partner_id, rows, hasher, workers or os.cpu_count() or 1, progress)
-    _log(incident, partner, rows.summary)
-    return rows.summary
+    with spill_folder(settings.instance_dir) as folder:
+        read = read_file(
+            path,
+            lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
+            progress,
+            pepper=settings.pepper,
+            folder=folder,
+            part=part,
+        )
+        summary = read.summary
+        summary.dry_run = dry_run
+        refuse_empty(path, summary)
+        if not dry_run and summary.imported:
+            # Claimed with the first records, not before: a refused file writes nothing.
+            with engine.begin() as conn:
+                fingerprints.claim(
+                    conn, incident_id=incident_id, pepper=settings.pepper, salt=salt, params=params
+                )
+        hasher = Hasher(settings.pepper, salt, params)
+        _store(engine, partner_id, read, hasher, workers or os.cpu_count() or 1, progress)
+    _log(incident, partner, summary)
+    return summary
+
+
+def refuse_empty(path: Path, summary: ImportSummary) -> None:
+    """Refuses a file without one valid row (in any part): there is nothing to do."""
+    if not summary.imported and not summary.other_parts:
+        raise PortalError(_nothing_to_import(path, summary))
 
 
 def _nothing_to_import(path: Path, summary: ImportSummary) -> str:
@@ -310,37 +142,60 @@ class Hasher:
     def __call__(self, address: str) -> bytes:
         return blind_index(address, pepper=self.pepper, salt=self.salt, params=self.params)
 
+    def stretch(self, keyed: bytes) -> bytes:
+        """The blind index of an address from its keyed index (`reading` keeps those)."""
+        return stretch(keyed, salt=self.salt, params=self.params)
+
+
+def stretched(
+    pool: ThreadPoolExecutor,
+    hasher: Hasher,
+    items: Iterable[tuple[bytes, int]],
+    size: int,
+    tick: Callable[[int], None] | None = None,
+) -> Iterator[list[tuple[bytes, int]]]:
+    """Chunks of (blind index, field bits) from (keyed index, field bits); the next chunk is
+    hashed on the pool's threads (argon2id releases the GIL) while the caller writes this one.
+    `tick(n)` hears of every HASH_PROGRESS_EVERY addresses hashed: a chunk takes seconds.
+    """
+    pending: list[tuple[bytes, int]] | None = None
+    for chunk in chunks(items, size):
+        hashing = pool.map(hasher.stretch, [keyed for keyed, _ in chunk])  # submitted at once
+        if pending is not None:
+            yield pending
+        pending = []
+        for bidx, (_, bits) in zip(hashing, chunk, strict=True):
+            pending.append((bidx, bits))
+            if tick and len(pending) % HASH_PROGRESS_EVERY == 0:
+                tick(HASH_PROGRESS_EVERY)
+        if tick:
+            tick(len(pending) % HASH_PROGRESS_EVERY)
+    if pending is not None:
+        yield pending
+
 
 def _store(
     engine: Engine,
     partner_id: int,
-    rows: _Rows,
+    read: FileRead,
     hasher: Hasher,
     workers: int,
     progress: Progress | None,
 ) -> None:
-    """Hashes the addresses on `workers` threads and writes them, one chunk at a time."""
-    done, total = 0, len(rows.found)
-    if progress:
-        progress("hashing", 0, total)
+    """Hashes the distinct addresses on `workers` threads and writes them chunk by chunk."""
+    done, total = 0, read.summary.addresses
+
+    def tick(hashed: int) -> None:
+        nonlocal done
+        done += hashed
+        if progress:
+            progress("hashing", done, total)
+
+    tick(0)
+    keyed = ((key, bits) for _, key, bits in read.distinct.sorted())
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        hashed: dict[bytes, int] | None = None
-        for chunk in chunks(rows.found.items(), CHUNK):
-            # Queued at once: the threads hash this chunk while the previous one is written.
-            indexes = pool.map(hasher, [address for address, _ in chunk])
-            if hashed is not None:
-                _write_chunk(engine, partner_id, hashed, rows.summary)
-            hashed = {}
-            for count, (bidx, (_, bits)) in enumerate(zip(indexes, chunk, strict=True), 1):
-                hashed[bidx] = bits
-                # A chunk takes seconds: the bar moves within it.
-                if progress and count % HASH_PROGRESS_EVERY == 0 and count < len(chunk):
-                    progress("hashing", done + count, total)
-            done += len(chunk)
-            if progress:
-                progress("hashing", done, total)
-        if hashed is not None:
-            _write_chunk(engine, partner_id, hashed, rows.summary)
+        for chunk in stretched(pool, hasher, keyed, CHUNK, tick):
+            _write_chunk(engine, partner_id, dict(chunk), read.summary)
 
 
 def _log(incident: str, partner: str, summary: ImportSummary) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,14 +38,11 @@ from portal.core.config import MAX_NOTICE_RATE, Settings
 from portal.core.errors import PortalError
 from portal.core.printable import shown
 from portal.core.tokens import NOTICE_PURPOSE, notice_tokens, seal, token_hash
-from portal.incidents.importer import (
-    Hasher,
-    ImportSummary,
-    Progress,
-    chunks,
-    read_addresses,
-    require_partner,
-)
+from portal.incidents.columns import plan_columns
+from portal.incidents.importer import Hasher, refuse_empty, require_partner
+from portal.incidents.parts import WHOLE, Part
+from portal.incidents.reading import Addresses, ImportSummary, Progress, chunks, read_file
+from portal.incidents.spill import spill_folder
 from portal.incidents.stored import Incident, Partner, get_partners
 from portal.mail import outbox
 from portal.mail.messages import Message
@@ -119,6 +116,7 @@ def notify(
     rate: float | None = None,
     workers: int | None = None,
     dry_run: bool = False,
+    part: Part = WHOLE,
     progress: Progress | None = None,
 ) -> NotifySummary:
     """Queues one notice per distinct valid address of a partner's file; `dry_run` writes
@@ -137,21 +135,20 @@ def notify(
         _require_imported(conn, found_incident, target)
         partners = {p.id: p for p in get_partners(conn, found_incident.id)}
         salt = db.ensure_salt(conn)
-    found, read = read_addresses(
-        path, mapping=mapping, email_column=email_column, progress=progress
-    )
-    summary = NotifySummary(read, rate, dry_run=dry_run)
-    queue = _Queue(engine, settings, found_incident, target, partners, renderer, summary)
-    hasher = Hasher(settings.pepper, salt, found_incident.kdf)
-    done, total = 0, len(found)
-    if progress:
-        progress("queueing", 0, total)
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        for chunk in _hashed(pool, hasher, found):
-            queue.chunk(chunk)
-            done += len(chunk)
-            if progress:
-                progress("queueing", done, total)
+    with spill_folder(settings.instance_dir) as folder:
+        read = read_file(
+            path,
+            lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
+            progress,
+            pepper=settings.pepper,
+            folder=folder,
+            part=part,
+        )
+        refuse_empty(path, read.summary)
+        summary = NotifySummary(read.summary, rate, dry_run=dry_run)
+        queue = _Queue(engine, settings, found_incident, target, partners, renderer, summary)
+        hasher = Hasher(settings.pepper, salt, found_incident.kdf)
+        _queue_all(queue, hasher, Addresses(read, pepper=settings.pepper), workers, progress)
     log.info(
         "notify %s/%s: %d new, %d merged, %d already, %d follow-ups, %d not imported%s",
         incident,
@@ -166,17 +163,35 @@ def notify(
     return summary
 
 
+def _queue_all(
+    queue: _Queue,
+    hasher: Hasher,
+    addresses: Addresses,
+    workers: int | None,
+    progress: Progress | None,
+) -> None:
+    done, total = 0, queue.summary.read.addresses
+    if progress:
+        progress("queueing", 0, total)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for chunk in _hashed(pool, hasher, addresses):
+            queue.chunk(chunk)
+            done += len(chunk)
+            if progress:
+                progress("queueing", done, total)
+
+
 def _hashed(
-    pool: ThreadPoolExecutor, hasher: Hasher, found: dict[str, int]
+    pool: ThreadPoolExecutor, hasher: Hasher, addresses: Iterable[tuple[str, bytes, int]]
 ) -> Iterator[list[tuple[str, bytes, int]]]:
     """Chunks of (address, blind index, field bits); the next chunk hashes (argon2id
     releases the GIL) while the caller queues this one."""
     pending = None
-    for chunk in chunks(found.items(), CHUNK):
-        hashing = pool.map(hasher, [address for address, _ in chunk])  # submitted at once
+    for chunk in chunks(addresses, CHUNK):
+        hashing = pool.map(hasher.stretch, [keyed for _, keyed, _ in chunk])  # at once
         if pending is not None:
             yield pending
-        pending = [(a, bidx, bits) for (a, bits), bidx in zip(chunk, hashing, strict=True)]
+        pending = [(a, bidx, bits) for (a, _, bits), bidx in zip(chunk, hashing, strict=True)]
     if pending is not None:
         yield pending
 

@@ -197,12 +197,14 @@ def copy_exposures(conn: Connection, partner_id: int, indexed: Mapping[bytes, in
         copy.set_types(["bytea", "int8"])
         for bidx, bits in indexed.items():
             copy.write_row((bidx, bits))
+    # In blind index order: concurrent imports of overlapping files lock the rows they
+    # merge in one order, so that they wait for each other but never deadlock.
     conn.exec_driver_sql(_MERGE, {"partner": partner_id})
 
 
 # Field sets only ever grow: a known exposure gains the new bits.
 _MERGE = (
     "INSERT INTO exposures (partner_id, bidx, fields) "
-    "SELECT %(partner)s, bidx, fields FROM exposures_in "
+    "SELECT %(partner)s, bidx, fields FROM exposures_in ORDER BY bidx "
     "ON CONFLICT (partner_id, bidx) DO UPDATE SET fields = exposures.fields | excluded.fields"
 )

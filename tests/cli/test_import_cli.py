@@ -399,3 +399,31 @@ def test_it_shows_progress_with_its_total_a_rate_and_the_time_left(instance: Pat
     assert any(re.fullmatch(r"\d+:\d\d:\d\d", left) for *_, left in frames)
     assert "/?" not in plain
     assert "import summary" in plain
+
+
+def test_it_lists_the_first_thousand_skipped_lines_and_counts_the_rest(instance: Path) -> None:
+    rows = ["email,naam", "ann@example.org,Ann", *(f"geen-adres-{n},X" for n in range(1050))]
+    rows += [",Y"] * 3
+    path = write(instance, "\n".join(rows) + "\n")
+
+    result = do_import(instance, path)
+
+    assert result.returncode == 0, result.stderr
+    assert count(result.stdout, "rows read") == 1054
+    assert count(result.stdout, "rows imported") == 1
+    assert count(result.stdout, "rows skipped") == 1053
+    assert "lines 3-1002: not a valid address" in result.stdout
+    assert "and 53 more rows not listed here:" in result.stdout
+    assert "    50 more: not a valid address" in result.stdout
+    assert "    3 more: no email address" in result.stdout
+
+
+@pytest.mark.parametrize("part", ["3/2", "0/2", "half"])
+def test_it_refuses_a_part_that_does_not_exist(instance: Path, part: str) -> None:
+    path = write(instance, "email\nann@example.org\n")
+
+    result = do_import(instance, path, "--part", part)
+
+    assert result.returncode == 2, result.stderr
+    assert "--part" in result.stderr and "Traceback" not in result.stderr
+    assert stored(instance) == 0
