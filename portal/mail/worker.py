@@ -46,6 +46,9 @@ IDLE_CLOSE = 30.0  # seconds without mail after which kept-open connections are 
 # While the database is away, recording what was sent is tried again, doubling from the
 # first pause up to the most, for as long as the claim's lease lasts (design §6, Failures).
 RECORD_RETRY_FIRST, RECORD_RETRY_MOST = 0.5, 5.0
+# Outcomes wait this long (seconds) for others to share their commit, up to this many: the
+# window in which a crash leaves a message the relay took to be sent again.
+RECORD_WINDOW, RECORD_MOST = 0.02, 100
 DEPTH_SAMPLE = 30.0  # seconds between two samples of the outbox depth for the overview
 
 SecretResolver = Callable[[Connection, "int | None"], "str | None"]
@@ -291,16 +294,17 @@ class MailWorker:
     async def _record_as_they_come(
         self, results: asyncio.Queue[Outcome | None], tally: _Tally
     ) -> None:
-        """Writes the outcomes that arrived while the last write ran, in one transaction.
+        """Writes the outcomes of the last RECORD_WINDOW (at most RECORD_MOST, and those that
+        arrived while the last write ran) in one transaction.
 
-        Under load that makes batches; with a trickle each outcome is on record at once, so
-        a worker killed mid-batch leaves only what was in flight to be sent again.
+        One commit per message cost more than its SMTP transaction; one per batch would leave
+        a whole batch to be sent again after a crash. So a message the relay took is on record
+        within RECORD_WINDOW plus one commit: a worker killed then leaves only the messages in
+        that window and those in flight to be sent again (at least once, docs/operator.md).
         """
         done = False
         while not done:
-            batch = [await results.get()]
-            while not results.empty():
-                batch.append(results.get_nowait())
+            batch = await _gathered(results)
             done = batch[-1] is None
             outcomes = [outcome for outcome in batch if outcome is not None]
             if outcomes:
@@ -393,6 +397,18 @@ class MailWorker:
             self.health.succeeded()
         elif outcome.relay is not None:  # not a message that could not be built
             self.health.failed(outcome.reason or "")
+
+
+async def _gathered(results: asyncio.Queue[Outcome | None]) -> list[Outcome | None]:
+    """The next outcome, and those that follow it within RECORD_WINDOW (up to RECORD_MOST,
+    or the end of the batch: None)."""
+    batch = [await results.get()]
+    with anyio.move_on_after(RECORD_WINDOW):
+        while batch[-1] is not None and len(batch) < RECORD_MOST:
+            batch.append(await results.get())
+    while batch[-1] is not None and not results.empty():
+        batch.append(results.get_nowait())
+    return batch
 
 
 async def check_relay(sender: Sender, health: RelayHealth | None = None) -> None:
