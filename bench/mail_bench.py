@@ -31,9 +31,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from portal.core import metrics
-from portal.core.config import Settings
+from portal.core.config import SMTP_CONNECTIONS, Settings
 from portal.mail import outbox
-from portal.mail.delivery import SMTP_CONNECTIONS, SmtpSender
+from portal.mail.delivery import SmtpSender
 from portal.mail.messages import Message, build_email
 from portal.mail.renderer import Renderer
 from portal.mail.worker import BATCH_SIZE, MailWorker
@@ -132,8 +132,8 @@ def measure(
                 engine,
                 settings,
                 sender=sender,
-                on_sent=mark_forwarded,
-                on_failed=mark_forward_failed,
+                on_sent=outbox.each(mark_forwarded),
+                on_failed=outbox.each(mark_forward_failed),
                 batch_size=batch_size,
             )
             seconds, cpu = _cpu_of(_deliver, worker, n, profile)
