@@ -75,6 +75,7 @@ class MailRun:
 def main() -> None:
     args = _arguments()
     print(f"python {platform.python_version()}, {os.cpu_count()} cores, {cpu_model()}")
+    print(f"load average {load()} before the run (the machine is shared)")
     print(
         f"{args.n} mails, {args.connections} SMTP connections, batch {args.batch_size}, "
         f"{'PostgreSQL' if args.database_url else 'SQLite'}, aiosmtpd in another process"
@@ -102,6 +103,12 @@ def main() -> None:
         f"(one core carries {run.n / run.cpu:,.0f} portal mails/s besides the SMTP server)"
     )
     print(f"target {TARGET:,.0f} mails/s: ratio {run.rate / TARGET:.2f}")
+    print(f"load average {load()} after the run")
+
+
+def load() -> str:
+    """The load average of the last 1, 5 and 15 minutes: how shared the machine was."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def measure(

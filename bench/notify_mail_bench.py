@@ -36,7 +36,7 @@ from sqlalchemy import Engine, func, select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.bruteforce import cpu_model  # noqa: E402
-from bench.mail_bench import _database  # noqa: E402
+from bench.mail_bench import _database, load  # noqa: E402
 from bench.notify_bench import PARTNER, SLUG, _leak  # noqa: E402
 from bench.relay import running_relay  # noqa: E402
 from portal.core.config import SMTP_CONNECTIONS  # noqa: E402
@@ -71,7 +71,7 @@ class NoticeRun:
 def main() -> None:
     args = _arguments()
     print(f"python {platform.python_version()}, {os.cpu_count()} cores, {cpu_model()}")
-    print(f"load average {_load()} before the run (the machine is shared)")
+    print(f"load average {load()} before the run (the machine is shared)")
     backend = "PostgreSQL" if args.database_url else "SQLite"
     print(
         f"{args.n} notices, {args.connections} SMTP connections, {backend}, "
@@ -89,7 +89,7 @@ def main() -> None:
         f"({run.n / run.from_first / run.raw:.2f} from the first delivery)"
     )
     print(f"CPU of the worker process per notice: {run.cpu / run.n * 1000:.2f} ms")
-    print(f"load average {_load()} after the run")
+    print(f"load average {load()} after the run")
 
 
 def measure(n: int, *, database_url: str | None, connections: int) -> NoticeRun:
@@ -236,10 +236,6 @@ def _cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of a running process, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":

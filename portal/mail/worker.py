@@ -401,7 +401,7 @@ class MailWorker:
 
 async def _gathered(results: asyncio.Queue[Outcome | None]) -> list[Outcome | None]:
     """The next outcome, and those that follow it within RECORD_WINDOW (up to RECORD_MOST,
-    or the end of the batch: None)."""
+    or the end of the batch: None), and any that arrived while the last commit ran."""
     batch = [await results.get()]
     with anyio.move_on_after(RECORD_WINDOW):
         while batch[-1] is not None and len(batch) < RECORD_MOST:

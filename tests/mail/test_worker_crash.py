@@ -53,7 +53,7 @@ async def test_it_loses_nothing_when_killed_mid_batch_and_resends_only_the_unrec
     engine: Engine, settings: Settings, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     addresses = queue_many(engine, 2 * BATCH_SIZE)
-    smtp_server.handler.delay = 0.01  # a relay's pace: the batch takes a while
+    smtp_server.handler.delay = 0.02  # a relay's pace: the batch takes a second or two
     worker = start_worker(settings, smtp_server, tmp_path / "worker.log")
     try:
         # Well into the first batch: a commit per batch would leave all of these unrecorded.
