@@ -7,14 +7,14 @@ finds the templates folder itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine
 from starlette.templating import Jinja2Templates
 
 from portal.core.config import Settings
-from portal.mail.outbox import OutboxHook
+from portal.mail.outbox import OutboxHook, each
 from portal.mail.renderer import Renderer
 from portal.mail.worker import MailWorker
 from portal.reach import followups, outcomes
@@ -36,16 +36,16 @@ def mail_worker(engine: Engine, settings: Settings) -> MailWorker:
         engine,
         settings,
         on_sent=_both(
-            deletions.mark_forwarded,
-            digests.mark_forwarded,
+            each(deletions.mark_forwarded),
+            each(digests.mark_forwarded),
             outcomes.mark_sent,
-            followups.mark_sent,
+            each(followups.mark_sent),
         ),
         on_failed=_both(
-            deletions.mark_forward_failed,
-            digests.mark_failed,
+            each(deletions.mark_forward_failed),
+            each(digests.mark_failed),
             outcomes.mark_failed,
-            followups.mark_failed,
+            each(followups.mark_failed),
         ),
     )
 
@@ -53,9 +53,9 @@ def mail_worker(engine: Engine, settings: Settings) -> MailWorker:
 def _both(*hooks: OutboxHook) -> OutboxHook:
     """One outbox hook that runs each of `hooks` in turn, in the same transaction."""
 
-    def run(conn: Connection, outbox_id: int, request_id: int | None) -> None:
+    def run(conn: Connection, rows: Sequence[tuple[int, int | None]]) -> None:
         for hook in hooks:
-            hook(conn, outbox_id, request_id)
+            hook(conn, rows)
 
     return run
 

@@ -20,7 +20,7 @@ from portal.core.errors import PortalError
 from portal.incidents import demo as demo_data
 from portal.incidents.fingerprints import refuse_another_pepper
 from portal.mail.delivery import sender_for
-from portal.mail.worker import check_relay
+from portal.mail.relay_health import check_relay
 
 
 @operator_errors

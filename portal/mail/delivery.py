@@ -21,7 +21,7 @@ import aiosmtplib
 from anyio import fail_after, to_thread
 
 from portal.core import metrics
-from portal.core.config import Settings
+from portal.core.config import SMTP_CONNECTIONS, Settings
 from portal.core.errors import PortalError
 from portal.mail.messages import Email, first_link
 
@@ -30,9 +30,6 @@ SMTP_TIMEOUT = 30.0  # per SMTP step
 # never waits longer for it.
 PROBE_TIMEOUT = 5.0  # per step
 PROBE_DEADLINE = 10.0  # connect, EHLO, STARTTLS and AUTH together
-# Connections kept open to the relay, each carrying one message at a time: a kept-open
-# connection costs about 1 ms a message, a new one per message several times that.
-SMTP_CONNECTIONS = 4
 SMTP_SCHEMES = {  # scheme: (default port, use_tls, start_tls)
     "smtp": (25, False, False),
     "smtp+starttls": (587, False, True),
@@ -65,6 +62,8 @@ class SmtpSender:
     use_tls: bool = False
     start_tls: bool = False
     timeout: float = SMTP_TIMEOUT
+    # Kept-open connections (PORTAL_SMTP_CONNECTIONS), each carrying one message at a time: a
+    # kept-open connection costs about 1 ms a message, a new one several times that.
     parallel: int = SMTP_CONNECTIONS
     _idle: list[aiosmtplib.SMTP] = field(default_factory=list, init=False, repr=False)
     _lost: int = field(default=0, init=False, repr=False)
@@ -75,8 +74,9 @@ class SmtpSender:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @classmethod
-    def from_url(cls, url: str) -> SmtpSender:
-        """smtp://[user:pass@]host[:port], smtp+starttls://… or smtps://…"""
+    def from_url(cls, url: str, *, parallel: int = SMTP_CONNECTIONS) -> SmtpSender:
+        """smtp://[user:pass@]host[:port], smtp+starttls://… or smtps://…, over up to
+        `parallel` kept-open connections."""
         parts = urlsplit(url)
         if parts.scheme not in SMTP_SCHEMES:
             raise PortalError("PORTAL_SMTP_URL must be smtp://, smtp+starttls:// or smtps://")
@@ -88,6 +88,7 @@ class SmtpSender:
             password=unquote(parts.password) if parts.password is not None else None,
             use_tls=use_tls,
             start_tls=start_tls,
+            parallel=parallel,
         )
 
     async def send(self, email: Email) -> None:
@@ -261,7 +262,7 @@ def _shown(path: Path) -> Path:
 def sender_for(settings: Settings) -> Sender:
     """SMTP when PORTAL_SMTP_URL is set, else the instance outbox folder."""
     if settings.smtp_url:
-        return SmtpSender.from_url(settings.smtp_url)
+        return SmtpSender.from_url(settings.smtp_url, parallel=settings.smtp_connections)
     return OutboxDirSender(settings.outbox_dir)
 
 

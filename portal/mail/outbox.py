@@ -50,7 +50,21 @@ DELIVERED = {
 ERASED = {"recipient": None, "subject": None, "body_text": None, "body_html": None}
 _ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
 
-OutboxHook = Callable[[Connection, int, "int | None"], None]
+# What the worker tells the modules above of the rows it recorded as sent or given up, in
+# the transaction that records them: each row's (outbox id, deletion request id), all of a
+# commit at once, so that a hook spends one statement on them rather than one each.
+OutboxHook = Callable[[Connection, "Sequence[tuple[int, int | None]]"], None]
+RowHook = Callable[[Connection, int, "int | None"], None]
+
+
+def each(hook: RowHook) -> OutboxHook:
+    """An outbox hook that runs `hook` for one row at a time."""
+
+    def run(conn: Connection, rows: Sequence[tuple[int, int | None]]) -> None:
+        for outbox_id, request_id in rows:
+            hook(conn, outbox_id, request_id)
+
+    return run
 
 
 def enqueue_email(
@@ -293,8 +307,8 @@ def record(
 ) -> None:
     """Records outcomes in the caller's transaction, one statement per kind of outcome.
 
-    A delivered or given-up row loses its recipient and bodies; the hooks run for each in
-    the same transaction.
+    A delivered or given-up row loses its recipient and bodies; the hooks run once for all
+    such rows, in the same transaction.
     """
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     released: list[int] = []
@@ -315,11 +329,10 @@ def record(
             .where(c.id.in_(released))
             .values(status=QUEUED, lease_until=None, attempts=c.attempts - 1)
         )
-    for outcome in outcomes:
-        status = outcome.status(now)
-        hook = on_sent if status == SENT else on_failed if status == FAILED else None
-        if hook is not None:
-            hook(conn, outcome.row.id, outcome.row.deletion_request_id)
+    for status, hook in ((SENT, on_sent), (FAILED, on_failed)):
+        rows = [(o.row.id, o.row.deletion_request_id) for o in outcomes if o.status(now) == status]
+        if hook is not None and rows:
+            hook(conn, rows)
     hourly.bump_many(conn, _figures(outcomes, now), at=now)
 
 

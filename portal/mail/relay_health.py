@@ -1,10 +1,16 @@
-"""What a process's recent attempts to reach the mail relay say: for /healthz, in memory."""
+"""What a process's recent attempts to reach the mail relay say: for /healthz, in memory;
+and the check of the relay at start."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from portal.mail.delivery import Sender, SmtpSender
+
+log = logging.getLogger("portal.mail")
 
 # A failure counts this long: past the longest backoff (5 min), so that a relay that stays
 # down, with mail waiting, keeps being reported between two retries of one message.
@@ -35,3 +41,19 @@ class RelayHealth:
     def failing(self) -> bool:
         recent = self.clock() - self.last_failure <= RECENT_SECONDS
         return recent and self.in_a_row >= FAILING_AFTER
+
+
+async def check_relay(sender: Sender, health: RelayHealth | None = None) -> None:
+    """Tries the relay once (connect, EHLO, STARTTLS and AUTH as configured) and warns when
+    it does not answer: people are told "check your inbox" meanwhile. Sends nothing."""
+    if not isinstance(sender, SmtpSender):
+        return
+    reason = await sender.probe()
+    if reason is None:
+        log.info("mail relay %s answers", sender.relay)
+        if health is not None:
+            health.succeeded()
+        return
+    log.warning("mail relay %s not reachable: %s; mail waits in the outbox", sender.relay, reason)
+    if health is not None:
+        health.failed(reason, decisive=True)

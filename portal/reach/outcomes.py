@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection, func, select, update
 
 from portal.core.clock import utcnow
@@ -9,25 +11,33 @@ from portal.reach.notices import BOUNCED, FAILED, QUEUED, SENT
 from portal.store import tables
 
 
-def mark_sent(conn: Connection, outbox_id: int, _request_id: int | None) -> None:
-    """The outbox hook on delivery: the notice went out (its address is erased with it)."""
+def mark_sent(conn: Connection, rows: Sequence[tuple[int, int | None]]) -> None:
+    """The outbox hook on delivery: these notices went out (their addresses are erased with
+    them), in one statement for all the rows of the worker's commit."""
     n = tables.notices.c
     conn.execute(
         update(tables.notices)
-        .where(n.outbox_id == outbox_id, n.status != BOUNCED)  # a bounce read may be first
+        .where(
+            n.outbox_id.in_([outbox_id for outbox_id, _ in rows]),
+            n.status != BOUNCED,  # a bounce read may be first
+        )
         .values(status=SENT, sent_at=utcnow())
     )
 
 
-def mark_failed(conn: Connection, outbox_id: int, _request_id: int | None) -> None:
+def mark_failed(conn: Connection, rows: Sequence[tuple[int, int | None]]) -> None:
     """The outbox hook on giving up: bounced when the server refused it for good (5xx)."""
-    code = conn.scalar(
-        select(tables.outbox.c.response_status).where(tables.outbox.c.id == outbox_id)
+    o = tables.outbox.c
+    answered = conn.execute(
+        select(o.id, o.response_status).where(o.id.in_([outbox_id for outbox_id, _ in rows]))
     )
-    status = BOUNCED if code is not None and 500 <= code < 600 else FAILED
-    conn.execute(
-        update(tables.notices).where(tables.notices.c.outbox_id == outbox_id).values(status=status)
-    )
+    for outbox_id, code in answered:
+        status = BOUNCED if code is not None and 500 <= code < 600 else FAILED
+        conn.execute(
+            update(tables.notices)
+            .where(tables.notices.c.outbox_id == outbox_id)
+            .values(status=status)
+        )
 
 
 def figures(conn: Connection, *, incident_id: int) -> dict[str, int]:

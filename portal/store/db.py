@@ -9,7 +9,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, inspect, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Table,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
@@ -128,12 +138,19 @@ def upsert(
     rows = list(rows)
     if not rows:
         return
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(upsert_statement(conn.dialect.name, table, keys=keys, update=update), rows)
+
+
+def upsert_statement(
+    dialect: str, table: Table, *, keys: list[str], update: Mapping[str, Any]
+) -> Executable:
+    """The statement `upsert` runs, for a caller that builds it once and keeps it."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table)
     values = {
         name: expr(stmt.excluded) if callable(expr) else expr for name, expr in update.items()
     }
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=values), rows)
+    return stmt.on_conflict_do_update(index_elements=keys, set_=values)
 
 
 def insert_ignore(

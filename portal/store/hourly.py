@@ -8,13 +8,14 @@ touch the table, so the overview still shows notice day after its rows are gone.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, case, func, select
+from sqlalchemy import Connection, Engine, Executable, case, func, select
 
 from portal.core.clock import utcnow
 from portal.store import db, tables
@@ -47,13 +48,17 @@ def bump_many(conn: Connection, counts: Mapping[str, int], *, at: datetime | Non
     """Adds each count to its figure for the hour of `at` (now): one statement for them all."""
     hour = hour_of(at or utcnow())
     rows = [{"hour": hour, "name": n, "count": by} for n, by in sorted(counts.items()) if by]
+    if rows:
+        conn.execute(_adding(conn.dialect.name), rows)
+
+
+@functools.cache
+def _adding(dialect: str) -> Executable:
+    """The upsert that adds to a figure, built once: the mail worker bumps with every
+    commit, and building the statement cost more than running it."""
     t = tables.hourly_counters
-    db.upsert(
-        conn,
-        t,
-        rows,
-        keys=["hour", "name"],
-        update={"count": lambda excluded: t.c.count + excluded.count},
+    return db.upsert_statement(
+        dialect, t, keys=["hour", "name"], update={"count": lambda ex: t.c.count + ex.count}
     )
 
 

@@ -57,6 +57,7 @@ def test_it_applies_the_documented_defaults(
     assert settings.notice_rate == 10
     assert settings.shutdown_timeout == 30
     assert settings.bounce_address is None
+    assert settings.smtp_connections == 4
     assert settings.generated_secrets == frozenset()
     assert not settings.https
 
@@ -79,10 +80,12 @@ def test_it_reads_every_variable_it_is_given(tmp_path: Path) -> None:
             NOTICE_RATE="2.5",
             SHUTDOWN_TIMEOUT="90",
             BOUNCE_ADDRESS="bounces@example.org",
+            SMTP_CONNECTIONS="8",
         )
     )
     assert settings.bounce_address == "bounces@example.org"
     assert (settings.notice_link_ttl, settings.notice_rate) == (86400, 2.5)
+    assert settings.smtp_connections == 8
     assert settings.shutdown_timeout == 90
     assert settings.database_url == "postgresql://portal@db.example/portal"
     assert settings.base_url == "https://lek.example.org"
@@ -232,6 +235,8 @@ def test_it_ignores_dotenv_when_given_an_environment(
         ("NOTICE_RATE", "inf"),
         ("SHUTDOWN_TIMEOUT", "0"),
         ("SHUTDOWN_TIMEOUT", "30s"),
+        ("SMTP_CONNECTIONS", "0"),
+        ("SMTP_CONNECTIONS", "many"),
     ],
 )
 def test_it_refuses_an_invalid_value_naming_the_variable(

@@ -81,6 +81,19 @@ async def test_it_sends_on_all_connections_at_once(
 
 
 @pytest.mark.anyio
+async def test_it_keeps_as_many_connections_open_as_the_setting_says(
+    engine: Engine, mail_settings: Settings, smtp_server: SmtpServer
+) -> None:
+    smtp_server.handler.delay = 0.05
+    addresses = queue_many(engine, 40)
+    eight = replace(mail_settings, smtp_connections=8)  # PORTAL_SMTP_CONNECTIONS=8
+    assert await MailWorker(engine, eight).deliver_due() == 40
+    assert each_once(smtp_server, addresses)
+    assert smtp_server.handler.most_in_data == 8
+    assert len({r.peer for r in smtp_server.received}) == 8
+
+
+@pytest.mark.anyio
 async def test_it_builds_each_message_once_in_a_thread(
     engine: Engine,
     mail_settings: Settings,

@@ -21,7 +21,7 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.mail.delivery import OutboxDirSender, SmtpSender, sender_for
 from portal.mail.messages import Message
-from portal.mail.outbox import backoff, describe, enqueue_email, enqueue_webhook
+from portal.mail.outbox import backoff, describe, each, enqueue_email, enqueue_webhook
 from portal.mail.worker import MailWorker
 from portal.store import db, tables
 from tests.databases import stored_bytes
@@ -182,7 +182,7 @@ async def test_it_gives_up_after_24_hours_and_calls_on_failed(
         seen.append((failed_id, request_id, status))
 
     clock = Clock(utcnow())
-    worker = MailWorker(engine, mail_settings, on_failed=on_failed, clock=clock)
+    worker = MailWorker(engine, mail_settings, on_failed=each(on_failed), clock=clock)
     smtp_server.fail_next(100)
     assert await worker.deliver_due() == 0
     assert seen == []
@@ -399,7 +399,7 @@ async def test_it_signs_with_the_partner_secret_and_calls_on_sent(
         status = conn.scalar(select(tables.outbox.c.status).where(tables.outbox.c.id == sent_id))
         seen.append((sent_id, sent_request_id, status))
 
-    assert await MailWorker(engine, settings, on_sent=on_sent).deliver_due() == 1
+    assert await MailWorker(engine, settings, on_sent=each(on_sent)).deliver_due() == 1
     [hook] = webhook_receiver.requests
     assert verify("park-a-secret", hook.headers, hook.body)
     assert seen == [(outbox_id, request_id, "sent")]
@@ -441,7 +441,7 @@ async def test_it_keeps_running_after_an_error_and_sends_again_after_the_lease(
 
     outbox_id = queue(engine)
     clock = Clock(utcnow())
-    worker = MailWorker(engine, mail_settings, on_sent=on_sent, poll_interval=60, clock=clock)
+    worker = MailWorker(engine, mail_settings, on_sent=each(on_sent), poll_interval=60, clock=clock)
     stop = asyncio.Event()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(worker.run, stop)

@@ -20,6 +20,7 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.incidents.importer import import_csv
 from portal.incidents.stored import load_incident_file
+from portal.mail.outbox import each
 from portal.mail.worker import MailWorker
 from portal.requests.deletions import DeletionRequest, mark_forward_failed, mark_forwarded
 from portal.requests.forwarding import remind_periodically, send_due_reminders
@@ -63,7 +64,11 @@ def load(
 def worker(engine: Engine, settings: Settings, clock: Clock) -> MailWorker:
     """The outbox worker as the portal runs it, on a clock the test moves."""
     return MailWorker(
-        engine, settings, on_sent=mark_forwarded, on_failed=mark_forward_failed, clock=clock
+        engine,
+        settings,
+        on_sent=each(mark_forwarded),
+        on_failed=each(mark_forward_failed),
+        clock=clock,
     )
 
 
