@@ -291,7 +291,8 @@ async def results(request: Request) -> Response:
         shown = [each.view.address for each in page.addresses]
         context = _results_context(request, incident, page, shown, today, flash)
         response = render(request, "results.html", lang=lang, **context)
-    response.delete_cookie(FLASH_COOKIE, path=f"/{incident.slug}/")
+    if flash is not None:  # shown once
+        response.delete_cookie(FLASH_COOKIE, path=f"/{incident.slug}/")
     return response
 
 
