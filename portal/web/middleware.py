@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,35 +26,47 @@ PERMISSIONS = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
 class SecurityHeaders:
-    """Adds the strict headers of design §4.5 to every response."""
+    """Adds the strict headers of design §4.5 to every response.
+
+    Each replaces a header of that name the response had; they are encoded once, here,
+    not per response.
+    """
 
     def __init__(self, app: ASGIApp, *, https: bool) -> None:
         self.app = app
-        self.https = https
+        strict = {
+            "content-security-policy": CSP,
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer",
+            "x-frame-options": "DENY",
+            "permissions-policy": PERMISSIONS,
+            "cross-origin-opener-policy": "same-origin",
+            "cross-origin-resource-policy": "same-origin",
+        }
+        if https:
+            strict["strict-transport-security"] = "max-age=63072000; includeSubDomains"
+        self.static = _encoded(strict)
+        self.pages = _encoded({**strict, "cache-control": "no-store"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = scope["path"].startswith("/static/")
+        names, added = self.static if scope["path"].startswith("/static/") else self.pages
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["Content-Security-Policy"] = CSP
-                headers["X-Content-Type-Options"] = "nosniff"
-                headers["Referrer-Policy"] = "no-referrer"
-                headers["X-Frame-Options"] = "DENY"
-                headers["Permissions-Policy"] = PERMISSIONS
-                headers["Cross-Origin-Opener-Policy"] = "same-origin"
-                headers["Cross-Origin-Resource-Policy"] = "same-origin"
-                if not static:
-                    headers["Cache-Control"] = "no-store"
-                if self.https:
-                    headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+                headers = message.get("headers", [])
+                kept = [(k, v) for k, v in headers if k.lower() not in names]
+                message["headers"] = kept + added
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _encoded(headers: dict[str, str]) -> tuple[frozenset[bytes], list[tuple[bytes, bytes]]]:
+    added = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    return frozenset(name for name, _ in added), added
 
 
 class ErrorPage:
