@@ -32,7 +32,7 @@ from bench.bruteforce import cpu_model
 from bench.http_client import csrf_of
 from tests.factories import INCIDENT, PARK_A, THEATER_B, write_csv
 from tests.fixtures_mail import free_port, running_smtp_server, wait_for_sync
-from tests.server import running_portal
+from tests.server import Portal, running_portal
 
 SLUG = "ticketing-2021"
 ALICE = "alice@example.org"
@@ -76,6 +76,20 @@ def measure(
 ) -> dict[str, list[float]]:
     """Requests per second of hello world and of each page, per round."""
     rates: dict[str, list[float]] = {"hello world": [], **{name: [] for name in TARGETS}}
+    with running_pages() as (urls, _portal):
+        # Rounds of one run each, so that a busy spell of the machine hits all three.
+        for _ in range(rounds):
+            for name, (url, with_cookie) in urls.items():
+                rates[name].append(
+                    wrk(url, duration, connections, cookie=with_cookie, warm_up=warm_up)
+                )
+    return rates
+
+
+@contextmanager
+def running_pages() -> Iterator[tuple[dict[str, tuple[str, str | None]], Portal]]:
+    """Hello world and `portal serve` with the standard incident and Alice's session: each
+    target's URL and cookie, and the portal (for its pid)."""
     with tempfile.TemporaryDirectory() as folder, running_smtp_server() as smtp:
         instance = Path(folder) / "instance"
         with (
@@ -84,18 +98,14 @@ def measure(
         ):
             _load(portal, Path(folder))
             cookie = _session_cookie(portal.url, smtp)
-            urls = {
-                "hello world": (hello + "/", None),
-                "incident page": (f"{portal.url}/{SLUG}/", None),
-                "results page": (f"{portal.url}/{SLUG}/results", cookie),
-            }
-            # Rounds of one run each, so that a busy spell of the machine hits all three.
-            for _ in range(rounds):
-                for name, (url, with_cookie) in urls.items():
-                    rates[name].append(
-                        wrk(url, duration, connections, cookie=with_cookie, warm_up=warm_up)
-                    )
-    return rates
+            yield (
+                {
+                    "hello world": (hello + "/", None),
+                    "incident page": (f"{portal.url}/{SLUG}/", None),
+                    "results page": (f"{portal.url}/{SLUG}/results", cookie),
+                },
+                portal,
+            )
 
 
 def round_ratios(rates: dict[str, list[float]]) -> dict[str, list[float]]:

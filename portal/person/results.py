@@ -11,13 +11,14 @@ the deletion request for each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, replace
+from functools import cache
 from itertools import groupby
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, and_, literal, select, union_all
+from sqlalchemy import Connection, and_, bindparam, literal, select, union_all
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -68,6 +69,27 @@ class ResultsPage:
     session: VerifiedSession
     addresses: list[AddressResults]  # the session's first address first
 
+    def layout(self) -> Hashable | None:
+        """What the page shows but its addresses: per address, the partners in order and
+        their fields; None once a deletion request shows (its reference and dates are the
+        person's alone). No address, no blind index: a key that many people share."""
+        if any(shown.request for each in self.addresses for shown in each.view.partners):
+            return None
+        return tuple(
+            (
+                each.view.address is None,
+                tuple((s.partner.id, tuple(f.key for f in s.fields)) for s in each.view.partners),
+            )
+            for each in self.addresses
+        )
+
+    def with_addresses(self, shown: list[str | None]) -> list[AddressResults]:
+        """The addresses' results, each showing `shown[i]` as its address (a stand-in)."""
+        return [
+            replace(each, view=replace(each.view, address=address))
+            for each, address in zip(self.addresses, shown, strict=True)
+        ]
+
 
 def read_results(
     conn: Connection,
@@ -85,7 +107,14 @@ def read_results(
         secret = session_tokens(settings).read(cookie)
     except TokenInvalid:
         return None
-    rows = conn.execute(_query(token_hash(secret), incident, partners)).all()
+    rows = conn.execute(
+        _query(),
+        {
+            "token_hash": token_hash(secret),
+            "incident_id": incident.id,
+            "partner_ids": [p.id for p in partners],
+        },
+    ).all()
     if not rows or rows[0].expires_at <= utcnow():
         return None
     first = rows[0]
@@ -138,14 +167,19 @@ def _address_results(
     return AddressResults(index, results, view)
 
 
-def _query(hashed: bytes, incident: Incident, partners: list[Partner]) -> Any:
+@cache
+def _query() -> Any:
+    """The one statement, built once: SQLAlchemy compiles it once too (its compiled cache
+    is keyed on the statement's structure), and a page passes only its parameters."""
     s, a, e, d = (
         tables.sessions,
         tables.session_addresses,
         tables.exposures,
         tables.deletion_requests,
     )
-    this = and_(s.c.token_hash == hashed, s.c.incident_id == incident.id)
+    this = and_(
+        s.c.token_hash == bindparam("token_hash"), s.c.incident_id == bindparam("incident_id")
+    )
     addresses = union_all(
         select(
             s.c.id.label("session_id"),
@@ -158,7 +192,10 @@ def _query(hashed: bytes, incident: Incident, partners: list[Partner]) -> Any:
         .join(s, a.c.session_id == s.c.id)
         .where(this),
     ).subquery("addresses")
-    exposed = and_(e.c.bidx == addresses.c.bidx, e.c.partner_id.in_([p.id for p in partners]))
+    exposed = and_(
+        e.c.bidx == addresses.c.bidx,
+        e.c.partner_id.in_(bindparam("partner_ids", expanding=True)),
+    )
     requested = and_(
         d.c.bidx == addresses.c.bidx,
         d.c.incident_id == s.c.incident_id,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import secrets
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +17,7 @@ import anyio.to_thread
 import nh3
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markdown_it import MarkdownIt
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.templating import Jinja2Templates
@@ -65,32 +67,72 @@ def language(request: Request, incident: Incident | None, *, carried: str | None
 
 
 class RenderedPages:
-    """Pages that are the same for every visitor but the CSRF token, rendered once.
+    """Pages rendered once and kept, with the parts of one visitor filled in per request.
 
     Each is kept with the object it shows (an incident from `portal.incidents.cache`): when
-    the cache holds a new object, the page is rendered anew. The token goes in per request,
-    in place of a marker no text can contain (a random value of this process).
+    the cache holds a new object, the page is rendered anew. What differs per visitor goes
+    in per request, in place of markers no text can contain (a random value of this
+    process): the CSRF token, and for a personal page its addresses, escaped as the
+    template would have. A personal page is kept by its `shape` (which partners, which
+    fields, the date: never an address), the most recently used `MOST` of them.
     """
 
-    def __init__(self) -> None:
-        self.marker = f"csrf-{secrets.token_hex(16)}"
-        self.pages: dict[tuple[str, str, int], tuple[object, str]] = {}
+    MOST = 512
 
-    def page(self, request: Request, template: str, *, lang: str, of: Any, **context: Any) -> str:
-        key = (template, lang, getattr(of, "id", 0))
+    def __init__(self) -> None:
+        self.marker = f"fill-{secrets.token_hex(16)}"
+        self.filled = re.compile(re.escape(self.marker) + r"(?:-(\d+))?")
+        self.pages: OrderedDict[tuple[Any, ...], tuple[object, str]] = OrderedDict()
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        *,
+        lang: str,
+        of: Any,
+        shape: Hashable = (),
+        values: Sequence[str | None] = (),
+        context: Callable[[list[str | None]], dict[str, Any]] | None = None,
+        **fixed: Any,
+    ) -> str:
+        """The page; on a miss rendered with `context(stand-ins for values)` or `fixed`."""
+        key = (template, lang, getattr(of, "id", 0), shape)
         kept = self.pages.get(key)
         if kept is None or kept[0] is not of:
-            context.update(_context(request, lang), csrf_token=lambda: self.marker, request=request)
-            html = request.app.state.renderer.pages.get_template(template).render(context)
+            stand_ins = [None if v is None else f"{self.marker}-{i}" for i, v in enumerate(values)]
+            shown = {**fixed, **(context(stand_ins) if context else {})}
+            shown.update(_context(request, lang), csrf_token=lambda: self.marker, request=request)
+            html = request.app.state.renderer.pages.get_template(template).render(shown)
             self.pages[key] = kept = (of, html)
-        return kept[1].replace(self.marker, csrf_token(request))
+            if len(self.pages) > self.MOST:
+                self.pages.popitem(last=False)
+        else:
+            self.pages.move_to_end(key)
+        token = csrf_token(request)
+        # One pass: a filled-in value is never read again for markers.
+        return self.filled.sub(
+            lambda m: token if m[1] is None else str(escape(values[int(m[1])])), kept[1]
+        )
 
 
 def render_shared(
-    request: Request, template: str, *, lang: str, of: Any, **context: Any
+    request: Request,
+    template: str,
+    *,
+    lang: str,
+    of: Any,
+    shape: Hashable = (),
+    values: Sequence[str | None] = (),
+    context: Callable[[list[str | None]], dict[str, Any]] | None = None,
+    **fixed: Any,
 ) -> Response:
-    """Like `render`, from `RenderedPages`: for a page that shows only `of` (and the token)."""
-    html = request.app.state.pages.page(request, template, lang=lang, of=of, **context)
+    """Like `render`, from `RenderedPages`: for a page that shows `of`, the CSRF token, and
+    for a personal one `values` (its addresses) in a layout that `shape` determines."""
+    pages = request.app.state.pages
+    html = pages.page(
+        request, template, lang=lang, of=of, shape=shape, values=values, context=context, **fixed
+    )
     return _with_cookies(request, HTMLResponse(html), lang)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -270,23 +271,50 @@ async def results(request: Request) -> Response:
     page = await _results_page(request, incident)
     if page is None:
         return RedirectResponse(f"/{incident.slug}/", status_code=303)
-    session = page.session
-    # The session's own verified owner sees the addresses the results are for.
-    shown = page.addresses
-    response = render(
-        request,
-        "results.html",
-        lang=language(request, incident, carried=session.lang),
-        incident=incident,
-        addresses=shown,
-        advice=advice_once(each.view for each in shown),
-        most=addresses.MAX_ADDRESSES,
-        flash=request.cookies.get(FLASH_COOKIE),
-        minutes=request.app.state.settings.session_ttl // 60,
-        today=utcnow(),
-    )
-    response.delete_cookie(FLASH_COOKIE, path=f"/{incident.slug}/")
+    lang = language(request, incident, carried=page.session.lang)
+    flash = request.cookies.get(FLASH_COOKIE)
+    today = utcnow()
+    layout = page.layout()
+    if flash is None and layout is not None:
+        # Most pages on notice day: one of a few layouts, rendered once, the addresses and
+        # the CSRF token filled in.
+        response = render_shared(
+            request,
+            "results.html",
+            lang=lang,
+            of=incident,
+            shape=("results", today.date(), layout),
+            values=[each.view.address for each in page.addresses],
+            context=lambda shown: _results_context(request, incident, page, shown, today, None),
+        )
+    else:
+        shown = [each.view.address for each in page.addresses]
+        context = _results_context(request, incident, page, shown, today, flash)
+        response = render(request, "results.html", lang=lang, **context)
+    if flash is not None:  # shown once
+        response.delete_cookie(FLASH_COOKIE, path=f"/{incident.slug}/")
     return response
+
+
+def _results_context(
+    request: Request,
+    incident: stored.Incident,
+    page: ResultsPage,
+    shown: list[str | None],
+    today: datetime,
+    flash: str | None,
+) -> dict[str, Any]:
+    """What results.html shows, each address as `shown` says (itself, or a stand-in)."""
+    each_address = page.with_addresses(shown)
+    return {
+        "incident": incident,
+        "addresses": each_address,
+        "advice": advice_once(each.view for each in each_address),
+        "most": addresses.MAX_ADDRESSES,
+        "flash": flash,
+        "minutes": request.app.state.settings.session_ttl // 60,
+        "today": today,
+    }
 
 
 async def confirm_all(request: Request) -> Response:
