@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
+from portal.mail.outbox import each
 from portal.mail.worker import MailWorker
 from portal.requests import digests
 from portal.requests.decisions import retry
@@ -50,7 +51,7 @@ def receiver() -> object:
 
 def worker(engine: Engine, settings: Settings) -> MailWorker:
     return MailWorker(
-        engine, settings, on_sent=digests.mark_forwarded, on_failed=digests.mark_failed
+        engine, settings, on_sent=each(digests.mark_forwarded), on_failed=each(digests.mark_failed)
     )
 
 
@@ -177,8 +178,8 @@ async def test_it_marks_the_requests_failed_when_the_digest_cannot_be_sent(
     deliver = MailWorker(
         engine,
         replace(settings, smtp_url="smtp://127.0.0.1:9"),
-        on_sent=digests.mark_forwarded,
-        on_failed=digests.mark_failed,
+        on_sent=each(digests.mark_forwarded),
+        on_failed=each(digests.mark_failed),
         clock=Clock(utcnow()),
     )
     await deliver.deliver_due()
