@@ -121,8 +121,15 @@ class _Rows:
     summary: ImportSummary = field(default_factory=ImportSummary)
 
 
+# visit(plan, row, address): each row read, with its normalised address or None (skipped).
+RowVisitor = Callable[[ColumnPlan, Row, "str | None"], None]
+
+
 def _read_rows(
-    path: Path, plan_for: Callable[[list[str]], ColumnPlan], progress: Progress | None
+    path: Path,
+    plan_for: Callable[[list[str]], ColumnPlan],
+    progress: Progress | None,
+    visit: RowVisitor | None = None,
 ) -> _Rows:
     """Reads the whole file, deduplicating addresses; nothing leaves this but bits."""
     total = count_lines(path)
@@ -141,7 +148,9 @@ def _read_rows(
         counts: Counter[str] = Counter()
         for row in source.rows():
             _check_whole(source, plan, row)
-            _account(result, plan, row, counts)
+            address = _account(result, plan, row, counts)
+            if visit is not None:
+                visit(plan, row, address)
             if progress and result.summary.rows % READ_PROGRESS_EVERY == 0:
                 progress("reading", source.lines_read, total)
         result.summary.blank_lines = source.blank_lines
@@ -175,8 +184,34 @@ def read_addresses(
     return rows.found, rows.summary
 
 
-def _account(result: _Rows, plan: ColumnPlan, row: Row, counts: Counter[str]) -> None:
-    """Counts one row as imported (its address and field bits kept) or skipped, with why."""
+def read_each_row(
+    path: Path,
+    visit: RowVisitor,
+    *,
+    mapping: dict[str, str] | None = None,
+    email_column: str | None = None,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Reads a file as the import does (same columns, `--map`, errors and accounting) and
+    shows `visit` each row with its normalised address, or None for a row the import skips.
+
+    For `portal letters`, which writes to the people of the very rows an import skips (no
+    valid address) and so needs their other cells; a file without any row is refused alike.
+    """
+    rows = _read_rows(
+        path,
+        lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
+        progress,
+        visit,
+    )
+    if not rows.summary.rows:
+        raise PortalError(_nothing_to_import(path, rows.summary))
+    return rows.summary
+
+
+def _account(result: _Rows, plan: ColumnPlan, row: Row, counts: Counter[str]) -> str | None:
+    """Counts one row as imported (its address and field bits kept) or skipped, with why;
+    returns its normalised address, or None when skipped."""
     summary = result.summary
     summary.rows += 1
     summary.short_rows += row.short
@@ -185,10 +220,11 @@ def _account(result: _Rows, plan: ColumnPlan, row: Row, counts: Counter[str]) ->
         normalised = normalise(row.cells[plan.email_index])
     except InvalidEmail as exc:
         summary.skipped.append(Skipped(row.line, _why(exc)))
-        return
+        return None
     bits = plan.bits(row.cells)
     result.found[normalised] = result.found.get(normalised, 0) | bits
     counts.update(f.key for f in fields.from_bits(bits))
+    return normalised
 
 
 def _why(exc: InvalidEmail) -> str:
