@@ -14,7 +14,7 @@ from portal.cli.imports import say_counts, say_skipped
 from portal.core.printable import shown
 from portal.incidents.fingerprints import refuse_another_pepper
 from portal.incidents.stored import get_incident
-from portal.reach.letter_files import LetterContext, write_letters
+from portal.reach.letter_files import LetterContext, refuse_to_overwrite, write_letters
 from portal.reach.letters import LettersSummary, Options, make_letters
 
 
@@ -64,8 +64,18 @@ def letters(  # long: one typer option per parameter, each with its help
         key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
         dry_run=dry_run,
     )
+    if not dry_run:
+        refuse_to_overwrite(out)
+    written: list[Path] = []
     with database(settings) as engine, progress_bar(file) as update:
         refuse_another_pepper(engine, settings.pepper)
+        with engine.connect() as conn:
+            found = get_incident(conn, incident)
+        context = LetterContext(found, settings, root.renderer()) if pdf and found else None
+
+        def deliver(made: LettersSummary) -> None:
+            written.extend(write_letters(out, made.letters, made.postal_fields, context))
+
         summary = make_letters(
             engine,
             settings,
@@ -76,13 +86,8 @@ def letters(  # long: one typer option per parameter, each with its help
             mapping=options.parse_map(map_),
             email_column=email_column,
             progress=update,
+            deliver=deliver,
         )
-        with engine.connect() as conn:
-            found = get_incident(conn, incident)
-    written: list[Path] = []
-    if not dry_run and found is not None:
-        context = LetterContext(found, settings, root.renderer()) if pdf else None
-        written = write_letters(out, summary.letters, summary.postal_fields, context)
     _print_summary(summary, f"{file.name} for {incident}/{partner}", written)
 
 
@@ -93,7 +98,7 @@ def _print_summary(summary: LettersSummary, what: str, written: list[Path]) -> N
         [
             ("rows read", read.rows),
             ("rows with a valid address", read.imported),
-            ("rows without one", len(read.skipped)),
+            ("rows without a valid email address", len(read.skipped)),
             ("rows without a postal address (no letter)", len(summary.without_address)),
             ("people (by key)", summary.people),
             ("reached by email (no letter)", summary.with_email),

@@ -21,8 +21,10 @@ from fpdf import FPDF
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.core.files import neutralise, write_private
 from portal.core.i18n import format_date
+from portal.core.printable import shown
 from portal.incidents.stored import Incident
 from portal.mail.markdown import MailMarkdown
 from portal.mail.renderer import Renderer
@@ -155,11 +157,28 @@ def _is_code(block: str) -> bool:
     return len(block) == 25 and block.count("-") == 4
 
 
+def refuse_to_overwrite(out: Path) -> None:
+    """Stops before anything is made when `out` holds the letters of an earlier run: they
+    would be lost, and the people in them never written to."""
+    for name in ("letters.csv", "letters.pdf"):
+        if (out / name).exists():
+            raise PortalError(
+                f"{shown(str(out / name))} exists (an earlier run's letters): send them and "
+                "move them away, or choose another --out"
+            )
+
+
 def write_letters(
     out: Path, letters: list[Letter], postal_fields: list[str], context: LetterContext | None
 ) -> list[Path]:
-    """Writes letters.csv (and letters.pdf when `context` is given) into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Writes letters.csv (and letters.pdf when `context` is given) into `out`; nothing
+    when there are no letters."""
+    if not letters:
+        return []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PortalError(f"cannot make {shown(str(out))}: {exc.strerror}") from None
     written = [out / "letters.csv"]
     write_private(written[0], merge_file(letters, postal_fields))
     if context is not None:

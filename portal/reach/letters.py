@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,9 +91,14 @@ def make_letters(
     mapping: dict[str, str] | None = None,
     email_column: str | None = None,
     progress: Progress | None = None,
+    deliver: Callable[[LettersSummary], None] | None = None,
 ) -> LettersSummary:
     """Reads the file, picks the people to write to, gives each a code and returns the
-    letters to print; the codes are stored unless `dry_run`."""
+    letters to print; the codes are stored unless `dry_run`.
+
+    `deliver` (writing the files) runs before the codes are committed: a letter that could
+    not be written is not recorded as sent, so running again writes it.
+    """
     with engine.begin() as conn:
         found, target = require_partner(conn, incident, partner)
         salt = db.ensure_salt(conn)
@@ -115,6 +121,8 @@ def make_letters(
                 conn, incident_id=found.id, pepper=settings.pepper, salt=salt, params=found.kdf
             )
         _code_each(conn, settings, found, target, chosen, hasher, options, summary)
+        if deliver is not None and not options.dry_run:
+            deliver(summary)
         if not options.dry_run:
             audit.record(
                 conn,

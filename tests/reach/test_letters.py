@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from portal.core import letter_codes
 from portal.core.clock import utcnow
 from portal.core.config import Settings
+from portal.core.errors import PortalError
 from portal.incidents.importer import Hasher
 from portal.incidents.stored import get_incident
 from portal.reach.letter_files import LetterContext, write_letters
@@ -208,3 +209,24 @@ def test_the_pdf_has_a_page_per_letter_with_the_address_in_the_window(
             x_mm, y_mm = x / MM, (page_height - y) / MM
             assert left <= x_mm <= left + width, (line, x_mm)
             assert top <= y_mm <= top + height, (line, y_mm)
+
+
+def test_letters_that_could_not_be_written_are_not_recorded(
+    engine: Engine, settings: Settings, files: Path
+) -> None:
+    def fail(made: LettersSummary) -> None:
+        raise PortalError("the disk is full")
+
+    with pytest.raises(PortalError):
+        make_letters(
+            engine,
+            settings,
+            incident=SLUG,
+            partner="park-a",
+            path=files / "park-letters.csv",
+            options=Options(),
+            deliver=fail,
+        )
+    with engine.connect() as conn:
+        assert conn.execute(select(tables.letter_codes)).all() == []
+    assert run(engine, settings, files, "park-a", "park-letters.csv").first == 3
