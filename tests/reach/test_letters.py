@@ -230,3 +230,18 @@ def test_letters_that_could_not_be_written_are_not_recorded(
     with engine.connect() as conn:
         assert conn.execute(select(tables.letter_codes)).all() == []
     assert run(engine, settings, files, "park-a", "park-letters.csv").first == 3
+
+
+def test_the_figures_count_letters_per_partner_apart_from_records(
+    engine: Engine, settings: Settings, files: Path
+) -> None:
+    from portal.operator.stats import partner_figures
+
+    def figures() -> dict[str, tuple[int, int]]:
+        with engine.connect() as conn:
+            rows = partner_figures(conn, incident=SLUG)
+        return {row.partner: (row.records, row.letters) for row in rows}
+
+    before = figures()
+    run(engine, settings, files, "park-a", "park-letters.csv")
+    assert figures()["park-a"] == (before["park-a"][0], 3)
