@@ -15,8 +15,8 @@ from portal.app import create_app
 from portal.core.config import Settings
 from portal.reach.letters import Options, make_letters
 from portal.store import tables
-from tests.factories import load_personas, write_csv
-from tests.server import csrf
+from tests.factories import CAROL, load_personas, write_csv
+from tests.server import csrf, lookup, outbox_links
 
 SLUG = "ticketing-2021"
 ROWS = [
@@ -109,3 +109,27 @@ def test_a_code_session_can_ask_for_deletion(client: TestClient, code: str) -> N
     page = client.get(f"/{SLUG}/results")
     part = page.text.split('data-partner="park-a"', 1)[1].split("</section>", 1)[0]
     assert 'data-deletion-status="' in part
+
+
+def test_an_address_added_to_a_code_session_gets_the_closing_mail(
+    client: TestClient, code: str, engine: Engine
+) -> None:
+    post_code(client, code)
+    page = client.get(f"/{SLUG}/results")
+    client.post(
+        f"/{SLUG}/deletion",
+        data={"partner": "park-a", "csrf_token": csrf(page.text)},
+        follow_redirects=False,
+    )
+    d = tables.deletion_requests.c
+    with engine.connect() as conn:
+        assert conn.scalars(select(d.email)).all() == [None]
+    lookup(client, CAROL, on=f"/{SLUG}/results")
+    link = outbox_links(engine)[-1].removeprefix("http://127.0.0.1:8000")
+    confirm = client.get(link)
+    answer = client.post(link, data={"csrf_token": csrf(confirm.text)}, follow_redirects=False)
+    assert answer.status_code == 303
+    with engine.connect() as conn:
+        assert conn.scalars(select(d.email)).all() == [CAROL]
+    page = client.get(f"/{SLUG}/results")
+    assert 'data-partner="park-a"' in page.text and 'data-deletion-status="' in page.text
