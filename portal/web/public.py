@@ -284,6 +284,7 @@ async def results(request: Request) -> Response:
         flash=request.cookies.get(FLASH_COOKIE),
         minutes=request.app.state.settings.session_ttl // 60,
         today=utcnow(),
+        by_code=session.sealed_email is None,  # a letter's code: the session has no address
     )
     response.delete_cookie(FLASH_COOKIE, path=f"/{incident.slug}/")
     return response

@@ -245,3 +245,15 @@ def test_the_figures_count_letters_per_partner_apart_from_records(
     before = figures()
     run(engine, settings, files, "park-a", "park-letters.csv")
     assert figures()["park-a"] == (before["park-a"][0], 3)
+
+
+def test_purging_the_incident_deletes_its_codes(
+    engine: Engine, settings: Settings, files: Path
+) -> None:
+    from portal.operator.retention import purge_incident
+
+    run(engine, settings, files, "park-a", "park-letters.csv")
+    purge_incident(engine, SLUG)
+    with engine.connect() as conn:
+        assert conn.execute(select(tables.letter_codes)).all() == []
+        assert conn.execute(select(tables.letter_partners)).all() == []

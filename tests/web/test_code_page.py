@@ -66,6 +66,7 @@ def test_a_code_typed_loosely_opens_its_results(client: TestClient, code: str) -
     page = client.get(f"/{SLUG}/results")
     assert re.findall(r'data-partner="([^"]+)"', page.text) == ["park-a"]
     assert "data-address" not in page.text.replace("data-address-results", "")
+    assert "data-code-address" in page.text  # it offers an address for the answers
     part = page.text.split('data-partner="park-a"', 1)[1]
     assert 'data-field="phone"' in part and 'data-field="email"' not in part
 
