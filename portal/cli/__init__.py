@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from portal.cli import imports, letters, operator, reach, serving
+from portal.cli import imports, operator, reach, serving
 from portal.cli.base import Typer, say
 
 HELP = "breach-portal: the 'am I affected?' portal for one data breach."
@@ -17,7 +17,7 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("init", serving.init),
     ("import", imports.import_command),
     ("notify", reach.notify),
-    ("letters", letters.letters),
+    ("letters", reach.letters),
     ("serve", serving.serve),
     ("mail-worker", serving.mail_worker),
     ("purge", operator.purge),
