@@ -187,7 +187,7 @@ def _code_each(
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         keys = list(pool.map(lambda p: hasher("letter-key\0" + p.key), chosen))
     partners = {p.id: p for p in get_partners(conn, incident.id)}
-    lang = partner.language if partner.language in incident.languages else incident.languages[0]
+    lang = incident.languages[0]  # a partner's `language` is of the mail to it, not to people
     for person, person_key in zip(chosen, keys, strict=True):
         code = letter_codes.derive(settings.secret_key.encode(), person_key)
         letter = _code_one(

@@ -257,3 +257,25 @@ def test_purging_the_incident_deletes_its_codes(
     with engine.connect() as conn:
         assert conn.execute(select(tables.letter_codes)).all() == []
         assert conn.execute(select(tables.letter_partners)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("nl", ["Is deze brief echt?", "Telefoonnummer", "/ticketing-2021/code"]),
+        ("en", ["Is this letter genuine?", "Phone number", "/ticketing-2021/code"]),
+    ],
+)
+def test_the_letter_says_what_leaked_what_to_do_and_how_to_check_it(
+    engine: Engine, settings: Settings, files: Path, lang: str, words: list[str]
+) -> None:
+    from dataclasses import replace
+
+    summary = run(engine, settings, files, "park-a", "park-letters.csv")
+    with engine.connect() as conn:
+        incident = get_incident(conn, SLUG)
+    assert incident is not None
+    dirk = next(x for x in summary.letters if x.postal["name"] == "Dirk de Vries")
+    text = LetterContext(incident, settings, RENDERER).text(replace(dirk, lang=lang))
+    for word in [*words, dirk.code, "Attractiepark A", "Dirk de Vries"]:
+        assert word in text, word
