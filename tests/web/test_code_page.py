@@ -134,3 +134,23 @@ def test_an_address_added_to_a_code_session_gets_the_closing_mail(
         assert conn.scalars(select(d.email)).all() == [CAROL]
     page = client.get(f"/{SLUG}/results")
     assert 'data-partner="park-a"' in page.text and 'data-deletion-status="' in page.text
+
+
+def test_the_partner_reads_that_a_code_request_has_no_address(
+    client: TestClient, code: str, engine: Engine
+) -> None:
+    post_code(client, code)
+    page = client.get(f"/{SLUG}/results")
+    client.post(
+        f"/{SLUG}/deletion",
+        data={"partner": "park-a", "csrf_token": csrf(page.text)},
+        follow_redirects=False,
+    )
+    with engine.connect() as conn:
+        mail = conn.scalars(
+            select(tables.outbox.c.body_text).where(tables.outbox.c.kind == "partner_request")
+        ).all()
+    assert len(mail) == 1 and "written to by post" in str(mail[0])
+    link = re.search(r"http://\S+/r/\S+", str(mail[0])).group(0)  # type: ignore[union-attr]
+    partner_page = client.get(link.removeprefix("http://127.0.0.1:8000"))
+    assert "per brief aangeschreven" in partner_page.text  # in the partner's language
