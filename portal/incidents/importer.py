@@ -191,16 +191,24 @@ def read_each_row(
     mapping: dict[str, str] | None = None,
     email_column: str | None = None,
     progress: Progress | None = None,
+    require_email: bool = True,
 ) -> ImportSummary:
     """Reads a file as the import does (same columns, `--map`, errors and accounting) and
     shows `visit` each row with its normalised address, or None for a row the import skips.
 
     For `portal letters`, which writes to the people of the very rows an import skips (no
     valid address) and so needs their other cells; a file without any row is refused alike.
+    With `require_email=False` a file may have no email column: each row is then skipped
+    as having "no email address", as the import counts an empty cell.
     """
     rows = _read_rows(
         path,
-        lambda header: plan_columns(header, mapping=mapping or {}, email_column=email_column),
+        lambda header: plan_columns(
+            header,
+            mapping=mapping or {},
+            email_column=email_column,
+            require_email=require_email,
+        ),
         progress,
         visit,
     )
@@ -216,8 +224,9 @@ def _account(result: _Rows, plan: ColumnPlan, row: Row, counts: Counter[str]) ->
     summary.rows += 1
     summary.short_rows += row.short
     summary.multiline_rows += row.multiline
+    cell = "" if plan.email_index is None else row.cells[plan.email_index]
     try:
-        normalised = normalise(row.cells[plan.email_index])
+        normalised = normalise(cell)
     except InvalidEmail as exc:
         summary.skipped.append(Skipped(row.line, _why(exc)))
         return None
@@ -242,12 +251,13 @@ def _check_whole(source: CsvFile, plan: ColumnPlan, row: Row) -> None:
     some other quote closes it. (The row's own address may follow a multi-line cell on its
     last line.)
     """
-    if not row.continuation:
+    index = plan.email_index
+    if not row.continuation or index is None:  # no email column: no address to tell rows by
         return
-    own = _address(row.cells[plan.email_index])
+    own = _address(row.cells[index])
     for offset, text in enumerate(row.continuation, 1):
         cells = next(csv.reader([text], delimiter=source.delimiter), [])
-        found = _address(cells[plan.email_index]) if plan.email_index < len(cells) else None
+        found = _address(cells[index]) if index < len(cells) else None
         if found is not None and found != own:
             raise PortalError(
                 f"{shown(str(source.path))}:{row.line}: a quoted cell opens on this line and "

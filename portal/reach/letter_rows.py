@@ -89,8 +89,14 @@ def read_people(
         if address is None or with_addresses:
             _gather(found, plan, row, address, state["key"])
 
+    # A postal-only file (no email column) is a letters file: everyone in it has no address.
     found.read = read_each_row(
-        path, visit, mapping=mapping, email_column=email_column, progress=progress
+        path,
+        visit,
+        mapping=mapping,
+        email_column=email_column,
+        progress=progress,
+        require_email=False,
     )
     return found
 
@@ -104,7 +110,7 @@ def _gather(
         return
     text = key_text(row.cells, key)
     bits = plan.bits(row.cells)
-    if not row.cells[plan.email_index].strip():
+    if plan.email_index is None or not row.cells[plan.email_index].strip():
         bits &= ~EMAIL_BIT  # no address in the row: the address did not leak
     person = found.people.get(text)
     if person is None:

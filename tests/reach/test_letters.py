@@ -279,3 +279,64 @@ def test_the_letter_says_what_leaked_what_to_do_and_how_to_check_it(
     text = LetterContext(incident, settings, RENDERER).text(replace(dirk, lang=lang))
     for word in [*words, dirk.code, "Attractiepark A", "Dirk de Vries"]:
         assert word in text, word
+
+
+SCREENING_ROWS = [  # a screening programme's records: postal only, no email column at all
+    ["naam", "adres", "postcode", "woonplaats", "geboortedatum"],
+    ["Dirk de Vries", "Kerkstraat 12", "1234 AB", "Utrecht", "1970-01-02"],
+    ["Els Jansen", "Dorpsweg 3a", "9999 ZZ", "Appelscha", "1980-03-04"],
+    ["Dirk de Vries", "Kerkstraat 12", "1234 AB", "Utrecht", "1970-01-02"],  # twice: one letter
+    ["Piet Smit", "Markt 5", "5555 EE", "Breda", "1990-05-06"],
+]
+
+
+def test_a_file_without_an_email_column_gives_everyone_a_letter(
+    engine: Engine, settings: Settings, files: Path
+) -> None:
+    write_csv(files / "screening.csv", SCREENING_ROWS)
+    summary = run(engine, settings, files, "park-a", "screening.csv")
+    read = summary.read
+    assert (read.rows, read.imported, len(read.skipped)) == (4, 0, 4)
+    assert {s.reason for s in read.skipped} == {"no email address"}
+    assert "email" not in read.columns.values()
+    assert (summary.people, summary.first) == (3, 3)
+    names = sorted(x.postal["name"] for x in summary.letters)
+    assert names == ["Dirk de Vries", "Els Jansen", "Piet Smit"]
+    dirk = next(x for x in summary.letters if x.postal["name"] == "Dirk de Vries")
+    assert {f.key for f in dirk.fields} == {"name", "address", "postcode", "city", "birth_date"}
+    with engine.connect() as conn:
+        incident = get_incident(conn, SLUG)
+    assert incident is not None
+    write_letters(
+        files / "out",
+        summary.letters,
+        summary.postal_fields,
+        LetterContext(incident, settings, RENDERER),
+    )
+    rows = list(csv.DictReader(io.StringIO((files / "out" / "letters.csv").read_text("utf-8"))))
+    assert sorted(r["name"] for r in rows) == names
+    assert len(PdfReader(files / "out" / "letters.pdf").pages) == 3
+
+
+def test_a_file_without_an_email_column_is_keyed_by_the_given_columns(
+    engine: Engine, settings: Settings, files: Path
+) -> None:
+    rows = [*SCREENING_ROWS, ["D. de Vries", "Kerkstraat 12", "1234 AB", "Utrecht", "1970-01-02"]]
+    write_csv(files / "screening.csv", rows)
+    by_postal = run(engine, settings, files, "park-a", "screening.csv", dry_run=True)
+    assert by_postal.people == 4  # the name differs: another person by the postal columns
+    keyed = ["postcode", "geboortedatum"]
+    summary = run(engine, settings, files, "park-a", "screening.csv", key=keyed)
+    assert (summary.people, summary.first) == (3, 3)
+    again = run(engine, settings, files, "park-a", "screening.csv", key=keyed)
+    assert (again.letters, again.already) == ([], 3)
+
+
+def test_importing_a_file_without_an_email_column_is_still_refused(
+    engine: Engine, settings: Settings, files: Path
+) -> None:
+    from portal.incidents.importer import import_csv
+
+    write_csv(files / "screening.csv", SCREENING_ROWS)
+    with pytest.raises(PortalError, match=r"no email column .*name it with --email-column"):
+        import_csv(engine, settings, incident=SLUG, partner="park-a", path=files / "screening.csv")
