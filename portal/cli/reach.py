@@ -15,7 +15,7 @@ from portal.cli.imports import say_counts, say_skipped
 from portal.core.printable import shown
 from portal.incidents.fingerprints import refuse_another_pepper
 from portal.incidents.stored import get_incident
-from portal.reach.letter_files import LetterContext, refuse_to_overwrite, write_letters
+from portal.reach.letter_files import LetterContext, LetterFiles
 from portal.reach.letters import LettersSummary, Options, make_letters
 from portal.reach.notices import NotifySummary
 from portal.reach.notices import notify as queue_notices
@@ -166,18 +166,13 @@ def letters(  # long: one typer option per parameter, each with its help
         key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
         dry_run=dry_run,
     )
-    if not dry_run:
-        refuse_to_overwrite(out)
-    written: list[Path] = []
+    files = LetterFiles(out) if not dry_run else None
     with database(settings) as engine, progress_bar(file) as update:
         refuse_another_pepper(engine, settings.pepper)
         with engine.connect() as conn:
             found = get_incident(conn, incident)
-        context = LetterContext(found, settings, root.renderer()) if pdf and found else None
-
-        def deliver(made: LettersSummary) -> None:
-            written.extend(write_letters(out, made.letters, made.postal_fields, context))
-
+        if files is not None and pdf and found:
+            files.context = LetterContext(found, settings, root.renderer())
         summary = make_letters(
             engine,
             settings,
@@ -188,8 +183,9 @@ def letters(  # long: one typer option per parameter, each with its help
             mapping=options.parse_map(map_),
             email_column=email_column,
             progress=update,
-            deliver=deliver,
+            output=files,
         )
+    written = sorted(files.written) if files is not None else []
     _print_letters_summary(summary, f"{file.name} for {incident}/{partner}", written)
 
 
@@ -210,6 +206,7 @@ def _print_letters_summary(summary: LettersSummary, what: str, written: list[Pat
             ("letters again (--all)", summary.again),
             ("written to before (no letter)", summary.already),
         ]
+        + [("of an interrupted run, made again", summary.resumed)] * bool(summary.resumed)
     )
     say_skipped(read)
     for path in written:

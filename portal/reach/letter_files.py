@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from portal.incidents.stored import Incident
 from portal.mail.markdown import MailMarkdown
 from portal.mail.renderer import Renderer
 from portal.reach.letter_rows import POSTAL
-from portal.reach.letters import Letter
+from portal.reach.letters import Letter, LettersSummary
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian's fonts-dejavu-core
 FONT, BOLD = FONT_DIR / "DejaVuSans.ttf", FONT_DIR / "DejaVuSans-Bold.ttf"
@@ -155,6 +158,90 @@ def _body(pdf: Any, text: str, size: float) -> None:
 
 def _is_code(block: str) -> bool:
     return len(block) == 25 and block.count("-") == 4
+
+
+NAMES = ("letters.pdf", "letters.csv")  # put in place in this order: letters.csv last
+NOTE = "letters.unfinished"  # a run's note while its letters are aside: no personal data
+ASIDE = ".pending"  # the letters' names while the codes are being committed
+
+
+@dataclass
+class LetterFiles:
+    """A run's letters in `out`: written aside (`letters.csv.pending`) with a note of the
+    run (`letters.unfinished`: incident, partner and the run's stamp), put in place once
+    the codes are committed, the note dropped last but one step.
+
+    The note says a run recorded (or may have recorded) codes whose letters are not in
+    place. A later run for the same incident and partner into the same `out` resumes it:
+    the people that run recorded get their letter again (portal.reach.letters). A note
+    beside a letters.csv is a finished run's (letters.csv is put in place last and no run
+    starts beside one) and is dropped.
+    """
+
+    out: Path
+    context: LetterContext | None = None  # --pdf
+    written: list[Path] = field(default_factory=list)
+    _aside: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        note, pdf_file, csv_file = (self.out / name for name in (NOTE, *NAMES))
+        aside = self.out / ("letters.csv" + ASIDE)
+        if note.exists() and pdf_file.exists() and aside.exists() and not csv_file.exists():
+            os.replace(aside, csv_file)  # a run stopped between its two files: all committed
+        if csv_file.exists():
+            note.unlink(missing_ok=True)
+        refuse_to_overwrite(self.out)
+
+    def interrupted(self, incident: str, partner: str) -> datetime | None:
+        note = self.out / NOTE
+        if not note.exists():
+            return None
+        try:
+            held = json.loads(note.read_text(encoding="utf-8"))
+            run, stamp = (held["incident"], held["partner"]), datetime.fromisoformat(held["stamp"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PortalError(f"{shown(str(note))} cannot be read: {UNREADABLE}") from None
+        if run != (incident, partner):
+            raise PortalError(
+                f"{shown(str(self.out))} holds an interrupted run of `portal letters "
+                f"{shown(run[0])} {shown(run[1])}`: run that again with this --out first "
+                "(its letters are not in place yet), or choose another --out"
+            )
+        return stamp
+
+    def prepare(
+        self, summary: LettersSummary, *, incident: str, partner: str, stamp: datetime
+    ) -> None:
+        if self.out.is_dir():  # an interrupted run's letters: made again, or none now
+            for name in NAMES:
+                (self.out / (name + ASIDE)).unlink(missing_ok=True)
+        if not summary.letters:
+            return
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PortalError(f"cannot make {shown(str(self.out))}: {exc.strerror}") from None
+        note = {"incident": incident, "partner": partner, "stamp": stamp.isoformat()}
+        write_private(self.out / NOTE, json.dumps(note).encode())
+        made = {"letters.csv": merge_file(summary.letters, summary.postal_fields)}
+        if self.context is not None:
+            made["letters.pdf"] = letters_pdf(summary.letters, self.context)
+        for name in NAMES:
+            if name in made:
+                write_private(self.out / (name + ASIDE), made[name])
+                self._aside.append((self.out / (name + ASIDE), self.out / name))
+
+    def finish(self) -> None:
+        for aside, path in self._aside:
+            try:
+                os.replace(aside, path)
+            except OSError as exc:
+                raise PortalError(f"cannot write {shown(str(path))}: {exc.strerror}") from None
+            self.written.append(path)
+        (self.out / NOTE).unlink(missing_ok=True)
+
+
+UNREADABLE = "it notes an interrupted run of portal letters; if you are sure none was, delete it"
 
 
 def refuse_to_overwrite(out: Path) -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Connection, Engine, select
 
@@ -34,6 +35,7 @@ from portal.store import audit, db, tables
 log = logging.getLogger("portal.letters")
 
 FIRST, FOLLOW_UP, AGAIN = "first", "follow-up", "again"
+CHUNK = 1000  # people whose codes one transaction commits
 _KEY_CHANGED = (
     "these people got letters under another PORTAL_SECRET_KEY (or PORTAL_PEPPER): a new "
     "letter would print a code that does not work; run with the keys of the first letters"
@@ -66,6 +68,7 @@ class LettersSummary:
     follow_ups: int = 0
     again: int = 0  # --all: letters again for partners already named
     already: int = 0  # partner already named in a letter: none again
+    resumed: int = 0  # recorded by an interrupted run: their letters made again
     dry_run: bool = False
     letters: list[Letter] = field(default_factory=list)
 
@@ -80,6 +83,23 @@ class Options:
     dry_run: bool = False
 
 
+class Output(Protocol):
+    """Where a run's letters go (portal.reach.letter_files.LetterFiles): written aside
+    before the codes are committed, put in place after."""
+
+    def interrupted(self, incident: str, partner: str) -> datetime | None:
+        """The stamp of this incident's and partner's run that stopped between committing
+        its codes and putting its letters in place, if there is one."""
+
+    def prepare(
+        self, summary: LettersSummary, *, incident: str, partner: str, stamp: datetime
+    ) -> None:
+        """Writes the letters aside, with a note of the run's `stamp`: nothing in place."""
+
+    def finish(self) -> None:
+        """Puts the letters written aside in place, then drops the note."""
+
+
 def make_letters(
     engine: Engine,
     settings: Settings,
@@ -91,18 +111,22 @@ def make_letters(
     mapping: dict[str, str] | None = None,
     email_column: str | None = None,
     progress: Progress | None = None,
-    deliver: Callable[[LettersSummary], None] | None = None,
+    output: Output | None = None,
 ) -> LettersSummary:
     """Reads the file, picks the people to write to, gives each a code and returns the
     letters to print; the codes are stored unless `dry_run`.
 
-    `deliver` (writing the files) runs before the codes are committed: a letter that could
-    not be written is not recorded as sent, so running again writes it.
+    The letters are planned first (reading only), `output` writes them aside, the codes are
+    then committed CHUNK people per transaction (no write lock held for long, none while a
+    PDF is made), and last `output` puts the files in place. A run that stops before that
+    leaves its note: run again with the same `output`, it makes the letters of the people
+    that run recorded (their partner bears its stamp) once more, and the others anew.
     """
     with engine.begin() as conn:
         found, target = require_partner(conn, incident, partner)
         salt = db.ensure_salt(conn)
         fingerprints.refuse_another(conn, incident_id=found.id, pepper=settings.pepper, salt=salt)
+    resumed = output.interrupted(found.slug, target.slug) if output is not None else None
     people = read_people(
         path,
         mapping=mapping,
@@ -115,23 +139,37 @@ def make_letters(
     summary = LettersSummary(people.read, people.postal_fields, dry_run=options.dry_run)
     summary.without_address = people.without_address
     chosen = _chosen(engine, found, people, hasher, options, summary)
+    with engine.connect() as conn:
+        planned = _plan_each(
+            conn, settings, found, target, chosen, hasher, options, resumed, summary
+        )
+    if options.dry_run:
+        return summary
+    stamp = resumed or utcnow()
+    if output is not None:
+        output.prepare(summary, incident=found.slug, partner=target.slug, stamp=stamp)
+    for number, chunk in enumerate(_chunks(planned, CHUNK)):
+        with engine.begin() as conn:
+            if number == 0:
+                fingerprints.claim(
+                    conn, incident_id=found.id, pepper=settings.pepper, salt=salt, params=found.kdf
+                )
+            _store_chunk(conn, found, target, chunk, stamp)
     with engine.begin() as conn:
-        if not options.dry_run and chosen:
-            fingerprints.claim(
-                conn, incident_id=found.id, pepper=settings.pepper, salt=salt, params=found.kdf
-            )
-        _code_each(conn, settings, found, target, chosen, hasher, options, summary)
-        if deliver is not None and not options.dry_run:
-            deliver(summary)
-        if not options.dry_run:
-            audit.record(
-                conn,
-                actor="cli",
-                action="letters_made",
-                object=f"{found.slug}/{target.slug}",
-                detail=f"{len(summary.letters)} letter(s)",
-            )
+        audit.record(
+            conn,
+            actor="cli",
+            action="letters_made",
+            object=f"{found.slug}/{target.slug}",
+            detail=f"{len(summary.letters)} letter(s)",
+        )
+    if output is not None:
+        output.finish()
     return summary
+
+
+def _chunks(items: list[Planned], size: int) -> list[list[Planned]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _chosen(
@@ -174,7 +212,7 @@ def _bounced(engine: Engine, incident: Incident, people: PeopleRead, hasher: Has
     return {indexes[bidx] for bidx in hit}
 
 
-def _code_each(
+def _plan_each(
     conn: Connection,
     settings: Settings,
     incident: Incident,
@@ -182,32 +220,47 @@ def _code_each(
     chosen: list[Person],
     hasher: Hasher,
     options: Options,
+    resumed: datetime | None,
     summary: LettersSummary,
-) -> None:
+) -> list[Planned]:
+    """Each chosen person's code and letter, and what storing it takes; writes nothing."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         keys = list(pool.map(lambda p: hasher("letter-key\0" + p.key), chosen))
     partners = {p.id: p for p in get_partners(conn, incident.id)}
     lang = incident.languages[0]  # a partner's `language` is of the mail to it, not to people
+    planned = []
     for person, person_key in zip(chosen, keys, strict=True):
         code = letter_codes.derive(settings.secret_key.encode(), person_key)
-        letter = _code_one(
-            conn,
-            settings,
-            incident,
-            partner,
-            person,
-            person_key,
-            code,
-            lang,
-            partners,
-            options,
-            summary,
+        plan = _plan_one(
+            conn, settings, incident, partner, person, person_key, code, lang, resumed, options
         )
-        if letter is not None:
-            summary.letters.append(letter)
+        if plan is None:
+            summary.already += 1
+            continue
+        planned.append(plan)
+        summary.resumed += plan.resumed
+        summary.letters.append(
+            _letter(code, lang, person, plan.kind, plan.named, partners, partner, summary)
+        )
+    return planned
 
 
-def _code_one(
+@dataclass
+class Planned:
+    """One letter's storing: the code (a new row when `code_id` is None) and the partner."""
+
+    person_key: bytes
+    hashed: bytes
+    lang: str
+    code_id: int | None
+    kind: str
+    named: dict[int, int]  # partner id -> fields, this partner's included
+    new_partner: bool
+    bits: int
+    resumed: bool = False  # recorded by an interrupted run: its letter made again
+
+
+def _plan_one(
     conn: Connection,
     settings: Settings,
     incident: Incident,
@@ -216,11 +269,10 @@ def _code_one(
     person_key: bytes,
     code: str,
     lang: str,
-    partners: dict[int, Partner],
+    resumed: datetime | None,
     options: Options,
-    summary: LettersSummary,
-) -> Letter | None:
-    """Stores the person's code and this partner's exposure; the letter it calls for."""
+) -> Planned | None:
+    """The letter the person's code calls for (None: written to before, no letter)."""
     c, lp = tables.letter_codes.c, tables.letter_partners.c
     hashed = letter_codes.code_hash(settings.pepper, code)
     row = conn.execute(
@@ -228,29 +280,40 @@ def _code_one(
             c.incident_id == incident.id, c.person_key == person_key
         )
     ).first()
-    named = {}
+    named, stamps = {}, {}
     if row is not None:
         if bytes(row.code_hash) != hashed:
             raise PortalError(_KEY_CHANGED)
         lang = row.lang
-        named = dict(
-            conn.execute(select(lp.partner_id, lp.fields).where(lp.code_id == row.id)).all()
-        )
-    if partner.id in named:
+        for pid, bits, at in conn.execute(
+            select(lp.partner_id, lp.fields, lp.lettered_at).where(lp.code_id == row.id)
+        ):
+            named[pid], stamps[pid] = bits, at
+    again = resumed is not None and stamps.get(partner.id) == resumed
+    earlier = {pid: bits for pid, bits in named.items() if pid != partner.id or not again}
+    if partner.id in earlier:
         if not options.everyone:
-            summary.already += 1
             return None
         kind = AGAIN
     else:
-        kind = FIRST if not named else FOLLOW_UP
-    if not options.dry_run:
-        code_id = (
-            row.id if row is not None else _insert_code(conn, incident, person_key, hashed, lang)
-        )
-        _name_partner(conn, code_id, partner, person.bits, new=partner.id not in named)
-        db.write_exposures(conn, partner.id, {hashed: person.bits})
+        kind = FIRST if not earlier else FOLLOW_UP
     named[partner.id] = named.get(partner.id, 0) | person.bits
-    return _letter(code, lang, person, kind, named, partners, partner, summary)
+    code_id = None if row is None else int(row.id)
+    new_partner = partner.id not in stamps
+    return Planned(person_key, hashed, lang, code_id, kind, named, new_partner, person.bits, again)
+
+
+def _store_chunk(
+    conn: Connection, incident: Incident, partner: Partner, chunk: list[Planned], stamp: datetime
+) -> None:
+    """Stores a chunk's codes, the partner each names (lettered at the run's `stamp`) and
+    the code's exposures, in the caller's transaction."""
+    for plan in chunk:
+        code_id = plan.code_id
+        if code_id is None:
+            code_id = _insert_code(conn, incident, plan.person_key, plan.hashed, plan.lang)
+        _name_partner(conn, code_id, partner, plan.bits, new=plan.new_partner, stamp=stamp)
+    db.write_exposures(conn, partner.id, {plan.hashed: plan.bits for plan in chunk})
 
 
 def _letter(
@@ -296,13 +359,13 @@ def _insert_code(
 
 
 def _name_partner(
-    conn: Connection, code_id: int, partner: Partner, bits: int, *, new: bool
+    conn: Connection, code_id: int, partner: Partner, bits: int, *, new: bool, stamp: datetime
 ) -> None:
     lp = tables.letter_partners
     if new:
         conn.execute(
             lp.insert().values(
-                code_id=code_id, partner_id=partner.id, fields=bits, lettered_at=utcnow()
+                code_id=code_id, partner_id=partner.id, fields=bits, lettered_at=stamp
             )
         )
     else:

@@ -17,7 +17,7 @@ from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.incidents.importer import Hasher
 from portal.incidents.stored import get_incident
-from portal.reach.letter_files import LetterContext, write_letters
+from portal.reach.letter_files import LetterContext, LetterFiles, write_letters
 from portal.reach.letters import LettersSummary, Options, make_letters
 from portal.store import db, tables
 from tests.databases import stored_bytes
@@ -214,10 +214,8 @@ def test_the_pdf_has_a_page_per_letter_with_the_address_in_the_window(
 def test_letters_that_could_not_be_written_are_not_recorded(
     engine: Engine, settings: Settings, files: Path
 ) -> None:
-    def fail(made: LettersSummary) -> None:
-        raise PortalError("the disk is full")
-
-    with pytest.raises(PortalError):
+    (files / "a-file").write_text("not a folder", encoding="utf-8")
+    with pytest.raises(PortalError, match="cannot make"):
         make_letters(
             engine,
             settings,
@@ -225,11 +223,24 @@ def test_letters_that_could_not_be_written_are_not_recorded(
             partner="park-a",
             path=files / "park-letters.csv",
             options=Options(),
-            deliver=fail,
+            output=LetterFiles(files / "a-file" / "out"),  # the letters cannot be written
         )
     with engine.connect() as conn:
         assert conn.execute(select(tables.letter_codes)).all() == []
-    assert run(engine, settings, files, "park-a", "park-letters.csv").first == 3
+    out = files / "out"
+    output = LetterFiles(out)
+    made = make_letters(
+        engine,
+        settings,
+        incident=SLUG,
+        partner="park-a",
+        path=files / "park-letters.csv",
+        options=Options(),
+        output=output,
+    )
+    assert made.first == 3
+    assert output.written == [out / "letters.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["letters.csv"]
 
 
 def test_the_figures_count_letters_per_partner_apart_from_records(
