@@ -148,13 +148,7 @@ def make_letters(
     stamp = resumed or utcnow()
     if output is not None:
         output.prepare(summary, incident=found.slug, partner=target.slug, stamp=stamp)
-    for number, chunk in enumerate(_chunks(planned, CHUNK)):
-        with engine.begin() as conn:
-            if number == 0:
-                fingerprints.claim(
-                    conn, incident_id=found.id, pepper=settings.pepper, salt=salt, params=found.kdf
-                )
-            _store_chunk(conn, found, target, chunk, stamp)
+    _store(engine, settings, found, target, salt, planned, stamp)
     with engine.begin() as conn:
         audit.record(
             conn,
@@ -168,8 +162,27 @@ def make_letters(
     return summary
 
 
-def _chunks(items: list[Planned], size: int) -> list[list[Planned]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _store(
+    engine: Engine,
+    settings: Settings,
+    incident: Incident,
+    partner: Partner,
+    salt: bytes,
+    planned: list[Planned],
+    stamp: datetime,
+) -> None:
+    """Commits the planned codes CHUNK people per transaction (the first claims the pepper)."""
+    for start in range(0, len(planned), CHUNK):
+        with engine.begin() as conn:
+            if start == 0:
+                fingerprints.claim(
+                    conn,
+                    incident_id=incident.id,
+                    pepper=settings.pepper,
+                    salt=salt,
+                    params=incident.kdf,
+                )
+            _store_chunk(conn, incident, partner, planned[start : start + CHUNK], stamp)
 
 
 def _chosen(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pypdf import PdfReader
 from sqlalchemy import func, select
 
@@ -119,3 +120,22 @@ def test_an_interrupted_run_of_another_partner_is_not_taken_for_this_one(
     assert other.returncode == 1
     assert "holds an interrupted run of `portal letters ticketing-2021 park-a`" in other.stderr
     assert codes(tmp_path) == 4
+
+
+def test_a_run_stopped_between_its_two_files_has_its_merge_file_put_in_place(
+    tmp_path: Path,
+) -> None:
+    from portal.core.errors import PortalError
+    from portal.reach.letter_files import LetterFiles
+
+    out = tmp_path / "post"
+    out.mkdir()
+    (out / "letters.pdf").write_bytes(b"%PDF the stopped run's letters")
+    (out / "letters.csv.pending").write_bytes(b"code,lang\r\n")
+    (out / "letters.unfinished").write_text('{"incident": "i", "partner": "p"}', encoding="utf-8")
+
+    with pytest.raises(PortalError, match=r"letters\.csv exists"):
+        LetterFiles(out)
+
+    assert sorted(p.name for p in out.iterdir()) == ["letters.csv", "letters.pdf"]
+    assert (out / "letters.csv").read_bytes() == b"code,lang\r\n"
