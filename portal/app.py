@@ -34,7 +34,7 @@ from portal.incidents.fingerprints import PepperWatch
 from portal.person.lookup_queue import LookupQueue
 from portal.person.ratelimit import RateLimiter
 from portal.store import db, db_errors
-from portal.web import about, admin, ops, partner, partner_queue, public
+from portal.web import about, admin, codes, ops, partner, partner_queue, public
 from portal.web.middleware import (
     AccessLog,
     BodyLimit,
@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, deliver_mail: bool = True) -> Starlette:
             *partner_queue.routes,
             *partner.routes,
             *about.routes,
+            *codes.routes,
             *public.routes,
         ],
         middleware=[

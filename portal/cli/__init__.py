@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("import", imports.import_command),
     ("notify", reach.notify),
     ("bounces", reach.bounces),
+    ("letters", reach.letters),
     ("serve", serving.serve),
     ("mail-worker", serving.mail_worker),
     ("purge", operator.purge),

@@ -21,9 +21,10 @@ from portal.cli.base import (
     when,
 )
 from portal.core.errors import PortalError
+from portal.core.files import write_private
 from portal.incidents.importer import require_partner
 from portal.operator import accounts
-from portal.operator.export import export_requests, write_private
+from portal.operator.export import export_requests
 from portal.operator.retention import purge as apply_retention
 from portal.operator.retention import purge_incident
 from portal.operator.stats import (

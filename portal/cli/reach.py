@@ -1,5 +1,6 @@
 """Commands that reach people who did not come to the portal: `notify` (the direct notice),
-`bounces` (what became of it), and partners in bulk: `partners digest`."""
+`bounces` (what became of it), `letters` (on paper, with a personal code), and partners in
+bulk: `partners digest`."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from portal.cli.imports import say_counts, say_skipped
 from portal.core.errors import PortalError
 from portal.core.printable import shown
 from portal.incidents.fingerprints import refuse_another_pepper
+from portal.incidents.stored import get_incident
 from portal.reach import bounce_sources
 from portal.reach.bounces import BounceReader
+from portal.reach.letter_files import LetterContext, LetterFiles
+from portal.reach.letters import LettersSummary, Options, make_letters
 from portal.reach.notices import NotifySummary
 from portal.reach.notices import notify as queue_notices
 from portal.requests.digests import send_due_digests
@@ -172,6 +176,7 @@ def partners_digest(
     say(f"{queued} digest(s) queued, {delivered} message(s) delivered")
 
 
+@operator_errors
 def bounces(
     source: Annotated[
         str | None,
@@ -256,3 +261,100 @@ async def _until_signalled(reader: BounceReader, host: str, port: int) -> None:
 def _print_bounce_summary(reader: BounceReader) -> None:
     say("bounces summary (no address is kept)")
     say_counts(reader.summary.rows())
+
+
+@operator_errors
+def letters(  # long: one typer option per parameter, each with its help
+    incident: options.Incident,
+    partner: options.Partner,
+    file: options.RecordsFile,
+    out: Annotated[
+        Path, typer.Option("--out", help="The folder to write letters.csv (and letters.pdf) to.")
+    ],
+    bounced: Annotated[
+        bool, typer.Option("--bounced", help="Also the people whose notice bounced.")
+    ] = False,
+    everyone: Annotated[
+        bool,
+        typer.Option("--all", help="Everyone in the file, and again those already written to."),
+    ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="COL,COL: the columns that tell people apart across partners' files "
+            "(default: the postal columns).",
+        ),
+    ] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also write letters.pdf, A4.")] = False,
+    map_: options.Map = None,
+    email_column: options.EmailColumn = None,
+    dry_run: options.DryRun = False,
+) -> None:
+    """Make letters with a personal code for the people of a partner's file who have no
+    valid email address (with --bounced also those whose notice bounced; --all everyone).
+
+    The file is read as `portal import` reads it. Each person (rows with the same --key
+    columns) gets one code, which opens their results at /INCIDENT/code; the portal keeps
+    only a keyed hash of it and of the key, never a postal address: those are only in
+    OUT/letters.csv (and OUT/letters.pdf). Running it again makes no second letter for
+    the same people; a later partner's file gives a follow-up letter naming that partner.
+
+    Example: portal letters ticketing-2021 park-a park-a.csv --out out/ --pdf --key name,postcode
+    """
+    settings = load_settings()
+    wanted = Options(
+        bounced=bounced,
+        everyone=everyone,
+        key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
+        dry_run=dry_run,
+    )
+    files = LetterFiles(out) if not dry_run else None
+    with database(settings) as engine, progress_bar(file) as update:
+        refuse_another_pepper(engine, settings.pepper)
+        with engine.connect() as conn:
+            found = get_incident(conn, incident)
+        if files is not None and pdf and found:
+            files.context = LetterContext(found, settings, root.renderer())
+        summary = make_letters(
+            engine,
+            settings,
+            incident=incident,
+            partner=partner,
+            path=file,
+            options=wanted,
+            mapping=options.parse_map(map_),
+            email_column=email_column,
+            progress=update,
+            output=files,
+        )
+    written = sorted(files.written) if files is not None else []
+    _print_letters_summary(summary, f"{file.name} for {incident}/{partner}", written)
+
+
+def _print_letters_summary(summary: LettersSummary, what: str, written: list[Path]) -> None:
+    read, dry = summary.read, summary.dry_run
+    say(f"{'dry run: nothing written' if dry else 'letters summary'} ({shown(what)})")
+    say_counts(
+        [
+            ("rows read", read.rows),
+            ("rows with a valid address", read.imported),
+            ("rows without a valid email address", read.skipped_rows),
+            ("rows without a postal address (no letter)", len(summary.without_address)),
+            ("people (by key)", summary.people),
+            ("reached by email (no letter)", summary.with_email),
+            ("whose notice bounced", summary.bounced),
+            ("first letters", summary.first),
+            ("follow-up letters (a new partner)", summary.follow_ups),
+            ("letters again (--all)", summary.again),
+            ("written to before (no letter)", summary.already),
+        ]
+        + [("of an interrupted run, made again", summary.resumed)] * bool(summary.resumed)
+    )
+    say_skipped(read)
+    for path in written:
+        say(f"wrote {shown(str(path))}")
+    say(
+        f"{len(summary.letters)} letter(s); the portal kept no postal address: only a keyed "
+        "hash of each code and key"
+    )

@@ -47,6 +47,10 @@ class Settings:
     limit_per_address: str = "5/hour"
     limit_per_client: str = "20/hour"
     limit_confirm_per_client: str = "30/hour"
+    limit_per_code_client: str = "10/hour"  # letter codes tried per client (design §8)
+    # Where a window envelope shows the address on a letter, in mm: left, top, width, height
+    # (DIN 5008 form B).
+    letter_window: tuple[float, float, float, float] = (20.0, 45.0, 85.0, 45.0)
     limit_login: str = "10/hour"
     trusted_proxies: frozenset[str] = frozenset()
     max_body_bytes: int = 16 * 1024
@@ -126,6 +130,8 @@ class Settings:
             session_ttl=whole("PORTAL_SESSION_TTL", "1800"),
             limit_per_address=config("PORTAL_LIMIT_PER_ADDRESS", default="5/hour"),
             limit_per_client=config("PORTAL_LIMIT_PER_CLIENT", default="20/hour"),
+            limit_per_code_client=config("PORTAL_LIMIT_PER_CODE_CLIENT", default="10/hour"),
+            letter_window=letter_window(config("PORTAL_LETTER_WINDOW", default="20,45,85,45")),
             limit_confirm_per_client=config("PORTAL_LIMIT_CONFIRM_PER_CLIENT", default="30/hour"),
             limit_login=config("PORTAL_LIMIT_LOGIN", default="10/hour"),
             trusted_proxies=frozenset(
@@ -217,6 +223,7 @@ class Settings:
         for name, value in (
             ("PORTAL_LIMIT_PER_ADDRESS", self.limit_per_address),
             ("PORTAL_LIMIT_PER_CLIENT", self.limit_per_client),
+            ("PORTAL_LIMIT_PER_CODE_CLIENT", self.limit_per_code_client),
             ("PORTAL_LIMIT_CONFIRM_PER_CLIENT", self.limit_confirm_per_client),
             ("PORTAL_LIMIT_LOGIN", self.limit_login),
             ("PORTAL_LIMIT_LOGIN_PER_ACCOUNT", self.limit_login_per_account),
@@ -313,6 +320,22 @@ def _positive_int(value: str, name: str, *, unit: str = "seconds") -> int:
 # At most: 100,000 a second, 10 µs apart (a schedule step stays whole microseconds), is "no
 # throttle" for any relay; issue 22 measures the mail worker with `--rate 100000`.
 MAX_NOTICE_RATE = 100_000.0
+
+
+def letter_window(value: str) -> tuple[float, float, float, float]:
+    """PORTAL_LETTER_WINDOW: "left,top,width,height" in millimetres, inside an A4 page."""
+    try:
+        left, top, width, height = (float(part) for part in value.split(","))
+    except ValueError:
+        raise PortalError(
+            f"PORTAL_LETTER_WINDOW must be left,top,width,height in mm (e.g. 20,45,85,45): "
+            f"{value!r}"
+        ) from None
+    if min(left, top) < 0 or min(width, height) <= 0 or left + width > 210 or top + height > 297:
+        raise PortalError(
+            f"PORTAL_LETTER_WINDOW must lie inside an A4 page (210x297 mm): {value!r}"
+        )
+    return left, top, width, height
 
 
 def positive_rate(value: str, name: str) -> float:

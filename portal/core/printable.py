@@ -7,8 +7,6 @@ import unicodedata
 # Cc: controls (ESC starts a terminal escape); Cf: format characters such as the bidi
 # overrides, which reorder what the operator reads; Zl, Zp: line and paragraph separators.
 HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def shown(text: str, limit: int | None = None) -> str:
@@ -33,8 +31,3 @@ def _escape(ch: str) -> str:
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def neutralise(cell: str) -> str:
-    """A CSV cell a spreadsheet would read as a formula gets a leading apostrophe."""
-    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell

@@ -19,29 +19,36 @@ class ColumnPlan:
     """Which column holds the address and which columns expose which field."""
 
     header: list[str]
-    email_index: int
+    email_index: int | None  # None: a file without one (`portal letters` only)
     fields: dict[int, str]  # column index -> field key
     ignored: list[str]
 
     @property
     def columns(self) -> dict[str, str]:
         """Each used column's name and its field key."""
-        named = {self.header[self.email_index]: "email"}
+        named = {} if self.email_index is None else {self.header[self.email_index]: "email"}
         named.update((self.header[i], key) for i, key in self.fields.items())
         return named
 
     def bits(self, row: list[str]) -> int:
-        keys = {"email"}
+        keys = {"email"} if self.email_index is not None else set()
         keys.update(key for i, key in self.fields.items() if i < len(row) and row[i].strip())
         return fields.to_bits(keys)
 
 
 def plan_columns(
-    header: list[str], *, mapping: dict[str, str], email_column: str | None
+    header: list[str],
+    *,
+    mapping: dict[str, str],
+    email_column: str | None,
+    require_email: bool = True,
 ) -> ColumnPlan:
-    """Maps each header column to a field; raises PortalError naming what to fix."""
+    """Maps each header column to a field; raises PortalError naming what to fix.
+
+    `require_email=False` (`portal letters`) takes a file without an email column, whose
+    rows then all have no address; a named `--email-column` must still exist."""
     wanted = _check_mapping(header, mapping)
-    email_index = _email_index(header, wanted, email_column)
+    email_index = _email_index(header, wanted, email_column, required=require_email)
     mapped: dict[int, str] = {}
     ignored: list[str] = []
     unknown: list[str] = []
@@ -79,7 +86,9 @@ def _check_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, str]
     return wanted
 
 
-def _email_index(header: list[str], wanted: dict[str, str], email_column: str | None) -> int:
+def _email_index(
+    header: list[str], wanted: dict[str, str], email_column: str | None, *, required: bool
+) -> int | None:
     squashed = [fields.squash(column) for column in header]
     if email_column is not None:
         if fields.squash(email_column) not in squashed:
@@ -97,6 +106,8 @@ def _email_index(header: list[str], wanted: dict[str, str], email_column: str | 
         raise PortalError(_several_email_columns([header[i] for i in found]))
     if found:
         return found[0]
+    if not required:
+        return None
     looked_for = ", ".join(fields.BY_KEY["email"].columns)
     raise PortalError(
         f"no email column (looked for: {looked_for}; columns: {_names(header)}); "

@@ -32,15 +32,26 @@ from portal.incidents.reading import (
     FileRead,
     ImportSummary,
     Progress,
+    RowVisitor,
     Skipped,
     chunks,
     read_file,
 )
+from portal.incidents.reading import read_each_row as _read_each_row
 from portal.incidents.spill import spill_folder
 from portal.incidents.stored import Incident, Partner, get_partner, get_partners, require_incident
 from portal.store import db, tables
 
-__all__ = ["CHUNK", "Hasher", "ImportSummary", "Progress", "Skipped", "chunks", "import_csv"]
+__all__ = [
+    "CHUNK",
+    "Hasher",
+    "ImportSummary",
+    "Progress",
+    "Skipped",
+    "chunks",
+    "import_csv",
+    "read_each_row",
+]
 
 log = logging.getLogger("portal.importer")
 
@@ -104,6 +115,35 @@ def refuse_empty(path: Path, summary: ImportSummary) -> None:
     """Refuses a file without one valid row (in any part): there is nothing to do."""
     if not summary.imported and not summary.other_parts:
         raise PortalError(_nothing_to_import(path, summary))
+
+
+def read_each_row(
+    path: Path,
+    visit: RowVisitor,
+    *,
+    mapping: dict[str, str] | None = None,
+    email_column: str | None = None,
+    progress: Progress | None = None,
+    require_email: bool = True,
+) -> ImportSummary:
+    """Reads a file as the import does (same columns, `--map`, errors and accounting) and
+    shows `visit` each row with its normalised address, or None for a row the import skips.
+
+    With `require_email=False` (`portal letters`) a file may have no email column: each
+    row is then skipped as having "no email address", as the import counts an empty cell.
+    A file without any row is refused as the import refuses it.
+    """
+    summary = _read_each_row(
+        path,
+        lambda header: plan_columns(
+            header, mapping=mapping or {}, email_column=email_column, require_email=require_email
+        ),
+        visit,
+        progress,
+    )
+    if not summary.rows:
+        raise PortalError(_nothing_to_import(path, summary))
+    return summary
 
 
 def _nothing_to_import(path: Path, summary: ImportSummary) -> str:

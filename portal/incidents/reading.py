@@ -200,7 +200,7 @@ def _account(
     summary.short_rows += row.short
     summary.multiline_rows += row.multiline
     try:
-        normalised = normalise(row.cells[plan.email_index])
+        normalised = normalise(_email_cell(plan, row))
     except InvalidEmail as exc:
         if summary.part.index == 1:
             summary.skip(row.line, _why(exc))
@@ -215,6 +215,59 @@ def _account(
     summary.imported += 1
     spill.add(keyed, row.line, bits)
     counts.update(f.key for f in fields.from_bits(bits))
+
+
+# visit(plan, row, address): each row read, with its normalised address or None (skipped).
+RowVisitor = Callable[[ColumnPlan, Row, "str | None"], None]
+
+
+def read_each_row(
+    path: Path,
+    plan_for: Callable[[list[str]], ColumnPlan],
+    visit: RowVisitor,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Reads a file as the import does (same columns, checks and accounting) and shows
+    `visit` each row with its normalised address, or None for a row the import skips.
+
+    For `portal letters`, which writes to the people of the very rows an import skips and
+    so needs their other cells; what it keeps of them is its own affair. No spill: it does
+    not deduplicate addresses.
+    """
+    total = count_lines(path)
+    summary = ImportSummary(lines=total)
+    with CsvFile(path) as source:
+        try:
+            plan = plan_for(source.header)
+        except PortalError as exc:
+            raise PortalError(f"{shown(str(path))}: {exc}") from None
+        summary.delimiter = source.delimiter_name
+        summary.columns = plan.columns
+        summary.ignored_columns = plan.ignored
+        for row in source.rows():
+            _check_whole(source, plan, row)
+            summary.rows += 1
+            summary.short_rows += row.short
+            summary.multiline_rows += row.multiline
+            try:
+                address: str | None = normalise(_email_cell(plan, row))
+            except InvalidEmail as exc:
+                summary.skip(row.line, _why(exc))
+                address = None
+            else:
+                summary.imported += 1
+            visit(plan, row, address)
+            if progress and summary.rows % READ_PROGRESS_EVERY == 0:
+                progress("reading", source.lines_read, total)
+        summary.blank_lines = source.blank_lines
+    if progress:
+        progress("reading", total, total)
+    return summary
+
+
+def _email_cell(plan: ColumnPlan, row: Row) -> str:
+    """The row's email cell; empty in a file without an email column (`portal letters`)."""
+    return "" if plan.email_index is None else row.cells[plan.email_index]
 
 
 class Addresses:
@@ -239,7 +292,7 @@ class Addresses:
                 if row is None or row.line != line:
                     raise changed
                 try:
-                    address = normalise(row.cells[plan.email_index])
+                    address = normalise(_email_cell(plan, row))
                 except InvalidEmail:
                     raise changed from None
                 if keyed_index(address, pepper=self.pepper) != keyed:
@@ -267,12 +320,13 @@ def _check_whole(source: CsvFile, plan: ColumnPlan, row: Row) -> None:
     some other quote closes it. (The row's own address may follow a multi-line cell on its
     last line.)
     """
-    if not row.continuation:
+    index = plan.email_index
+    if not row.continuation or index is None:  # no email column: no address to tell rows by
         return
-    own = _address(row.cells[plan.email_index])
+    own = _address(row.cells[index])
     for offset, text in enumerate(row.continuation, 1):
         cells = next(csv.reader([text], delimiter=source.delimiter), [])
-        found = _address(cells[plan.email_index]) if plan.email_index < len(cells) else None
+        found = _address(cells[index]) if index < len(cells) else None
         if found is not None and found != own:
             raise PortalError(
                 f"{shown(str(source.path))}:{row.line}: a quoted cell opens on this line and "

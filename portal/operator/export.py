@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
-from pathlib import Path
 
 from sqlalchemy import Connection, select
 
-from portal.core.errors import PortalError
-from portal.core.printable import neutralise
+from portal.core.files import neutralise
 from portal.incidents import stored
 from portal.requests.deletions import REJECTED
 from portal.store import audit, tables
@@ -79,22 +75,3 @@ def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
         row.closed_at.date().isoformat() if row.closed_at else "",
         outcome,
     ]
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Writes `data` to `path`, readable by its owner alone, whole or not at all."""
-    try:
-        # mkstemp makes the file with mode 0600; os.replace puts it in place in one step.
-        fd, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(aside, path)
-    except OSError as exc:
-        raise PortalError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        Path(aside).unlink(missing_ok=True)

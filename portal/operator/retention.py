@@ -117,6 +117,10 @@ def purge_incident(engine: Engine, slug: str) -> IncidentPurge:
             .where(tables.notices.c.incident_id == incident_id)
         )
         conn.execute(delete(tables.outbox).where(tables.outbox.c.id.in_(followups)))
+        # A letter's code works until now, and not a moment after (design §8).
+        conn.execute(
+            delete(tables.letter_codes).where(tables.letter_codes.c.incident_id == incident_id)
+        )
         # Everything else goes with the incident row (ON DELETE CASCADE).
         conn.execute(delete(tables.incidents).where(tables.incidents.c.id == incident_id))
         audit.record(

@@ -34,6 +34,7 @@ class PartnerFigures:
     median_days_to_close: float | None = None
     # Direct notices that name this partner, by status (a notice naming two counts at each).
     notices: dict[str, int] = field(default_factory=dict)
+    letters: int = 0  # people written to by post about this partner (portal letters)
 
 
 @dataclass
@@ -68,6 +69,7 @@ def partner_figures(
     _records(conn, rows)
     _requests(conn, rows, today)
     _notices(conn, rows)
+    _letters(conn, rows)
     for incident_id in {r.incident_id for r in found}:
         counted = counters.totals(conn, incident_id=incident_id)
         for partner_id, names in counted.items():
@@ -81,13 +83,23 @@ def _known(conn: Connection, incident: str) -> int:
 
 
 def _records(conn: Connection, rows: dict[int, PartnerFigures]) -> None:
+    """Imported records: a letter's code has exposures too, counted as letters instead."""
     e = tables.exposures
+    codes = select(tables.letter_codes.c.code_hash)
     for partner_id, count in conn.execute(
         select(e.c.partner_id, func.count())
-        .where(e.c.partner_id.in_(rows))
+        .where(e.c.partner_id.in_(rows), e.c.bidx.not_in(codes))
         .group_by(e.c.partner_id)
     ):
         rows[partner_id].records = count
+
+
+def _letters(conn: Connection, rows: dict[int, PartnerFigures]) -> None:
+    lp = tables.letter_partners.c
+    for partner_id, count in conn.execute(
+        select(lp.partner_id, func.count()).where(lp.partner_id.in_(rows)).group_by(lp.partner_id)
+    ):
+        rows[partner_id].letters = count
 
 
 def _notices(conn: Connection, rows: dict[int, PartnerFigures]) -> None:

@@ -92,6 +92,24 @@ def _join(conn: Connection, session: VerifiedSession, row: object, secret: bytes
     }
     if db.insert_ignore(conn, tables.session_addresses, values, keys=["session_id", "bidx"]):
         counters.count_visit(conn, incident_id=session.incident_id, bidx=bidx)
+    if session.sealed_email is None:
+        _answer_to(conn, session, email)
+
+
+def _answer_to(conn: Connection, session: VerifiedSession, email: str) -> None:
+    """A letter's code session that verified an address: its open requests that have no
+    address get this one, for the mail that closes them (design §8)."""
+    d = tables.deletion_requests.c
+    conn.execute(
+        update(tables.deletion_requests)
+        .where(
+            d.incident_id == session.incident_id,
+            d.bidx == session.bidx,
+            d.email.is_(None),
+            d.status.in_(deletions.OPEN),
+        )
+        .values(email=email)
+    )
 
 
 def _renew(
@@ -183,6 +201,10 @@ def request_deletion(
 def _request(
     conn: Connection, settings: Settings, each: VerifiedSession, partner: str, renderer: Renderer
 ) -> None:
+    if each.sealed_email is None:  # a letter's code: the address it verified, if any
+        added = addresses_of(conn, each)[1:]
+        if added:
+            each = replace(each, sealed_email=added[0].sealed_email)
     deletions.request_deletion(conn, settings, each, partner=partner, renderer=renderer)
 
 

@@ -70,6 +70,7 @@ class RateLimiter:
         self.items: dict[str, list[RateLimitItem]] = {
             "address": parse_many(settings.limit_per_address),
             "client": parse_many(settings.limit_per_client),
+            "code": parse_many(settings.limit_per_code_client),
             "confirm": parse_many(settings.limit_confirm_per_client),
             "login": parse_many(settings.limit_login),
             "login_account": parse_many(settings.limit_login_per_account),

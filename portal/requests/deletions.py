@@ -21,6 +21,7 @@ from portal.core import metrics
 from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
+from portal.core.tokens import TokenInvalid
 from portal.incidents import stored
 from portal.mail.renderer import Renderer
 from portal.requests import forwarding, receipts
@@ -225,11 +226,12 @@ def request_deletion(
         for p in targets
         if p.id not in existing
     ]
-    if created:
+    address = _email_of(session)
+    if created and address is not None:  # a letter's code has none: the page shows it
         names = {p.id: p.name for p in exposed}
         receipts.send_receipt(
             conn,
-            to=session.email(),
+            to=address,
             lang=session.lang,
             incident=incident,
             requests=[
@@ -238,6 +240,14 @@ def request_deletion(
             renderer=renderer,
         )
     return [existing.get(p.id) or next(c for c in created if c.partner_id == p.id) for p in targets]
+
+
+def _email_of(session: Requester) -> str | None:
+    """The session's verified address; None for a session a letter's code started."""
+    try:
+        return session.email()
+    except TokenInvalid:
+        return None
 
 
 def _create(
@@ -255,7 +265,7 @@ def _create(
         "incident_id": incident.id,
         "partner_id": partner.id,
         "bidx": session.bidx,
-        "email": session.email(),
+        "email": _email_of(session),
         "fields": fields,
         "lang": session.lang,
         "status": RECEIVED,

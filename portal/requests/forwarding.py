@@ -32,6 +32,10 @@ REMINDER_INTERVAL = 600.0  # seconds between two looks for partners to remind
 REMINDER_BATCH = 200
 
 
+# What a partner reads for a request made with a letter's code (design §8): no address.
+NO_ADDRESS = "(none: the person was written to by post and identified by a letter's code)"
+
+
 def partner_link(settings: Settings, reference: str) -> str:
     """The one portal link of a partner's request email: `{BASE_URL}/r/{token}`."""
     return f"{settings.base_url}/r/{partner_signer(settings).sign(reference)}"
@@ -107,7 +111,8 @@ def _context(
         "incident_title": incident.text(incident.title, lang),
         "incident_slug": incident.slug,
         "partner_name": partner.name,
-        "email": row.email,
+        # A person who came with a letter's code has no address: the fields identify them.
+        "email": row.email or NO_ADDRESS,
         "verified_at": row.verified_at,
         "received_on": row.received_at.date(),
         "due_on": row.extended_due_on or row.due_on,

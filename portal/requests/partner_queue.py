@@ -17,7 +17,7 @@ from portal.core.clock import utcnow
 from portal.core.config import Settings
 from portal.core.errors import PortalError
 from portal.core.fields import Field, from_bits
-from portal.core.printable import neutralise
+from portal.core.files import neutralise
 from portal.core.tokens import TokenInvalid, partner_queue_signer
 from portal.incidents.stored import Incident, Partner
 from portal.mail.renderer import Renderer

@@ -127,6 +127,7 @@ sessions = Table(
     Column("verified_at", DateTime, nullable=False),
     Column("expires_at", DateTime, nullable=False),
     Column("partner_id", Integer, nullable=True),  # the entry page's partner, listed first
+    Column("letter_code_id", Integer, nullable=True),  # a session a letter's code started
 )
 
 # The further addresses of a session (design §2 "several addresses"), each added only by
@@ -365,4 +366,31 @@ hourly_counters = Table(
     Column("hour", DateTime, primary_key=True),  # UTC, on the hour
     Column("name", String(32), primary_key=True),
     Column("count", BigInteger, nullable=False),
+)
+
+# A letter's personal code (design §8): its keyed hash only, never the code or the postal
+# address. `person_key` is the blind index of the --key columns, which finds the person again
+# in a later partner's file; the code's exposures live in `exposures` with `bidx = code_hash`.
+letter_codes = Table(
+    "letter_codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("person_key", LargeBinary(32), nullable=False),
+    Column("code_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("lang", String(8), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_used_at", DateTime, nullable=True),
+    UniqueConstraint("incident_id", "person_key", name="uq_letter_codes_incident_person"),
+)
+
+# Which partners a code's letters have named: a partner is named once (a first letter or a
+# follow-up), so no person gets a second letter for the same partner unless asked (--all).
+letter_partners = Table(
+    "letter_partners",
+    metadata,
+    Column("code_id", ForeignKey("letter_codes.id", ondelete="CASCADE"), primary_key=True),
+    Column("partner_id", ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True),
+    Column("fields", BigInteger, nullable=False),
+    Column("lettered_at", DateTime, nullable=False),
 )

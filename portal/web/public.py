@@ -283,7 +283,8 @@ async def results(request: Request) -> Response:
             "results.html",
             lang=lang,
             of=incident,
-            shape=("results", today.date(), layout),
+            # A letter's code session shows no address and offers one for the answers.
+            shape=("results", today.date(), page.session.sealed_email is None, layout),
             values=[each.view.address for each in page.addresses],
             context=lambda shown: _results_context(request, incident, page, shown, today, None),
         )
@@ -314,6 +315,7 @@ def _results_context(
         "flash": flash,
         "minutes": request.app.state.settings.session_ttl // 60,
         "today": today,
+        "by_code": page.session.sealed_email is None,  # a letter's code: no address
     }
 
 

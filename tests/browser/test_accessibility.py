@@ -105,6 +105,17 @@ def person_pages(auditor: Auditor) -> None:
     auditor.check("results-not-affected")
 
 
+def code_pages(auditor: Auditor) -> None:
+    """The letter page, and its answer to a code that is not one."""
+    page = auditor.person.page
+    auditor.visit("code", f"/{SLUG}/code?lang={auditor.lang}")
+    page.fill("#code", "ABCDE-FGHJK-MNPQR-STVWX-Y")
+    page.click("form.lookup button[type=submit]")
+    assert page.locator("[data-error-summary]").is_visible()
+    assert page.locator('[data-error="code"]').is_visible()
+    auditor.check("code-error")
+
+
 def partner_page(auditor: Auditor) -> None:
     person = auditor.person
     mails = [
@@ -209,11 +220,11 @@ def run(open_person: Callable[..., Person], lang: str, *steps: Callable[[Auditor
 
 
 def test_axe_finds_nothing_on_the_pages_in_dutch(open_person: Any) -> None:
-    run(open_person, "nl", person_pages, partner_page, partner_queue)
+    run(open_person, "nl", person_pages, partner_page, partner_queue, code_pages)
 
 
 def test_axe_finds_nothing_on_the_pages_in_english(open_person: Any) -> None:
-    run(open_person, "en", person_pages)
+    run(open_person, "en", person_pages, code_pages)
 
 
 def test_axe_finds_nothing_in_the_admin_area_in_english(open_person: Any) -> None:

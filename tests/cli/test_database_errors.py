@@ -32,6 +32,7 @@ COMMANDS = [
     ("incident", "load", "incident.toml"),
     ("import", SLUG, "park-a", "park-a.csv"),
     ("notify", SLUG, "park-a", "park-a.csv", "--dry-run"),
+    ("letters", SLUG, "park-a", "park-a.csv", "--out", "post", "--dry-run"),
     ("stats",),
     ("purge",),
     ("export", SLUG, "park-a"),

@@ -22,6 +22,7 @@ COMMANDS = {
     "serve": ("serve", "--port", "{port}"),
     "import": ("import", SLUG, "theater-b", "theater-b.csv"),
     "notify": ("notify", SLUG, "park-a", "park-a.csv"),
+    "letters": ("letters", SLUG, "park-a", "park-a.csv", "--out", "post"),
     "mail-worker": ("mail-worker",),
 }
 

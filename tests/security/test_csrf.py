@@ -47,6 +47,7 @@ ROUTES = app_routes(Path("/nonexistent-never-opened"))
 def test_it_knows_the_state_changing_routes() -> None:
     assert ("POST", f"/{SLUG}/lookup") in ROUTES
     assert ("POST", f"/{SLUG}/deletion") in ROUTES
+    assert ("POST", f"/{SLUG}/code") in ROUTES
     assert ("POST", "/v/" + "x" * 40) in ROUTES
     for action in ("status", "extend", "retry"):
         assert ("POST", f"/admin/requests/DR-0000-0000/{action}") in ROUTES
