@@ -1,7 +1,7 @@
 """letter codes: people reached on paper look their results up by a code
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-07 20:00:00.000000
 
 `letter_codes` keeps a letter's code only as a keyed hash, with the blind index of the
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
