@@ -56,9 +56,11 @@ def notify(
 
     Once the notice went out, the person gets one follow-up notice naming only the partners
     new to them, in the same schedule. The mail workers send at most --rate notices per
-    second, all workers together, in the order queued. Running it again, after a crash
-    too, queues only what is missing: nothing is sent twice. With --part K/N, N processes
-    (on N hosts, on one PostgreSQL database) share the file, each queueing its part.
+    second, all workers together, in the order queued.
+
+    Running it again, after a crash too, queues only what is missing: nothing is sent
+    twice. With --part K/N, N processes (on N hosts, on one PostgreSQL database) share the
+    file, each queueing its part.
 
     Example: portal notify ticketing-2021 park-a park-a.csv --rate 20
     """
@@ -297,8 +299,10 @@ def letters(  # long: one typer option per parameter, each with its help
     The file is read as `portal import` reads it. Each person (rows with the same --key
     columns) gets one code, which opens their results at /INCIDENT/code; the portal keeps
     only a keyed hash of it and of the key, never a postal address: those are only in
-    OUT/letters.csv (and OUT/letters.pdf). Running it again makes no second letter for
-    the same people; a later partner's file gives a follow-up letter naming that partner.
+    OUT/letters.csv (and OUT/letters.pdf).
+
+    Running it again makes no second letter for the same people; a later partner's file
+    gives a follow-up letter naming that partner.
 
     Example: portal letters ticketing-2021 park-a park-a.csv --out out/ --pdf --key name,postcode
     """
