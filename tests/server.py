@@ -46,6 +46,16 @@ class Portal:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    @contextmanager
+    def log_on_failure(self, lines: int = 40) -> Iterator[None]:
+        """An assertion that fails inside says what the server logged last, for a failure
+        seen once in CI to be read afterwards."""
+        try:
+            yield
+        except AssertionError as exc:
+            tail = "\n".join(self.log().splitlines()[-lines:])
+            raise AssertionError(f"{exc}\nthe server's log ended with:\n{tail}") from exc
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Runs `portal ARGS` against this portal's database and instance folder."""
         return subprocess.run(
@@ -138,6 +148,16 @@ class MailWorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    @contextmanager
+    def log_on_failure(self, lines: int = 40) -> Iterator[None]:
+        """An assertion that fails inside says what the server logged last, for a failure
+        seen once in CI to be read afterwards."""
+        try:
+            yield
+        except AssertionError as exc:
+            tail = "\n".join(self.log().splitlines()[-lines:])
+            raise AssertionError(f"{exc}\nthe server's log ended with:\n{tail}") from exc
 
     def kill(self) -> None:
         """kill -9: no shutdown, nothing recorded after this instant."""

@@ -289,6 +289,12 @@ class LookupClient:
         self.http = httpx.Client(base_url=portal.url, timeout=10)
         self.token: str | None = None
 
+    def __enter__(self) -> LookupClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
     def look_up(self, email: str) -> int:
         if self.token is None:
             self.token = csrf(self.http.get(f"/{SLUG}/"))

@@ -129,9 +129,11 @@ def test_it_answers_503_and_writes_nothing_half_with_the_disk_full(
         shutil.copy(database, clean)
         importing = ("import", SLUG, "theater-b", csv.name)
 
-        with running_portals([(tmp_path / "server", dict(env))]) as (server,):
-            browser = httpx.Client(base_url=server.url, timeout=10)
-            client = LookupClient(server)
+        with (
+            running_portals([(tmp_path / "server", dict(env))]) as (server,),
+            httpx.Client(base_url=server.url, timeout=10) as browser,
+            LookupClient(server) as client,
+        ):
             assert client.look_up(address(0)) == 303
             wait_for_sync(lambda: relay.received, timeout=30)
             found = re.search(r"/v/[A-Za-z0-9_.\-]+", relay.received[0].content.decode())
@@ -149,11 +151,10 @@ def test_it_answers_503_and_writes_nothing_half_with_the_disk_full(
             kept = read(database, EXPOSURES)
 
             filler.unlink()
-            wait_for_sync(lambda: confirm(browser, link).status_code == 303, timeout=5)
-            wait_for_sync(lambda: set(waiting) <= recipients(relay), timeout=30)
+            with server.log_on_failure():
+                wait_for_sync(lambda: confirm(browser, link).status_code == 303, timeout=30)
+                wait_for_sync(lambda: set(waiting) <= recipients(relay), timeout=30)
             rerun = run_cli(env, *importing, cwd=tmp_path)
-            browser.close()
-            client.http.close()
             log = server.log()
 
         assert page.status_code == 200  # reading needs no room
