@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from portal.core import metrics
 from portal.incidents import stored
 from portal.incidents.file import SLUG
 from portal.person.codes import open_code
-from portal.web.csrf import checked_form, rotate_csrf_cookie
-from portal.web.pages import client_address, language, render, with_db
-from portal.web.public import SESSION_COOKIE
+from portal.web.csrf import checked_form
+from portal.web.pages import language, render, with_db
+from portal.web.public import to_results, within_client_limit
 
 MAX_TYPED = 64  # a code is 25 characters; room for spaces a person types
 
@@ -26,31 +25,15 @@ async def code_page(request: Request) -> Response:
 async def code(request: Request) -> Response:
     incident = await _incident(request)
     form = await checked_form(request)
-    state = request.app.state
-    client = client_address(request)
-    if not await state.limiter.hit("code", client):
-        metrics.rate_limited_total.labels(limit="code").inc()
-        wait = await state.limiter.retry_after("code", client)
-        raise HTTPException(429, headers={"Retry-After": str(wait)})
+    await within_client_limit(request, "code")
     typed = form.get("code")
     typed = typed[:MAX_TYPED] if isinstance(typed, str) else ""
     lang = language(request, incident)
-    cookie = await with_db(request, open_code, state.settings, incident, typed, lang)
+    cookie = await with_db(request, open_code, request.app.state.settings, incident, typed, lang)
     if cookie is None:
         shown = "".join(ch for ch in typed if ch.isprintable())
         return _form(request, incident, error=True, typed=shown, status=400)
-    response = RedirectResponse(f"/{incident.slug}/results", status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        max_age=state.settings.session_ttl,
-        httponly=True,
-        samesite="lax",
-        secure=state.settings.https,
-        path="/",
-    )
-    rotate_csrf_cookie(request, response)
-    return response
+    return to_results(request, incident.slug, cookie)
 
 
 def _form(

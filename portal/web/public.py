@@ -179,12 +179,8 @@ async def confirm_page(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     await checked_form(request)
+    await within_client_limit(request, "confirm")
     state = request.app.state
-    client = client_address(request)
-    if not await state.limiter.hit("confirm", client):
-        metrics.rate_limited_total.labels(limit="confirm").inc()
-        wait = await state.limiter.retry_after("confirm", client)
-        raise HTTPException(429, headers={"Retry-After": str(wait)})
     token = request.path_params["token"]
     try:
         cookie, session = await with_db(
@@ -198,15 +194,32 @@ async def confirm(request: Request) -> Response:
         return await _bad_link(request, exc, token)
     except addresses.TooManyAddresses:
         return await _too_many_addresses(request, token)
-    response = RedirectResponse(f"/{session.incident_slug}/results", status_code=303)
     # A new session, or the browser's own with the address added: a new cookie either way.
+    return to_results(request, session.incident_slug, cookie)
+
+
+async def within_client_limit(request: Request, limit: str) -> None:
+    """Counts the request against the client's `limit`; 429 with Retry-After past it."""
+    limiter = request.app.state.limiter
+    client = client_address(request)
+    if not await limiter.hit(limit, client):
+        metrics.rate_limited_total.labels(limit=limit).inc()
+        wait = await limiter.retry_after(limit, client)
+        raise HTTPException(429, headers={"Retry-After": str(wait)})
+
+
+def to_results(request: Request, slug: str, cookie: str) -> Response:
+    """303 to the incident's results page, holding the session `cookie` (and a new CSRF
+    cookie: the session changed)."""
+    settings = request.app.state.settings
+    response = RedirectResponse(f"/{slug}/results", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         cookie,
-        max_age=state.settings.session_ttl,
+        max_age=settings.session_ttl,
         httponly=True,
         samesite="lax",
-        secure=state.settings.https,
+        secure=settings.https,
         path="/",
     )
     rotate_csrf_cookie(request, response)
