@@ -211,6 +211,7 @@ def database_unavailable(request: Request, exc: Exception) -> Response:
         request.method,
         loggable_path(request.url.path),
         db_errors.where(exc),
+        extra={"fields": {"code": db_errors.code(exc)}},
     )
     response = render(request, "error.html", lang=language(request, None), status=503, code=503)
     response.headers["Retry-After"] = str(db_errors.RETRY_AFTER)

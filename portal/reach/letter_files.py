@@ -18,9 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from fpdf import FPDF
+from typing import TYPE_CHECKING, Any
 
 from portal.core.clock import utcnow
 from portal.core.config import Settings
@@ -33,6 +31,9 @@ from portal.mail.markdown import MailMarkdown
 from portal.mail.renderer import Renderer
 from portal.reach.letter_rows import POSTAL
 from portal.reach.letters import Letter, LettersSummary
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian's fonts-dejavu-core
 FONT, BOLD = FONT_DIR / "DejaVuSans.ttf", FONT_DIR / "DejaVuSans-Bold.ttf"
@@ -82,6 +83,10 @@ class LetterContext:
 
 def letters_pdf(letters: Iterable[Letter], context: LetterContext) -> bytes:
     """letters.pdf: one A4 page per letter, the address where the envelope's window is."""
+    # Imported here: fpdf2 (with fontTools) takes 0.4 s to import, and every `portal`
+    # command would pay it; only `portal letters --pdf` needs it.
+    from fpdf import FPDF
+
     pdf = FPDF(format="A4", unit="mm")
     pdf.set_auto_page_break(auto=True, margin=20)
     pdf.set_margins(MARGIN, 20, MARGIN)

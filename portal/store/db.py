@@ -7,8 +7,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
     Connection,
     Engine,
@@ -75,6 +73,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def migrate(engine: Engine) -> None:
     """Creates or upgrades the schema to the newest migration, and the deployment salt."""
+    if not _at_head(engine):
+        _upgrade(engine)
+    with engine.begin() as conn:
+        ensure_salt(conn)
+
+
+def head_revision() -> str:
+    """The newest migration's revision: the number its file name starts with (the chain is
+    linear; tests/store/test_migrations.py checks this against Alembic's own head)."""
+    return max(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9]" * 4 + "_*.py"))
+
+
+def _at_head(engine: Engine) -> bool:
+    """Whether the schema is at the newest migration already, read without Alembic: every
+    command and server start asks, and importing Alembic costs more than the answer."""
+    try:
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except DatabaseError:  # a new database, or one that does not answer: Alembic will say
+        return False
+    return version == head_revision()
+
+
+def _upgrade(engine: Engine) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
@@ -86,8 +111,6 @@ def migrate(engine: Engine) -> None:
         # psycopg's messages run over lines ("Is the server running ..."): the CLI prints one.
         reason = " ".join(str(exc.orig).split())
         raise PortalError(f"cannot open the database: {reason}") from None
-    with engine.begin() as conn:
-        ensure_salt(conn)
 
 
 def _lock_for_migration(conn: Connection) -> None:

@@ -54,6 +54,15 @@ def passing(exc: BaseException) -> bool:
     return kind(exc) in (UNAVAILABLE, FULL)
 
 
+def code(exc: BaseException) -> str | None:
+    """The driver's code for the error (SQLite's name, SQLSTATE on PostgreSQL): a word that
+    tells a full disk from a lock or a short read, and never holds a value."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorname", None)
+    return getattr(orig, "sqlstate", None)
+
+
 def _driver_kind(exc: BaseException) -> str | None:
     if isinstance(exc, sqlite3.Error):
         name = getattr(exc, "sqlite_errorname", "")

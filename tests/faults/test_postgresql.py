@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.faults.servers import SLUG, Cluster, Site, address, confirm, csrf, running_site
+from tests.fixtures_mail import wait_for_sync
 from tests.server import shows_in_the_guide
 
 pytestmark = pytest.mark.e2e
@@ -144,9 +145,9 @@ def test_it_answers_from_the_cache_and_mails_every_lookup_while_postgresql_is_aw
             looked_up = load.answered()
             mails = site.wait_for_mails(looked_up, timeout=90)
             assert Counter(mails[a] for a in looked_up) == {1: len(looked_up)}
-            assert site.sql("SELECT status, count(*) FROM outbox GROUP BY status") == [
-                ("sent", len(looked_up) + 4)  # and the visitors' four
-            ]
+            statuses = "SELECT status, count(*) FROM outbox GROUP BY status"
+            everyone = [("sent", len(looked_up) + 4)]  # and the visitors' four
+            wait_for_sync(lambda: site.sql(statuses) == everyone, timeout=10)
 
             for server in site.servers:
                 log = server.log()
@@ -157,12 +158,11 @@ def test_it_answers_from_the_cache_and_mails_every_lookup_while_postgresql_is_aw
             # Stopped while the database is away: within its timeout, saying what it lost.
             site.postgres.stop()
             lost = [address(n) for n in range(50, 55)]
-            client = httpx.Client(base_url=site.servers[1].url, timeout=10)
-            token = csrf(client.get(f"/{SLUG}/"))
-            for email in lost:
-                answer = client.post(f"/{SLUG}/lookup", data={"email": email, "csrf_token": token})
-                assert answer.status_code == 303
-            client.close()
+            with httpx.Client(base_url=site.servers[1].url, timeout=10) as client:
+                token = csrf(client.get(f"/{SLUG}/"))
+                for email in lost:
+                    data = {"email": email, "csrf_token": token}
+                    assert client.post(f"/{SLUG}/lookup", data=data).status_code == 303
             assert site.stop_server(1) <= SHUTDOWN_TIMEOUT + 2
             assert (
                 f"{len(lost)} accepted lookups lost at shutdown: not written within the "
