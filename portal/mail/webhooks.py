@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import httpx
 from sqlalchemy import Connection, select
 
 from portal.store import tables
@@ -29,6 +28,10 @@ def sign_webhook(secret: str, timestamp: int, body: str) -> str:
 
 async def post_webhook(url: str, body: str, secret: str, *, timestamp: int) -> int:
     """POSTs the signed body; returns the 2xx status, else raises WebhookError."""
+    # Imported here: httpx brings its own command line (click, rich, pygments) when they
+    # are installed, and every `portal` command would pay for it.
+    import httpx
+
     headers = {
         "Content-Type": "application/json",
         "X-Portal-Timestamp": str(timestamp),
