@@ -27,21 +27,10 @@ from tests.factories import DORA, DORA_PASSWORD, SLUG
 from tests.fixtures_mail import free_port
 
 
-@dataclass
-class Portal:
-    """A running portal: its base URL, instance folder, environment and captured log."""
+class Logged:
+    """A process of the tests' own whose output goes to `log_path`."""
 
-    url: str
-    instance: Path
-    env: dict[str, str]
     log_path: Path
-    pid: int = 0  # the server process (for its memory in bench/)
-    process: subprocess.Popen[bytes] | None = None  # to signal it as a deploy does
-
-    @property
-    def database_url(self) -> str:
-        """Where this portal keeps its data (its SQLite file unless a fixture chose)."""
-        return self.env.get("PORTAL_DATABASE_URL") or f"sqlite:///{self.instance / 'portal.db'}"
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -55,6 +44,23 @@ class Portal:
         except AssertionError as exc:
             tail = "\n".join(self.log().splitlines()[-lines:])
             raise AssertionError(f"{exc}\nthe server's log ended with:\n{tail}") from exc
+
+
+@dataclass
+class Portal(Logged):
+    """A running portal: its base URL, instance folder, environment and captured log."""
+
+    url: str
+    instance: Path
+    env: dict[str, str]
+    log_path: Path
+    pid: int = 0  # the server process (for its memory in bench/)
+    process: subprocess.Popen[bytes] | None = None  # to signal it as a deploy does
+
+    @property
+    def database_url(self) -> str:
+        """Where this portal keeps its data (its SQLite file unless a fixture chose)."""
+        return self.env.get("PORTAL_DATABASE_URL") or f"sqlite:///{self.instance / 'portal.db'}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Runs `portal ARGS` against this portal's database and instance folder."""
@@ -140,24 +146,11 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 @dataclass
-class MailWorkerProcess:
+class MailWorkerProcess(Logged):
     """A running `portal mail-worker`."""
 
     process: subprocess.Popen[bytes]
     log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    @contextmanager
-    def log_on_failure(self, lines: int = 40) -> Iterator[None]:
-        """An assertion that fails inside says what the server logged last, for a failure
-        seen once in CI to be read afterwards."""
-        try:
-            yield
-        except AssertionError as exc:
-            tail = "\n".join(self.log().splitlines()[-lines:])
-            raise AssertionError(f"{exc}\nthe server's log ended with:\n{tail}") from exc
 
     def kill(self) -> None:
         """kill -9: no shutdown, nothing recorded after this instant."""
